@@ -1,0 +1,35 @@
+"""rmsmp: row-wise mixed-scheme, mixed-precision DNN accelerators for Xilinx Zynq.
+
+The public API is imported lazily so that the host side works with numpy alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .arch import AccelConfig, ConfigError
+
+if TYPE_CHECKING:
+    from .host.program import Program
+
+__all__ = ["AccelConfig", "ConfigError", "Program", "compile", "quantize", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "quantize":
+        from .compiler.quant import quantize
+
+        return quantize
+    if name == "compile":
+        from .compiler.lower import compile_model
+
+        return compile_model
+    if name == "run":
+        from .host.runtime import run
+
+        return run
+    if name == "Program":
+        from .host.program import Program
+
+        return Program
+    raise AttributeError(name)

@@ -1,0 +1,15 @@
+"""rmsmp.arch: the single source of truth (config, numerics, ISA, layouts, registers). numpy only."""
+
+from .config import PRESETS, AccelConfig, ConfigError, RowGroup
+from .numerics import FORMATS, Scheme, WeightFormat, weight_format
+
+__all__ = [
+    "FORMATS",
+    "PRESETS",
+    "AccelConfig",
+    "ConfigError",
+    "RowGroup",
+    "Scheme",
+    "WeightFormat",
+    "weight_format",
+]

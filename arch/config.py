@@ -1,0 +1,221 @@
+"""AccelConfig: the one description of an accelerator instance.
+
+The hardware generator, the ISA field widths, the memory layouts, the compiler's tiling and the
+board files all derive from it. It is frozen, validated in the constructor, round-trips through
+JSON, and has a stable hash that every artifact carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+
+from .numerics import weight_format
+
+
+class ConfigError(ValueError):
+    """An AccelConfig that cannot be built; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """A contiguous group of PE rows that all use one weight format."""
+
+    fmt: str
+    rows: int
+
+    def __post_init__(self) -> None:
+        try:
+            weight_format(self.fmt)
+        except ValueError as e:
+            raise ConfigError(f"row group: {e}") from None
+        if not isinstance(self.rows, int) or self.rows < 1:
+            raise ConfigError(f"row group {self.fmt}: rows must be a positive int, got {self.rows!r}")
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    """Shape, widths and buffer depths of one accelerator instance.
+
+    PE rows (output channels) come in ``groups``, in order; ``cols`` is the vector width (input
+    channels per cycle). Depths count buffer entries: a weight entry holds one ``cols``-wide chunk
+    for every PE row, an input entry ``cols`` activations, an accumulator entry one int per PE row,
+    an output entry one activation per PE row, a requant entry the params of every PE row.
+    """
+
+    name: str
+    groups: tuple[RowGroup, ...]
+    cols: int
+    act_bits: int = 8
+    acc_bits: int = 32
+    w_depth: int = 512
+    x_depth: int = 2048
+    acc_depth: int = 256
+    out_depth: int = 256
+    q_depth: int = 64
+    requant_lanes: int = 4
+    axi_data_bits: int = 64
+    axi_addr_bits: int = 32
+    max_burst: int = 16
+    max_outstanding: int = 4
+    insn_bits: int = 128
+    clock_mhz: float = 100.0
+
+    def __post_init__(self) -> None:
+        groups = tuple(
+            g if isinstance(g, RowGroup) else RowGroup(**g) for g in self.groups  # type: ignore[arg-type]
+        )
+        object.__setattr__(self, "groups", groups)
+        if not groups:
+            raise ConfigError("groups: at least one row group is needed")
+        names = [g.fmt for g in groups]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"groups: each format may appear once, got {names}")
+        ints = {f.name: getattr(self, f.name) for f in fields(self) if f.type == "int"}
+        for k, v in ints.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{k}: must be a positive int, got {v!r}")
+        if self.act_bits != 8:
+            raise ConfigError("act_bits: only 8-bit activation storage is implemented; set 8")
+        if not 24 <= self.acc_bits <= 48:
+            raise ConfigError(f"acc_bits: must be in [24, 48], got {self.acc_bits}")
+        if self.axi_data_bits != 64:
+            raise ConfigError("axi_data_bits: the Zynq HP port is 64 bits wide; set 64")
+        if self.axi_addr_bits != 32:
+            raise ConfigError("axi_addr_bits: Zynq-7000 addresses are 32 bits; set 32")
+        if not 1 <= self.max_burst <= 16:
+            raise ConfigError("max_burst: Zynq HP ports are AXI3, so bursts are 1..16 beats")
+        if self.insn_bits % self.axi_data_bits:
+            raise ConfigError("insn_bits: must be a multiple of axi_data_bits")
+        if self.rows % self.requant_lanes:
+            raise ConfigError(
+                f"requant_lanes: {self.requant_lanes} must divide the PE row count {self.rows}"
+            )
+        for k in ("w_depth", "x_depth", "acc_depth", "out_depth", "q_depth"):
+            if not _pow2(getattr(self, k)):
+                raise ConfigError(f"{k}: must be a power of two, got {getattr(self, k)}")
+        if not self.clock_mhz > 0:
+            raise ConfigError(f"clock_mhz: must be positive, got {self.clock_mhz}")
+        from .isa import check_fits  # the ISA's field widths derive from this config
+
+        check_fits(self)
+
+    @property
+    def rows(self) -> int:
+        """Total PE rows (output channels computed per cycle)."""
+        return sum(g.rows for g in self.groups)
+
+    @property
+    def peak_macs_per_cycle(self) -> int:
+        """MACs the array does per cycle when fully busy."""
+        return self.rows * self.cols
+
+    def group_offsets(self) -> dict[str, tuple[int, int]]:
+        """First PE row and row count of each format's group."""
+        out, r = {}, 0
+        for g in self.groups:
+            out[g.fmt] = (r, g.rows)
+            r += g.rows
+        return out
+
+    def to_dict(self) -> dict:
+        """Plain-data form (what JSON holds)."""
+        d = asdict(self)
+        d["groups"] = [asdict(g) for g in self.groups]
+        return d
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, no whitespace variance."""
+        return json.dumps(self.to_dict(), sort_keys=True, indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AccelConfig:
+        """Build from plain data, rejecting unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**{**d, "groups": tuple(RowGroup(**g) for g in d["groups"])})
+
+    @classmethod
+    def from_json(cls, text: str) -> AccelConfig:
+        """Parse JSON written by ``to_json``."""
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config JSON is malformed: {e}") from None
+        return cls.from_dict(d)
+
+    @property
+    def hash(self) -> str:
+        """Stable 64-bit identity (16 hex digits) of everything but the name."""
+        d = self.to_dict()
+        d.pop("name")
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def hash_int(self) -> int:
+        """``hash`` as an integer, as the CONFIG_HASH registers hold it."""
+        return int(self.hash, 16)
+
+    @classmethod
+    def for_board(cls, name: str) -> AccelConfig:
+        """The preset of a board ("pynq-z1", "zc706") or of the small test instance ("tiny")."""
+        try:
+            return PRESETS[name]
+        except KeyError:
+            raise ConfigError(f"unknown board {name!r}; known: {sorted(PRESETS)}") from None
+
+
+PRESETS: dict[str, AccelConfig] = {
+    # XC7Z020: 60:35:5 PoT4:Fixed4:Fixed8 (the paper's ratio), 128 multipliers of 220 DSP48E1.
+    "pynq-z1": AccelConfig(
+        name="pynq-z1",
+        groups=(RowGroup("pot4", 12), RowGroup("fixed4", 7), RowGroup("fixed8", 1)),
+        cols=16,
+        w_depth=512,
+        x_depth=2048,
+        acc_depth=256,
+        out_depth=256,
+        q_depth=64,
+        requant_lanes=4,
+        clock_mhz=100.0,
+    ),
+    # XC7Z045: 65:30:5, 448 multipliers of 900 DSP48E1.
+    "zc706": AccelConfig(
+        name="zc706",
+        groups=(RowGroup("pot4", 26), RowGroup("fixed4", 12), RowGroup("fixed8", 2)),
+        cols=32,
+        w_depth=1024,
+        x_depth=4096,
+        acc_depth=512,
+        out_depth=512,
+        q_depth=64,
+        requant_lanes=8,
+        clock_mhz=150.0,
+    ),
+    # Small instance for fast simulation: every scheme, tiny buffers so tiling is exercised.
+    "tiny": AccelConfig(
+        name="tiny",
+        groups=(
+            RowGroup("pot4", 3),
+            RowGroup("sp2-4", 2),
+            RowGroup("fixed4", 2),
+            RowGroup("fixed8", 1),
+        ),
+        cols=8,
+        w_depth=16,
+        x_depth=64,
+        acc_depth=8,
+        out_depth=8,
+        q_depth=2,
+        requant_lanes=2,
+        clock_mhz=100.0,
+    ),
+}

@@ -1,0 +1,120 @@
+"""Bit layouts of buffer entries, in on-chip buffers and in DDR: one definition for all layers.
+
+An entry is a little-endian bit string, fields packed LSB-first; in DDR it occupies
+``entry_beats`` consecutive AXI beats (the last one zero-padded).
+
+* W (weights): for PE row r, column c, a code of the row's format width at
+  ``w_row_offset[r] + c * bits[r]``.
+* X (inputs) and OUT (outputs): ``act_bits`` two's-complement activations, column/row i at ``i*act_bits``.
+* Q (requant params): for PE row r, at ``r*Q_ROW_BITS``: bias (BIAS_BITS, signed), mult
+  (MULT_BITS, signed), shift (Q_SHIFT_SLOT bits, of which SHIFT_BITS are used).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .numerics import BIAS_BITS, MULT_BITS, weight_format
+
+if TYPE_CHECKING:
+    from .config import AccelConfig
+
+Q_SHIFT_SLOT = 8
+Q_ROW_BITS = BIAS_BITS + MULT_BITS + Q_SHIFT_SLOT
+
+
+class Entry(enum.Enum):
+    """The kinds of buffer entry that cross the AXI bus."""
+
+    W = "w"
+    X = "x"
+    Q = "q"
+    OUT = "out"
+
+
+def row_formats(cfg: AccelConfig) -> list[str]:
+    """Format name of each PE row, in array order."""
+    return [g.fmt for g in cfg.groups for _ in range(g.rows)]
+
+
+def row_bits(cfg: AccelConfig) -> np.ndarray:
+    """Weight code width of each PE row."""
+    return np.array([weight_format(f).bits for f in row_formats(cfg)], dtype=np.int64)
+
+
+def w_row_offsets(cfg: AccelConfig) -> np.ndarray:
+    """Bit offset of each PE row's first code inside a W entry."""
+    b = row_bits(cfg) * cfg.cols
+    return np.concatenate([[0], np.cumsum(b)[:-1]]).astype(np.int64)
+
+
+def entry_bits(cfg: AccelConfig, kind: Entry) -> int:
+    """Meaningful bits of one entry."""
+    if kind is Entry.W:
+        return int(row_bits(cfg).sum()) * cfg.cols
+    if kind is Entry.X:
+        return cfg.cols * cfg.act_bits
+    if kind is Entry.OUT:
+        return cfg.rows * cfg.act_bits
+    return cfg.rows * Q_ROW_BITS
+
+
+def entry_beats(cfg: AccelConfig, kind: Entry) -> int:
+    """AXI beats one entry occupies in DDR."""
+    return -(-entry_bits(cfg, kind) // cfg.axi_data_bits)
+
+
+def entry_bytes(cfg: AccelConfig, kind: Entry) -> int:
+    """Bytes one entry occupies in DDR."""
+    return entry_beats(cfg, kind) * cfg.axi_data_bits // 8
+
+
+def field_widths(cfg: AccelConfig, kind: Entry) -> np.ndarray:
+    """Width of every field of an entry, in packing order."""
+    if kind is Entry.W:
+        return np.repeat(row_bits(cfg), cfg.cols)
+    if kind is Entry.X:
+        return np.full(cfg.cols, cfg.act_bits, dtype=np.int64)
+    if kind is Entry.OUT:
+        return np.full(cfg.rows, cfg.act_bits, dtype=np.int64)
+    return np.tile(np.array([BIAS_BITS, MULT_BITS, Q_SHIFT_SLOT], dtype=np.int64), cfg.rows)
+
+
+def pack(cfg: AccelConfig, kind: Entry, values: np.ndarray) -> bytes:
+    """Pack an [entries, fields] integer array into the DDR image of those entries.
+
+    Values are taken modulo 2^width (two's complement for signed fields); the caller checks ranges.
+    """
+    widths = field_widths(cfg, kind)
+    values = np.asarray(values, dtype=np.int64)
+    if values.ndim != 2 or values.shape[1] != len(widths):
+        raise ValueError(f"{kind.name} entries need shape [n, {len(widths)}], got {values.shape}")
+    cols = []
+    for i, w in enumerate(widths):
+        cols.append(((values[:, i : i + 1] >> np.arange(w)) & 1).astype(np.uint8))
+    bits = np.concatenate(cols, axis=1) if cols else np.zeros((len(values), 0), np.uint8)
+    pad = entry_bytes(cfg, kind) * 8 - bits.shape[1]
+    bits = np.pad(bits, ((0, 0), (0, pad)))
+    return np.packbits(bits, axis=1, bitorder="little").tobytes()
+
+
+def unpack(cfg: AccelConfig, kind: Entry, blob: bytes, signed: bool = True) -> np.ndarray:
+    """Inverse of ``pack``: the [entries, fields] array (fields sign-extended if ``signed``)."""
+    nb = entry_bytes(cfg, kind)
+    if len(blob) % nb:
+        raise ValueError(f"{kind.name} image of {len(blob)} bytes is not a multiple of {nb}")
+    raw = np.frombuffer(blob, dtype=np.uint8).reshape(-1, nb)
+    bits = np.unpackbits(raw, axis=1, bitorder="little").astype(np.int64)
+    widths = field_widths(cfg, kind)
+    out = np.zeros((raw.shape[0], len(widths)), dtype=np.int64)
+    off = 0
+    for i, w in enumerate(widths):
+        v = bits[:, off : off + w] @ (np.int64(1) << np.arange(w, dtype=np.int64))
+        if signed:
+            v = np.where(v >= (1 << (w - 1)), v - (1 << w), v)
+        out[:, i] = v
+        off += w
+    return out
