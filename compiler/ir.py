@@ -1,0 +1,154 @@
+"""The integer graph: what export produces and the compiler lowers. numpy only.
+
+A chain of integer Conv2d / Linear layers with fused requantisation (and ReLU through ``lo = 0``).
+Its ``evaluate`` is the numpy reference that every backend must reproduce bit for bit; it is
+written independently of the compiler's im2col and tiling on purpose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..arch import numerics
+
+
+class GraphError(ValueError):
+    """An integer graph that is inconsistent; the message names the layer and the field."""
+
+
+@dataclass
+class IntLayer:
+    """One integer layer: ``out = requant(W (*) x + bias)`` per output row.
+
+    ``weight`` holds integer levels, [N, C, kh, kw] for conv and [N, K] for linear; row n uses
+    format ``formats[n]``. ``flatten`` means the input is flattened (C, H, W) -> C*H*W first.
+    """
+
+    name: str
+    kind: Literal["conv", "linear"]
+    weight: np.ndarray
+    formats: list[str]
+    bias: np.ndarray
+    mult: np.ndarray
+    shift: np.ndarray
+    lo: int
+    hi: int
+    in_scale: float
+    out_scale: float
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    flatten: bool = False
+    relu: bool = False
+
+    def __post_init__(self) -> None:
+        n = self.weight.shape[0]
+        want = 4 if self.kind == "conv" else 2
+        if self.weight.ndim != want:
+            raise GraphError(f"{self.name}: {self.kind} weight must be {want}-D, got {self.weight.shape}")
+        for k in ("bias", "mult", "shift"):
+            if np.shape(getattr(self, k)) != (n,):
+                raise GraphError(f"{self.name}: {k} must have shape ({n},)")
+        if len(self.formats) != n:
+            raise GraphError(f"{self.name}: formats must name one format per output row ({n})")
+        for r, f in enumerate(self.formats):
+            fmt = numerics.weight_format(f)
+            row = self.weight[r]
+            if not np.isin(row, fmt.levels()).all():
+                raise GraphError(f"{self.name}: row {r} has values that are not {f} levels")
+        if self.lo > self.hi:
+            raise GraphError(f"{self.name}: lo {self.lo} > hi {self.hi}")
+
+    @property
+    def out_channels(self) -> int:
+        """N."""
+        return int(self.weight.shape[0])
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-sample output shape for a per-sample input shape."""
+        if self.kind == "linear":
+            return (self.out_channels,)
+        _, h, w = in_shape
+        kh, kw = self.weight.shape[2:]
+        oh = (h + 2 * self.padding[0] - kh) // self.stride[0] + 1
+        ow = (w + 2 * self.padding[1] - kw) // self.stride[1] + 1
+        if oh < 1 or ow < 1:
+            raise GraphError(f"{self.name}: input {in_shape} is smaller than the kernel")
+        return (self.out_channels, oh, ow)
+
+    def accumulate(self, x: np.ndarray) -> np.ndarray:
+        """Exact int64 accumulators for a batch of integer inputs."""
+        x = np.asarray(x, dtype=np.int64)
+        if self.kind == "linear":
+            if self.flatten:
+                x = x.reshape(x.shape[0], -1)
+            return x @ self.weight.T.astype(np.int64)
+        ph, pw = self.padding
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        kh, kw = self.weight.shape[2:]
+        win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, :: self.stride[0], :: self.stride[1]]
+        return np.einsum("bchwij,ncij->bnhw", win, self.weight.astype(np.int64), optimize=True)
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        """Integer output of this layer for a batch of integer inputs."""
+        acc = self.accumulate(x)
+        shape = (1, -1) + (1,) * (acc.ndim - 2)
+        return numerics.requant(
+            acc,
+            self.bias.reshape(shape),
+            self.mult.reshape(shape),
+            self.shift.reshape(shape),
+            self.lo,
+            self.hi,
+        )
+
+
+@dataclass
+class IntGraph:
+    """A chain of IntLayers with the quantisation of its float input."""
+
+    layers: list[IntLayer]
+    input_shape: tuple[int, ...]
+    input_scale: float
+    input_lo: int = -128
+    input_hi: int = 127
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise GraphError("an integer graph needs at least one layer")
+        shape = tuple(self.input_shape)
+        for layer in self.layers:
+            if layer.kind == "conv" and (len(shape) != 3 or shape[0] != layer.weight.shape[1]):
+                raise GraphError(f"{layer.name}: expects {layer.weight.shape[1]} input channels, gets {shape}")
+            if layer.kind == "linear":
+                k = int(np.prod(shape)) if layer.flatten else shape[-1]
+                if (not layer.flatten and len(shape) != 1) or k != layer.weight.shape[1]:
+                    raise GraphError(f"{layer.name}: expects {layer.weight.shape[1]} inputs, gets {shape}")
+            shape = layer.out_shape(shape)
+
+    @property
+    def output_scale(self) -> float:
+        """Scale of the last layer's integer output."""
+        return self.layers[-1].out_scale
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Per-sample input shape of every layer, then the output shape."""
+        out = [tuple(self.input_shape)]
+        for layer in self.layers:
+            out.append(layer.out_shape(out[-1]))
+        return out
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Float input to the integers the first layer consumes."""
+        return numerics.quantize_activation(x, self.input_scale, self.input_lo, self.input_hi)
+
+    def evaluate(self, x_int: np.ndarray) -> np.ndarray:
+        """Integer output of the whole chain for a batch of integer inputs."""
+        x = np.asarray(x_int, dtype=np.int64)
+        for layer in self.layers:
+            x = layer.evaluate(x)
+        return x
