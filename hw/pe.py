@@ -1,0 +1,83 @@
+"""Processing elements: one PE row computes a ``cols``-wide dot product with one weight format.
+
+PoT rows are a shift and a negate per column, SP2 rows two shifts and an add: LUTs only. Fixed
+rows use a real multiply, which Yosys maps to DSP48E1 slices.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..arch.numerics import Scheme, WeightFormat
+
+
+def product_bits(fmt: WeightFormat, act_bits: int) -> int:
+    """Signed width of one weight x activation product."""
+    return act_bits + fmt.max_level.bit_length() + 1
+
+
+def dot_bits(fmt: WeightFormat, act_bits: int, cols: int) -> int:
+    """Signed width of a row's dot product over ``cols`` columns."""
+    return product_bits(fmt, act_bits) + max(1, (cols - 1).bit_length())
+
+
+def tree_sum(values: list) -> object:
+    """Balanced adder tree (shallower than a chain)."""
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
+class DotRow(wiring.Component):
+    """``dot = sum_c level(w[c]) * x[c]`` for one PE row of format ``fmt``."""
+
+    def __init__(self, fmt: WeightFormat, cols: int, act_bits: int) -> None:
+        if cols < 1 or act_bits < 2:
+            raise ValueError(f"DotRow needs cols >= 1 and act_bits >= 2, got {cols}, {act_bits}")
+        self.fmt, self.cols, self.act_bits = fmt, cols, act_bits
+        super().__init__({
+            "w": In(cols * fmt.bits),
+            "x": In(cols * act_bits),
+            "dot": Out(signed(dot_bits(fmt, act_bits, cols))),
+        })
+
+    def _product(self, m: Module, code, x) -> Signal:
+        pb = product_bits(self.fmt, self.act_bits)
+        prod = Signal(signed(pb))
+        if self.fmt.scheme is Scheme.FIXED:
+            m.d.comb += prod.eq(x * code.as_signed())
+            return prod
+        mag = Signal(signed(pb))
+        if self.fmt.scheme is Scheme.POT:
+            e = code[0:3]
+            with m.Switch(e):
+                with m.Case(0):
+                    m.d.comb += mag.eq(0)
+                for j in range(1, 8):
+                    with m.Case(j):
+                        m.d.comb += mag.eq(x << (j - 1))
+        else:
+            a, b = code[1:3], code[0]
+            t1 = Signal(signed(pb))
+            with m.Switch(a):
+                with m.Case(0):
+                    m.d.comb += t1.eq(0)
+                for j in range(1, 4):
+                    with m.Case(j):
+                        m.d.comb += t1.eq(x << (j - 1))
+            m.d.comb += mag.eq(t1 + Mux(b, x << 2, 0))
+        m.d.comb += prod.eq(Mux(code[3], -mag, mag))
+        return prod
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        bits, ab = self.fmt.bits, self.act_bits
+        prods = [
+            self._product(m, self.w[c * bits:(c + 1) * bits], self.x[c * ab:(c + 1) * ab].as_signed())
+            for c in range(self.cols)
+        ]
+        m.d.comb += self.dot.eq(tree_sum(prods))
+        return m
