@@ -1,0 +1,93 @@
+"""The ``rmsmp`` command line: generate hardware, run a Program, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .arch import PRESETS, AccelConfig, ConfigError
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .hw.generate import generate
+
+    cfg = AccelConfig.from_json(Path(args.config).read_text()) if args.config else (
+        AccelConfig.for_board(args.board)
+    )
+    paths = generate(cfg, Path(args.output))
+    if args.lint:
+        from .sim.verilator import lint
+
+        lint(paths["verilog"])
+        print("verilator lint: no errors")
+    for k, p in paths.items():
+        print(f"{k}: {p}")
+    print(f"config hash: {cfg.hash}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .host.program import Program
+    from .host.runtime import run_with_stats
+
+    program = Program.load(args.program)
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: cannot read input {args.input!r} as a .npy array: {e}") from None
+    res = run_with_stats(program, x, backend=args.backend, timeout_cycles=args.timeout_cycles)
+    np.save(args.output, res.output)
+    print(f"output {res.output.shape} {res.output.dtype} -> {args.output}")
+    if args.backend == "rtl":
+        print(f"cycles: {res.total_cycles} (MAC array busy {res.mac_cycles})")
+    for step, where in res.placement:
+        print(f"  {where:>6}  {step}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(board=args.board, images=args.images)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(prog="rmsmp", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate", help="write the accelerator's Verilog and config JSON")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--board", default="pynq-z1", choices=sorted(PRESETS))
+    src.add_argument("--config", help="an AccelConfig JSON file instead of a board preset")
+    g.add_argument("-o", "--output", required=True, help="output directory")
+    g.add_argument("--lint", action="store_true", help="also lint the Verilog with Verilator")
+    g.set_defaults(func=_generate)
+    r = sub.add_parser("run", help="run a Program on an input .npy")
+    r.add_argument("program")
+    r.add_argument("--backend", default="golden", choices=("golden", "rtl"))
+    r.add_argument("--input", required=True, help="input .npy, shaped (B, *input_shape)")
+    r.add_argument("-o", "--output", required=True, help="where to write the output .npy")
+    r.add_argument("--timeout-cycles", type=int, default=2_000_000_000)
+    r.set_defaults(func=_run)
+    d = sub.add_parser("demo", help="ResNet-20's first conv layers: quantize, compile, run on RTL")
+    d.add_argument("--board", default="pynq-z1", choices=sorted(PRESETS))
+    d.add_argument("--images", type=int, default=4, help="CIFAR-10 test images to run")
+    d.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``rmsmp`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError, TypeError, TimeoutError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
