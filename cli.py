@@ -12,8 +12,10 @@ from .arch import PRESETS, AccelConfig, ConfigError
 def _generate(args: argparse.Namespace) -> int:
     from .hw.generate import generate
 
-    cfg = AccelConfig.from_json(Path(args.config).read_text()) if args.config else (
-        AccelConfig.for_board(args.board)
+    cfg = (
+        AccelConfig.from_json(Path(args.config).read_text())
+        if args.config
+        else (AccelConfig.for_board(args.board))
     )
     paths = generate(cfg, Path(args.output))
     if args.lint:

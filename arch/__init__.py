@@ -1,4 +1,7 @@
-"""rmsmp.arch: the single source of truth (config, numerics, ISA, layouts, registers). numpy only."""
+"""rmsmp.arch: the single source of truth (config, numerics, ISA, layouts, registers).
+
+numpy only, so the host side installs on a board without Amaranth or PyTorch.
+"""
 
 from .config import PRESETS, AccelConfig, ConfigError, RowGroup
 from .numerics import FORMATS, Scheme, WeightFormat, weight_format

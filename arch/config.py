@@ -31,7 +31,9 @@ class RowGroup:
         except ValueError as e:
             raise ConfigError(f"row group: {e}") from None
         if not isinstance(self.rows, int) or self.rows < 1:
-            raise ConfigError(f"row group {self.fmt}: rows must be a positive int, got {self.rows!r}")
+            raise ConfigError(
+                f"row group {self.fmt}: rows must be a positive int, got {self.rows!r}"
+            )
 
 
 def _pow2(n: int) -> bool:
@@ -68,7 +70,8 @@ class AccelConfig:
 
     def __post_init__(self) -> None:
         groups = tuple(
-            g if isinstance(g, RowGroup) else RowGroup(**g) for g in self.groups  # type: ignore[arg-type]
+            g if isinstance(g, RowGroup) else RowGroup(**g)
+            for g in self.groups  # type: ignore[arg-type]
         )
         object.__setattr__(self, "groups", groups)
         if not groups:

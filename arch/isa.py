@@ -165,7 +165,11 @@ def encode(cfg: AccelConfig, op: Opcode, **args: int) -> int:
     word = int(op)
     for name, f in lay.items():
         v = int(args[name])
-        lo, hi = (-(1 << (f.width - 1)), (1 << (f.width - 1)) - 1) if f.signed else (0, (1 << f.width) - 1)
+        lo, hi = (
+            (-(1 << (f.width - 1)), (1 << (f.width - 1)) - 1)
+            if f.signed
+            else (0, (1 << f.width) - 1)
+        )
         if not lo <= v <= hi:
             raise IsaError(f"{op.name}.{name}={v} does not fit in {f.width} bits for this config")
         word |= (v & ((1 << f.width) - 1)) << f.offset

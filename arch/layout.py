@@ -5,7 +5,8 @@ An entry is a little-endian bit string, fields packed LSB-first; in DDR it occup
 
 * W (weights): for PE row r, column c, a code of the row's format width at
   ``w_row_offset[r] + c * bits[r]``.
-* X (inputs) and OUT (outputs): ``act_bits`` two's-complement activations, column/row i at ``i*act_bits``.
+* X (inputs) and OUT (outputs): ``act_bits`` two's-complement activations, column (X) or
+  PE row (OUT) i at ``i*act_bits``.
 * Q (requant params): for PE row r, at ``r*Q_ROW_BITS``: bias (BIAS_BITS, signed), mult
   (MULT_BITS, signed), shift (Q_SHIFT_SLOT bits, of which SHIFT_BITS are used).
 """
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .isa import Buf
 from .numerics import BIAS_BITS, MULT_BITS, weight_format
 
 if TYPE_CHECKING:
@@ -33,6 +35,10 @@ class Entry(enum.Enum):
     X = "x"
     Q = "q"
     OUT = "out"
+
+
+BUF_ENTRY: dict[Buf, Entry] = {Buf.W: Entry.W, Buf.X: Entry.X, Buf.Q: Entry.Q}
+"""The entry kind each LOAD target buffer holds."""
 
 
 def row_formats(cfg: AccelConfig) -> list[str]:

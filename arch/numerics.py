@@ -17,7 +17,8 @@ Weight formats (integer levels; the per-row float scale lives outside):
 PoT and SP2 are defined at 4 bits only: an 8-bit power-of-two level set spans 2^127 and is not a
 useful format; RMSMP's 8-bit rows are Fixed-8.
 
-Requantisation: ``v = acc + bias`` (exact), ``p = v * mult`` (exact), ``r = round_half_up(p / 2^shift)``,
+Requantisation: ``v = acc + bias`` (exact), ``p = v * mult`` (exact),
+``r = round_half_up(p / 2^shift)``,
 ``out = clamp(r, lo, hi)``. The accumulator wraps at ``acc_bits`` like the hardware register does;
 the compiler proves it never does for a real program.
 """
@@ -173,7 +174,7 @@ def rounding_shift(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
     p = np.asarray(p, dtype=object)
     shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), p.shape)
     out = np.empty(p.shape, dtype=object)
-    for i, (pv, sv) in enumerate(zip(p.ravel(), shift.ravel())):
+    for i, (pv, sv) in enumerate(zip(p.ravel(), shift.ravel(), strict=False)):
         sv = int(sv)
         out.flat[i] = (int(pv) + (1 << (sv - 1))) >> sv if sv > 0 else int(pv)
     return out

@@ -31,8 +31,11 @@ def synth_stats(verilog: Path, work: Path) -> dict[str, int]:
     script = f"read_verilog {verilog}; synth_xilinx -top rmsmp_top -family xc7; tee -o {stat} stat"
     subprocess.run([yosys, "-q", "-l", str(work / "yosys.log"), "-p", script], check=True)
     text = stat.read_text()
-    total = text[text.rfind("design hierarchy"):] if "design hierarchy" in text else text
-    cells = dict((k, int(v)) for v, k in ((m[1], m[0]) for m in re.findall(r"^\s+(\w+)\s+(\d+)$", total, re.M)))
+    total = text[text.rfind("design hierarchy") :] if "design hierarchy" in text else text
+    cells = dict(
+        (k, int(v))
+        for v, k in ((m[1], m[0]) for m in re.findall(r"^\s+(\w+)\s+(\d+)$", total, re.M))
+    )
     return cells
 
 
@@ -51,16 +54,28 @@ def main() -> int:
     ffs = sum(v for k, v in cells.items() if re.fullmatch(r"FD\w+", k))
     bram = cells.get("RAMB36E1", 0) + cells.get("RAMB18E1", 0) / 2
     row = {
-        "board": args.board, "part": dev.part, "config_hash": cfg.hash,
-        "lut": luts, "lut_avail": dev.luts, "ff": ffs, "ff_avail": dev.ffs,
-        "dsp48e1": cells.get("DSP48E1", 0), "dsp_avail": dev.dsps,
-        "bram36_equiv": bram, "bram36_avail": dev.bram36,
-        "yosys_s": wall, "tool": "yosys synth_xilinx -family xc7 (Debian 0.23)",
+        "board": args.board,
+        "part": dev.part,
+        "config_hash": cfg.hash,
+        "lut": luts,
+        "lut_avail": dev.luts,
+        "ff": ffs,
+        "ff_avail": dev.ffs,
+        "dsp48e1": cells.get("DSP48E1", 0),
+        "dsp_avail": dev.dsps,
+        "bram36_equiv": bram,
+        "bram36_avail": dev.bram36,
+        "yosys_s": wall,
+        "tool": "yosys synth_xilinx -family xc7 (Debian 0.23)",
         "command": f"python benchmarks/resources.py --board {args.board}",
     }
     print(f"{'resource':<10}{'used':>10}{'available':>12}{'share':>8}")
-    for name, used, avail in (("LUT", luts, dev.luts), ("FF", ffs, dev.ffs),
-                              ("DSP48E1", row["dsp48e1"], dev.dsps), ("BRAM36", bram, dev.bram36)):
+    for name, used, avail in (
+        ("LUT", luts, dev.luts),
+        ("FF", ffs, dev.ffs),
+        ("DSP48E1", row["dsp48e1"], dev.dsps),
+        ("BRAM36", bram, dev.bram36),
+    ):
         print(f"{name:<10}{used:>10g}{avail:>12}{used / avail:>8.1%}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"resources-{args.board}.json").write_text(json.dumps(row, indent=1) + "\n")

@@ -23,17 +23,28 @@ from rmsmp.sim.verilator import RtlDevice, build
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def gemm_graph(cfg: AccelConfig, m: int, k: int, n: int, seed: int = 0) -> tuple[IntGraph, np.ndarray]:
+def gemm_graph(
+    cfg: AccelConfig, m: int, k: int, n: int, seed: int = 0
+) -> tuple[IntGraph, np.ndarray]:
     """A single Linear layer with rows split between the config's formats by its group ratio."""
     rng = np.random.default_rng(seed)
     counts = [round(n * g.rows / cfg.rows) for g in cfg.groups]
     counts[0] += n - sum(counts)
-    fmts = [g.fmt for g, c in zip(cfg.groups, counts) for _ in range(c)]
+    fmts = [g.fmt for g, c in zip(cfg.groups, counts, strict=False) for _ in range(c)]
     w = np.stack([rng.choice(numerics.weight_format(f).levels(), size=k) for f in fmts])
     mult, shift = numerics.quantize_multiplier(1.0 / (4 * k))
     layer = IntLayer(
-        "gemm", "linear", w, fmts, np.zeros(n, np.int64), np.full(n, mult), np.full(n, shift),
-        -128, 127, 1.0, 1.0,
+        "gemm",
+        "linear",
+        w,
+        fmts,
+        np.zeros(n, np.int64),
+        np.full(n, mult),
+        np.full(n, shift),
+        -128,
+        127,
+        1.0,
+        1.0,
     )
     x = rng.integers(0, 16, size=(m, k))
     return IntGraph([layer], (k,), 1.0), x

@@ -12,13 +12,13 @@ from __future__ import annotations
 from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from ..arch import AccelConfig
 from ..arch.isa import Buf, Error, Opcode, layout
-from ..arch.layout import Q_ROW_BITS, Entry, entry_beats, entry_bits
+from ..arch.layout import BUF_ENTRY, Q_ROW_BITS, Entry, entry_beats, entry_bits
 from ..arch.numerics import BIAS_BITS, MULT_BITS, SHIFT_BITS
-from ..arch.regs import AXIL_ADDR_BITS, Status
+from ..arch.regs import AXIL_ADDR_BITS
 from .axi import axi_read_master, axi_write_master, axil_slave
 from .csr import Csr
 from .dma import BEAT_COUNT_BITS, AxiReader, AxiWriter
@@ -35,12 +35,14 @@ class Accelerator(wiring.Component):
 
     def __init__(self, cfg: AccelConfig) -> None:
         self.cfg = cfg
-        super().__init__({
-            **axil_slave("s_axil", AXIL_ADDR_BITS),
-            **axi_read_master("m_axi", cfg.axi_addr_bits, cfg.axi_data_bits),
-            **axi_write_master("m_axi", cfg.axi_addr_bits, cfg.axi_data_bits),
-            "irq": Out(1),
-        })
+        super().__init__(
+            {
+                **axil_slave("s_axil", AXIL_ADDR_BITS),
+                **axi_read_master("m_axi", cfg.axi_addr_bits, cfg.axi_data_bits),
+                **axi_write_master("m_axi", cfg.axi_addr_bits, cfg.axi_data_bits),
+                "irq": Out(1),
+            }
+        )
 
     def elaborate(self, platform) -> Module:  # noqa: C901 - one FSM, kept in one place
         m = Module()
@@ -116,7 +118,7 @@ class Accelerator(wiring.Component):
 
         def field(op: Opcode, name: str):
             f = lay[op][name]
-            v = insn[f.offset:f.offset + f.width]
+            v = insn[f.offset : f.offset + f.width]
             return v.as_signed() if f.signed else v
 
         opcode = insn[:4]
@@ -141,7 +143,7 @@ class Accelerator(wiring.Component):
 
         def top_slice(sig, nbeats: int, width: int):
             lo = (max_beats - nbeats) * beat
-            return sig[lo:lo + width]
+            return sig[lo : lo + width]
 
         # LOAD state.
         ld_buf = Signal(2)
@@ -247,15 +249,15 @@ class Accelerator(wiring.Component):
                     with m.Case(g):
                         m.d.comb += [
                             sel_acc.eq(hold[r]),
-                            sel_q.eq(qreg[r * Q_ROW_BITS:(r + 1) * Q_ROW_BITS]),
+                            sel_q.eq(qreg[r * Q_ROW_BITS : (r + 1) * Q_ROW_BITS]),
                         ]
                         with m.If(rq_busy):
                             m.d.sync += staging[r].eq(ln.out)
             m.d.comb += [
                 ln.acc.eq(sel_acc),
                 ln.bias.eq(sel_q[:BIAS_BITS]),
-                ln.mult.eq(sel_q[BIAS_BITS:BIAS_BITS + MULT_BITS]),
-                ln.shift.eq(sel_q[BIAS_BITS + MULT_BITS:BIAS_BITS + MULT_BITS + SHIFT_BITS]),
+                ln.mult.eq(sel_q[BIAS_BITS : BIAS_BITS + MULT_BITS]),
+                ln.shift.eq(sel_q[BIAS_BITS + MULT_BITS : BIAS_BITS + MULT_BITS + SHIFT_BITS]),
                 ln.lo.eq(lo),
                 ln.hi.eq(hi),
             ]
@@ -270,11 +272,16 @@ class Accelerator(wiring.Component):
         gemm_idle = ~s1_valid & ~s2_valid & ~rq_busy & ~wr_pending
 
         # Output buffer write port: requant results; read port feeds STORE.
-        m.d.comb += [o_wr.addr.eq(wr_addr), o_wr.data.eq(staging.as_value()), o_wr.en.eq(wr_pending)]
+        m.d.comb += [
+            o_wr.addr.eq(wr_addr),
+            o_wr.data.eq(staging.as_value()),
+            o_wr.en.eq(wr_pending),
+        ]
 
         # Load write ports.
         entry_done = rd.valid & (ld_beat == ld_beats - 1)
-        for b, port, kind in ((Buf.W, w_wr, Entry.W), (Buf.X, x_wr, Entry.X), (Buf.Q, q_wr, Entry.Q)):
+        for b, port in ((Buf.W, w_wr), (Buf.X, x_wr), (Buf.Q, q_wr)):
+            kind = BUF_ENTRY[b]
             m.d.comb += [
                 port.addr.eq(ld_addr),
                 port.data.eq(top_slice(asm_next, beats[kind], entry_bits(cfg, kind))),
@@ -291,15 +298,15 @@ class Accelerator(wiring.Component):
         with m.Switch(field(Opcode.LOAD, "buf")):
             for b in Buf:
                 with m.Case(b):
-                    kind = {Buf.W: Entry.W, Buf.X: Entry.X, Buf.Q: Entry.Q}[b]
+                    kind = BUF_ENTRY[b]
                     m.d.comb += [ld_depth.eq(depth[b]), ld_nbeats.eq(beats[kind])]
         ld_count = field(Opcode.LOAD, "count")
         ld_total = Signal(BEAT_COUNT_BITS)
         m.d.comb += ld_total.eq(ld_count * ld_nbeats)
         ld_off = Signal(OFFSET_BITS)
         m.d.comb += ld_off.eq(field(Opcode.LOAD, "dram") * bb)
-        ld_bad = (ld_count == 0) | (ld_depth == 0) | (
-            field(Opcode.LOAD, "sram") + ld_count > ld_depth
+        ld_bad = (
+            (ld_count == 0) | (ld_depth == 0) | (field(Opcode.LOAD, "sram") + ld_count > ld_depth)
         )
         st_count = field(Opcode.STORE, "count")
         st_total = Signal(BEAT_COUNT_BITS)
@@ -329,16 +336,26 @@ class Accelerator(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(csr.start):
-                    m.d.sync += [busy.eq(1), done.eq(0), err.eq(0), pc.eq(0), cycles.eq(0),
-                                 mac_cycles.eq(0), dma_beats.eq(0)]
+                    m.d.sync += [
+                        busy.eq(1),
+                        done.eq(0),
+                        err.eq(0),
+                        pc.eq(0),
+                        cycles.eq(0),
+                        mac_cycles.eq(0),
+                        dma_beats.eq(0),
+                    ]
                     with m.If(csr.insn_count == 0):
                         m.next = "FINISH"
                     with m.Else():
                         m.next = "FETCH"
             with m.State("FETCH"):
                 with m.If(in_window(insn_off, ins_bytes)):
-                    m.d.comb += [rd.start.eq(1), rd.addr.eq(csr.window_base + insn_off),
-                                 rd.beats.eq(insn_beats)]
+                    m.d.comb += [
+                        rd.start.eq(1),
+                        rd.addr.eq(csr.window_base + insn_off),
+                        rd.beats.eq(insn_beats),
+                    ]
                     m.next = "FETCH_WAIT"
                 with m.Else():
                     fail(Error.DMA_WINDOW)
@@ -357,11 +374,17 @@ class Accelerator(wiring.Component):
                         with m.Elif(~in_window(ld_off, ld_total * bb)):
                             fail(Error.DMA_WINDOW)
                         with m.Else():
-                            m.d.comb += [rd.start.eq(1), rd.addr.eq(csr.window_base + ld_off),
-                                         rd.beats.eq(ld_total)]
-                            m.d.sync += [ld_buf.eq(field(Opcode.LOAD, "buf")),
-                                         ld_addr.eq(field(Opcode.LOAD, "sram")),
-                                         ld_beat.eq(0), ld_beats.eq(ld_nbeats)]
+                            m.d.comb += [
+                                rd.start.eq(1),
+                                rd.addr.eq(csr.window_base + ld_off),
+                                rd.beats.eq(ld_total),
+                            ]
+                            m.d.sync += [
+                                ld_buf.eq(field(Opcode.LOAD, "buf")),
+                                ld_addr.eq(field(Opcode.LOAD, "sram")),
+                                ld_beat.eq(0),
+                                ld_beats.eq(ld_nbeats),
+                            ]
                             m.next = "LOAD"
                     with m.Case(Opcode.STORE):
                         with m.If(st_bad):
@@ -369,18 +392,29 @@ class Accelerator(wiring.Component):
                         with m.Elif(~in_window(st_off, st_total * bb)):
                             fail(Error.DMA_WINDOW)
                         with m.Else():
-                            m.d.comb += [wr.start.eq(1), wr.addr.eq(csr.window_base + st_off),
-                                         wr.beats.eq(st_total)]
-                            m.d.sync += [o_ptr.eq(field(Opcode.STORE, "sram")),
-                                         st_left.eq(st_count), st_have.eq(0),
-                                         st_loading.eq(0)]
+                            m.d.comb += [
+                                wr.start.eq(1),
+                                wr.addr.eq(csr.window_base + st_off),
+                                wr.beats.eq(st_total),
+                            ]
+                            m.d.sync += [
+                                o_ptr.eq(field(Opcode.STORE, "sram")),
+                                st_left.eq(st_count),
+                                st_have.eq(0),
+                                st_loading.eq(0),
+                            ]
                             m.next = "STORE"
                     with m.Case(Opcode.GEMM):
                         with m.If(gemm_bad):
                             fail(Error.BAD_OPERAND)
                         with m.Else():
-                            m.d.sync += [m_i.eq(0), k_i.eq(0), x_addr.eq(x_base),
-                                         issue_done.eq(0), gap.eq(n_groups)]
+                            m.d.sync += [
+                                m_i.eq(0),
+                                k_i.eq(0),
+                                x_addr.eq(x_base),
+                                issue_done.eq(0),
+                                gap.eq(n_groups),
+                            ]
                             m.next = "GEMM_Q"
                     with m.Default():
                         fail(Error.ILLEGAL_OPCODE)
@@ -429,4 +463,3 @@ class Accelerator(wiring.Component):
                 m.d.sync += [busy.eq(0), done.eq(1)]
                 m.next = "IDLE"
         return m
-

@@ -37,16 +37,18 @@ class AxiReader(wiring.Component):
 
     def __init__(self, cfg: AccelConfig) -> None:
         self.cfg = cfg
-        super().__init__({
-            **axi_read_master("m_axi", cfg.axi_addr_bits, cfg.axi_data_bits),
-            "start": In(1),
-            "addr": In(cfg.axi_addr_bits),
-            "beats": In(BEAT_COUNT_BITS),
-            "busy": Out(1),
-            "err": Out(1),
-            "data": Out(cfg.axi_data_bits),
-            "valid": Out(1),
-        })
+        super().__init__(
+            {
+                **axi_read_master("m_axi", cfg.axi_addr_bits, cfg.axi_data_bits),
+                "start": In(1),
+                "addr": In(cfg.axi_addr_bits),
+                "beats": In(BEAT_COUNT_BITS),
+                "busy": Out(1),
+                "err": Out(1),
+                "data": Out(cfg.axi_data_bits),
+                "valid": Out(1),
+            }
+        )
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -71,7 +73,10 @@ class AxiReader(wiring.Component):
             self.valid.eq(r_fire),
         ]
         with m.If(ar_fire):
-            m.d.sync += [ar_addr.eq(ar_addr + n * (cfg.axi_data_bits // 8)), ar_left.eq(ar_left - n)]
+            m.d.sync += [
+                ar_addr.eq(ar_addr + n * (cfg.axi_data_bits // 8)),
+                ar_left.eq(ar_left - n),
+            ]
         m.d.sync += inflight.eq(inflight + ar_fire - r_end)
         with m.If(r_fire):
             m.d.sync += rx_left.eq(rx_left - 1)
@@ -96,17 +101,19 @@ class AxiWriter(wiring.Component):
 
     def __init__(self, cfg: AccelConfig) -> None:
         self.cfg = cfg
-        super().__init__({
-            **axi_write_master("m_axi", cfg.axi_addr_bits, cfg.axi_data_bits),
-            "start": In(1),
-            "addr": In(cfg.axi_addr_bits),
-            "beats": In(BEAT_COUNT_BITS),
-            "busy": Out(1),
-            "err": Out(1),
-            "data": In(cfg.axi_data_bits),
-            "valid": In(1),
-            "ready": Out(1),
-        })
+        super().__init__(
+            {
+                **axi_write_master("m_axi", cfg.axi_addr_bits, cfg.axi_data_bits),
+                "start": In(1),
+                "addr": In(cfg.axi_addr_bits),
+                "beats": In(BEAT_COUNT_BITS),
+                "busy": Out(1),
+                "err": Out(1),
+                "data": In(cfg.axi_data_bits),
+                "valid": In(1),
+                "ready": Out(1),
+            }
+        )
 
     def elaborate(self, platform) -> Module:
         m = Module()

@@ -20,11 +20,13 @@ class MacArray(wiring.Component):
 
     def __init__(self, cfg: AccelConfig) -> None:
         self.cfg = cfg
-        super().__init__({
-            "w": In(entry_bits(cfg, Entry.W)),
-            "x": In(entry_bits(cfg, Entry.X)),
-            "dots": Out(data.ArrayLayout(signed(cfg.acc_bits), cfg.rows)),
-        })
+        super().__init__(
+            {
+                "w": In(entry_bits(cfg, Entry.W)),
+                "x": In(entry_bits(cfg, Entry.X)),
+                "dots": Out(data.ArrayLayout(signed(cfg.acc_bits), cfg.rows)),
+            }
+        )
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -35,7 +37,7 @@ class MacArray(wiring.Component):
             m.submodules[f"row{r}"] = row
             lo = int(offs[r])
             m.d.comb += [
-                row.w.eq(self.w[lo:lo + cfg.cols * int(bits[r])]),
+                row.w.eq(self.w[lo : lo + cfg.cols * int(bits[r])]),
                 row.x.eq(self.x),
                 self.dots[r].eq(row.dot),
             ]

@@ -26,8 +26,10 @@ def dot_bits(fmt: WeightFormat, act_bits: int, cols: int) -> int:
 def tree_sum(values: list) -> object:
     """Balanced adder tree (shallower than a chain)."""
     while len(values) > 1:
-        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
-                  for i in range(0, len(values), 2)]
+        values = [
+            values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+            for i in range(0, len(values), 2)
+        ]
     return values[0]
 
 
@@ -38,11 +40,13 @@ class DotRow(wiring.Component):
         if cols < 1 or act_bits < 2:
             raise ValueError(f"DotRow needs cols >= 1 and act_bits >= 2, got {cols}, {act_bits}")
         self.fmt, self.cols, self.act_bits = fmt, cols, act_bits
-        super().__init__({
-            "w": In(cols * fmt.bits),
-            "x": In(cols * act_bits),
-            "dot": Out(signed(dot_bits(fmt, act_bits, cols))),
-        })
+        super().__init__(
+            {
+                "w": In(cols * fmt.bits),
+                "x": In(cols * act_bits),
+                "dot": Out(signed(dot_bits(fmt, act_bits, cols))),
+            }
+        )
 
     def _product(self, m: Module, code, x) -> Signal:
         pb = product_bits(self.fmt, self.act_bits)
@@ -76,7 +80,9 @@ class DotRow(wiring.Component):
         m = Module()
         bits, ab = self.fmt.bits, self.act_bits
         prods = [
-            self._product(m, self.w[c * bits:(c + 1) * bits], self.x[c * ab:(c + 1) * ab].as_signed())
+            self._product(
+                m, self.w[c * bits : (c + 1) * bits], self.x[c * ab : (c + 1) * ab].as_signed()
+            )
             for c in range(self.cols)
         ]
         m.d.comb += self.dot.eq(tree_sum(prods))

@@ -20,15 +20,17 @@ class RequantLane(wiring.Component):
         if acc_bits < 2 or act_bits < 2:
             raise ValueError("RequantLane needs acc_bits and act_bits >= 2")
         self.acc_bits = acc_bits
-        super().__init__({
-            "acc": In(signed(acc_bits)),
-            "bias": In(signed(BIAS_BITS)),
-            "mult": In(signed(MULT_BITS)),
-            "shift": In(unsigned(SHIFT_BITS)),
-            "lo": In(signed(act_bits)),
-            "hi": In(signed(act_bits)),
-            "out": Out(signed(act_bits)),
-        })
+        super().__init__(
+            {
+                "acc": In(signed(acc_bits)),
+                "bias": In(signed(BIAS_BITS)),
+                "mult": In(signed(MULT_BITS)),
+                "shift": In(unsigned(SHIFT_BITS)),
+                "lo": In(signed(act_bits)),
+                "hi": In(signed(act_bits)),
+                "out": Out(signed(act_bits)),
+            }
+        )
 
     def elaborate(self, platform) -> Module:
         m = Module()

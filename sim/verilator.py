@@ -99,23 +99,57 @@ def build(cfg: AccelConfig) -> Path:
         obj = out / "obj"
         _run(
             [
-                "verilator", "--cc", f"{TOP_NAME}.v", "--top-module", TOP_NAME,
-                "--prefix", f"V{TOP_NAME}", "-O3", "--x-assign", "fast", "--x-initial", "fast",
-                "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--Mdir", str(obj),
-                "--build", "-j", str(os.cpu_count() or 1), "-CFLAGS", "-fPIC -O2",
+                "verilator",
+                "--cc",
+                f"{TOP_NAME}.v",
+                "--top-module",
+                TOP_NAME,
+                "--prefix",
+                f"V{TOP_NAME}",
+                "-O3",
+                "--x-assign",
+                "fast",
+                "--x-initial",
+                "fast",
+                "--noassert",
+                "-Wno-fatal",
+                "-Wno-lint",
+                "-Wno-style",
+                "--Mdir",
+                str(obj),
+                "--build",
+                "-j",
+                str(os.cpu_count() or 1),
+                "-CFLAGS",
+                "-fPIC -O2",
             ],
-            out, env, "verilator build",
+            out,
+            env,
+            "verilator build",
         )
         root = env["VERILATOR_ROOT"]
         tmp = out / "librmsmp_sim.so.tmp"
         _run(
             [
-                "g++", "-shared", "-fPIC", "-O2", "-std=c++17",
-                f"-I{obj}", f"-I{root}/include", f"-I{root}/include/vltstd",
-                str(HARNESS), str(obj / f"V{TOP_NAME}__ALL.a"), str(obj / "libverilated.a"),
-                "-o", str(tmp), "-lpthread", "-latomic",
+                "g++",
+                "-shared",
+                "-fPIC",
+                "-O2",
+                "-std=c++17",
+                f"-I{obj}",
+                f"-I{root}/include",
+                f"-I{root}/include/vltstd",
+                str(HARNESS),
+                str(obj / f"V{TOP_NAME}__ALL.a"),
+                str(obj / "libverilated.a"),
+                "-o",
+                str(tmp),
+                "-lpthread",
+                "-latomic",
             ],
-            out, env, "harness link",
+            out,
+            env,
+            "harness link",
         )
         tmp.rename(lib)
     return lib
@@ -142,23 +176,23 @@ class RtlDevice(Device):
         self.window_base = WINDOW_BASE
         self.window_size = size
         self._lib = ctypes.CDLL(str(build(cfg)))
-        L = self._lib
-        L.sim_new.restype = ctypes.c_void_p
-        L.sim_new.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32]
-        L.sim_free.argtypes = [ctypes.c_void_p]
-        for f in (L.sim_mem_write, L.sim_mem_read):
+        lib = self._lib
+        lib.sim_new.restype = ctypes.c_void_p
+        lib.sim_new.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32]
+        lib.sim_free.argtypes = [ctypes.c_void_p]
+        for f in (lib.sim_mem_write, lib.sim_mem_read):
             f.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_uint64]
             f.restype = ctypes.c_int
-        L.sim_reg_write.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
-        L.sim_reg_write.restype = ctypes.c_int
-        L.sim_reg_read.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-        L.sim_reg_read.restype = ctypes.c_int64
-        L.sim_wait.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
-        L.sim_wait.restype = ctypes.c_int64
-        L.sim_set_stall.argtypes = [ctypes.c_void_p, ctypes.c_int]
-        L.sim_cycles.argtypes = [ctypes.c_void_p]
-        L.sim_cycles.restype = ctypes.c_uint64
-        self._sim = L.sim_new(WINDOW_BASE, size, latency)
+        lib.sim_reg_write.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
+        lib.sim_reg_write.restype = ctypes.c_int
+        lib.sim_reg_read.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        lib.sim_reg_read.restype = ctypes.c_int64
+        lib.sim_wait.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+        lib.sim_wait.restype = ctypes.c_int64
+        lib.sim_set_stall.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.sim_cycles.argtypes = [ctypes.c_void_p]
+        lib.sim_cycles.restype = ctypes.c_uint64
+        self._sim = lib.sim_new(WINDOW_BASE, size, latency)
 
     def _check(self, off: int, n: int) -> None:
         if off < 0 or off + n > self.window_size:

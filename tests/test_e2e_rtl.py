@@ -30,7 +30,7 @@ def _ratio(rng: np.random.Generator) -> dict[str, float]:
     w = rng.dirichlet(np.ones(len(keep)))
     w = np.round(w, 3)
     w[-1] = 1.0 - w[:-1].sum()
-    return {f: float(v) for f, v in zip(keep, w) if v > 0} or {keep[0]: 1.0}
+    return {f: float(v) for f, v in zip(keep, w, strict=False) if v > 0} or {keep[0]: 1.0}
 
 
 def _out_shape(layers: list[nn.Module], in_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -47,8 +47,16 @@ def _model(rng: np.random.Generator) -> tuple[nn.Sequential, tuple[int, ...]]:
             pad = int(rng.integers(0, 2))
             k = int(rng.integers(1, min(3, shape[1] + 2 * pad) + 1))
             n = int(rng.integers(1, 24))
-            layers.append(nn.Conv2d(shape[0], n, k, stride=int(rng.integers(1, 3)), padding=pad,
-                                    bias=bool(rng.random() < 0.5)))
+            layers.append(
+                nn.Conv2d(
+                    shape[0],
+                    n,
+                    k,
+                    stride=int(rng.integers(1, 3)),
+                    padding=pad,
+                    bias=bool(rng.random() < 0.5),
+                )
+            )
             if rng.random() < 0.5:
                 layers.append(nn.BatchNorm2d(n))
             if rng.random() < 0.8:
@@ -110,5 +118,7 @@ def test_random_models_golden_rtl_fakequant(rtl: RtlDevice, chunk: int) -> None:
         assert hw.total_cycles > 0
         fq = qmodel(x).detach().numpy()
         err = np.abs(program.dequantize(hw.output) - fq).max()
-        assert err <= graph.output_scale * (1 + 1e-9), f"case {case}: {err / graph.output_scale} LSB"
+        assert err <= graph.output_scale * (1 + 1e-9), (
+            f"case {case}: {err / graph.output_scale} LSB"
+        )
     assert tiled > 0

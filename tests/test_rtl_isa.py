@@ -34,7 +34,11 @@ def _random_buffers(rng: np.random.Generator) -> dict[str, tuple[Entry, np.ndarr
     for idx in np.ndindex(q.shape[:2]):
         q[idx][1:] = numerics.quantize_multiplier(float(rng.uniform(1e-4, 0.2)))
     x = rng.integers(-128, 128, (CFG.x_depth, CFG.cols))
-    return {"w": (Entry.W, w.reshape(CFG.w_depth, -1)), "x": (Entry.X, x), "q": (Entry.Q, q.reshape(CFG.q_depth, -1))}
+    return {
+        "w": (Entry.W, w.reshape(CFG.w_depth, -1)),
+        "x": (Entry.X, x),
+        "q": (Entry.Q, q.reshape(CFG.q_depth, -1)),
+    }
 
 
 def _random_program(rng: np.random.Generator, offs: dict[str, int], out_off: int) -> list[int]:
@@ -50,21 +54,43 @@ def _random_program(rng: np.random.Generator, offs: dict[str, int], out_off: int
         parts = int(rng.integers(1, 4))
         acc_base = int(rng.integers(0, c.acc_depth - mc + 1))
         for p in range(parts):
-            prog.append(isa.encode(
-                c, Opcode.GEMM, reset=int(p == 0), final=int(p == parts - 1),
-                w_base=int(rng.integers(0, c.w_depth - kc + 1)),
-                x_base=int(rng.integers(0, c.x_depth - mc * kc + 1)),
-                acc_base=acc_base, o_base=int(rng.integers(0, c.out_depth - mc + 1)),
-                q_base=int(rng.integers(0, c.q_depth)), m_count=mc, k_count=kc,
-                lo=int(rng.choice([0, -128, -8])), hi=int(rng.choice([15, 127, 7])),
-            ))
-        prog.append(isa.encode(c, Opcode.STORE, sram=0, dram=out_off // 8 + t * c.out_depth * out_beats,
-                               count=c.out_depth))
+            prog.append(
+                isa.encode(
+                    c,
+                    Opcode.GEMM,
+                    reset=int(p == 0),
+                    final=int(p == parts - 1),
+                    w_base=int(rng.integers(0, c.w_depth - kc + 1)),
+                    x_base=int(rng.integers(0, c.x_depth - mc * kc + 1)),
+                    acc_base=acc_base,
+                    o_base=int(rng.integers(0, c.out_depth - mc + 1)),
+                    q_base=int(rng.integers(0, c.q_depth)),
+                    m_count=mc,
+                    k_count=kc,
+                    lo=int(rng.choice([0, -128, -8])),
+                    hi=int(rng.choice([15, 127, 7])),
+                )
+            )
+        prog.append(
+            isa.encode(
+                c,
+                Opcode.STORE,
+                sram=0,
+                dram=out_off // 8 + t * c.out_depth * out_beats,
+                count=c.out_depth,
+            )
+        )
     return prog
 
 
-def _run(dev, prog: list[int], blobs: dict[str, bytes], offs: dict[str, int], insn_addr: int = 0,
-         limit: int = SIZE) -> tuple[int, int, int]:
+def _run(
+    dev,
+    prog: list[int],
+    blobs: dict[str, bytes],
+    offs: dict[str, int],
+    insn_addr: int = 0,
+    limit: int = SIZE,
+) -> tuple[int, int, int]:
     dev.write(insn_addr, isa.to_bytes(CFG, prog))
     for k, b in blobs.items():
         dev.write(offs[k], b)
@@ -99,8 +125,19 @@ def test_random_streams_match_golden(rtl: RtlDevice, seed: int) -> None:
 
 
 def _gemm(**kw: int) -> int:
-    args = dict(reset=1, final=1, w_base=0, x_base=0, acc_base=0, o_base=0, q_base=0,
-                m_count=1, k_count=1, lo=0, hi=15)
+    args = dict(
+        reset=1,
+        final=1,
+        w_base=0,
+        x_base=0,
+        acc_base=0,
+        o_base=0,
+        q_base=0,
+        m_count=1,
+        k_count=1,
+        lo=0,
+        hi=15,
+    )
     args.update(kw)
     return isa.encode(CFG, Opcode.GEMM, **args)
 
@@ -110,18 +147,44 @@ def _gemm(**kw: int) -> int:
     [
         ([_gemm(), 0], SIZE, Error.ILLEGAL_OPCODE, 1),
         ([_gemm(k_count=CFG.w_depth, w_base=1)], SIZE, Error.BAD_OPERAND, 0),
-        ([_gemm(m_count=CFG.out_depth, k_count=CFG.w_depth, reset=0, final=1)], SIZE, Error.BAD_OPERAND, 0),
+        (
+            [_gemm(m_count=CFG.out_depth, k_count=CFG.w_depth, reset=0, final=1)],
+            SIZE,
+            Error.BAD_OPERAND,
+            0,
+        ),
         ([_gemm(o_base=1, m_count=CFG.out_depth)], SIZE, Error.BAD_OPERAND, 0),
         ([_gemm(lo=5, hi=4)], SIZE, Error.BAD_OPERAND, 0),
-        ([_gemm(reset=0, final=0, acc_base=CFG.acc_depth - 1, m_count=2)], SIZE, Error.BAD_OPERAND, 0),
-        ([isa.encode(CFG, Opcode.LOAD, buf=3, sram=0, dram=0, count=1)], SIZE, Error.BAD_OPERAND, 0),
-        ([isa.encode(CFG, Opcode.LOAD, buf=Buf.X, sram=0, dram=SIZE // 8, count=1)], SIZE,
-         Error.DMA_WINDOW, 0),
-        ([isa.encode(CFG, Opcode.STORE, sram=0, dram=4096 // 8, count=1)], 4096, Error.DMA_WINDOW, 0),
+        (
+            [_gemm(reset=0, final=0, acc_base=CFG.acc_depth - 1, m_count=2)],
+            SIZE,
+            Error.BAD_OPERAND,
+            0,
+        ),
+        (
+            [isa.encode(CFG, Opcode.LOAD, buf=3, sram=0, dram=0, count=1)],
+            SIZE,
+            Error.BAD_OPERAND,
+            0,
+        ),
+        (
+            [isa.encode(CFG, Opcode.LOAD, buf=Buf.X, sram=0, dram=SIZE // 8, count=1)],
+            SIZE,
+            Error.DMA_WINDOW,
+            0,
+        ),
+        (
+            [isa.encode(CFG, Opcode.STORE, sram=0, dram=4096 // 8, count=1)],
+            4096,
+            Error.DMA_WINDOW,
+            0,
+        ),
         ([_gemm(), _gemm()], 16, Error.DMA_WINDOW, 1),
     ],
 )
-def test_errors_match_golden(rtl: RtlDevice, prog: list[int], limit: int, error: Error, pc: int) -> None:
+def test_errors_match_golden(
+    rtl: RtlDevice, prog: list[int], limit: int, error: Error, pc: int
+) -> None:
     gold = GoldenDevice(CFG, SIZE)
     g = _run(gold, prog, {}, {}, limit=limit)
     r = _run(rtl, prog, {}, {}, limit=limit)
