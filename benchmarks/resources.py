@@ -29,7 +29,11 @@ def synth_stats(verilog: Path, work: Path) -> dict[str, int]:
         raise SystemExit("yosys not found: apt-get install yosys (Debian's has synth_xilinx)")
     stat = work / "stat.txt"
     script = f"read_verilog {verilog}; synth_xilinx -top rmsmp_top -family xc7; tee -o {stat} stat"
-    subprocess.run([yosys, "-q", "-l", str(work / "yosys.log"), "-p", script], check=True)
+    proc = subprocess.run(
+        [yosys, "-q", "-l", str(work / "yosys.log"), "-p", script], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"yosys failed:\n{proc.stderr[-3000:]}")
     text = stat.read_text()
     total = text[text.rfind("design hierarchy") :] if "design hierarchy" in text else text
     cells = dict(
