@@ -9,6 +9,8 @@ when the next one arrives, so nothing ever stalls and no back-pressure is needed
 
 from __future__ import annotations
 
+import contextlib
+
 from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
@@ -333,6 +335,21 @@ class Accelerator(wiring.Component):
             m.d.sync += err.eq(code)
             m.next = "FINISH"
 
+        @contextlib.contextmanager
+        def dma_start(engine, bad, off, total):
+            """Check operands and the window, then start ``engine``; the body runs on success."""
+            with m.If(bad):
+                fail(Error.BAD_OPERAND)
+            with m.Elif(~in_window(off, total * bb)):
+                fail(Error.DMA_WINDOW)
+            with m.Else():
+                m.d.comb += [
+                    engine.start.eq(1),
+                    engine.addr.eq(csr.window_base + off),
+                    engine.beats.eq(total),
+                ]
+                yield
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(csr.start):
@@ -369,16 +386,7 @@ class Accelerator(wiring.Component):
             with m.State("DECODE"):
                 with m.Switch(opcode):
                     with m.Case(Opcode.LOAD):
-                        with m.If(ld_bad):
-                            fail(Error.BAD_OPERAND)
-                        with m.Elif(~in_window(ld_off, ld_total * bb)):
-                            fail(Error.DMA_WINDOW)
-                        with m.Else():
-                            m.d.comb += [
-                                rd.start.eq(1),
-                                rd.addr.eq(csr.window_base + ld_off),
-                                rd.beats.eq(ld_total),
-                            ]
+                        with dma_start(rd, ld_bad, ld_off, ld_total):
                             m.d.sync += [
                                 ld_buf.eq(field(Opcode.LOAD, "buf")),
                                 ld_addr.eq(field(Opcode.LOAD, "sram")),
@@ -387,16 +395,7 @@ class Accelerator(wiring.Component):
                             ]
                             m.next = "LOAD"
                     with m.Case(Opcode.STORE):
-                        with m.If(st_bad):
-                            fail(Error.BAD_OPERAND)
-                        with m.Elif(~in_window(st_off, st_total * bb)):
-                            fail(Error.DMA_WINDOW)
-                        with m.Else():
-                            m.d.comb += [
-                                wr.start.eq(1),
-                                wr.addr.eq(csr.window_base + st_off),
-                                wr.beats.eq(st_total),
-                            ]
+                        with dma_start(wr, st_bad, st_off, st_total):
                             m.d.sync += [
                                 o_ptr.eq(field(Opcode.STORE, "sram")),
                                 st_left.eq(st_count),

@@ -28,6 +28,17 @@ def _burst_len(m: Module, cfg: AccelConfig, addr, remaining) -> Signal:
     return n
 
 
+def _command(cfg: AccelConfig) -> dict:
+    """Members shared by both engines: a transfer command and its status."""
+    return {
+        "start": In(1),
+        "addr": In(cfg.axi_addr_bits),
+        "beats": In(BEAT_COUNT_BITS),
+        "busy": Out(1),
+        "err": Out(1),
+    }
+
+
 class AxiReader(wiring.Component):
     """Reads ``beats`` beats from byte address ``addr``; every beat appears on ``data``/``valid``.
 
@@ -40,11 +51,7 @@ class AxiReader(wiring.Component):
         super().__init__(
             {
                 **axi_read_master("m_axi", cfg.axi_addr_bits, cfg.axi_data_bits),
-                "start": In(1),
-                "addr": In(cfg.axi_addr_bits),
-                "beats": In(BEAT_COUNT_BITS),
-                "busy": Out(1),
-                "err": Out(1),
+                **_command(cfg),
                 "data": Out(cfg.axi_data_bits),
                 "valid": Out(1),
             }
@@ -104,11 +111,7 @@ class AxiWriter(wiring.Component):
         super().__init__(
             {
                 **axi_write_master("m_axi", cfg.axi_addr_bits, cfg.axi_data_bits),
-                "start": In(1),
-                "addr": In(cfg.axi_addr_bits),
-                "beats": In(BEAT_COUNT_BITS),
-                "busy": Out(1),
-                "err": Out(1),
+                **_command(cfg),
                 "data": In(cfg.axi_data_bits),
                 "valid": In(1),
                 "ready": Out(1),
