@@ -22,6 +22,33 @@ def test_generate_lints_clean(board: str, tmp_path, capsys) -> None:
     log = lint(tmp_path / "rmsmp_top.v")
     assert "%Error" not in log
     assert cfg.hash in capsys.readouterr().out
+    _check_header(tmp_path / "rmsmp_regs.h", cfg)
+
+
+def _check_header(path, cfg: AccelConfig) -> None:
+    """The C header compiles and its constants equal arch's, read back by a C program."""
+    import subprocess
+
+    from rmsmp.arch import isa, regs
+
+    prog = path.parent / "probe.c"
+    prog.write_text(
+        '#include <stdio.h>\n#include "rmsmp_regs.h"\nint main(void) {\n'
+        'printf("%llx %x %u %u %u\\n", (unsigned long long)RMSMP_CONFIG_HASH,'
+        " RMSMP_REG_CONFIG_HASH_HI, RMSMP_ERROR_DMA_WINDOW,"
+        " RMSMP_GEMM_K_COUNT_LSB, RMSMP_GEMM_K_COUNT_BITS);\nreturn 0;\n}\n"
+    )
+    exe = path.parent / "probe"
+    subprocess.run(["gcc", "-Wall", "-Werror", str(prog), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    k = isa.layout(cfg)[isa.Opcode.GEMM]["k_count"]
+    assert out == [
+        cfg.hash.lstrip("0"),
+        f"{regs.REG['CONFIG_HASH_HI'].offset:x}",
+        str(int(isa.Error.DMA_WINDOW)),
+        str(k.offset),
+        str(k.width),
+    ]
 
 
 def test_generate_rejects_bad_config(tmp_path, capsys) -> None:
