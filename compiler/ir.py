@@ -48,7 +48,9 @@ class IntLayer:
         n = self.weight.shape[0]
         want = 4 if self.kind == "conv" else 2
         if self.weight.ndim != want:
-            raise GraphError(f"{self.name}: {self.kind} weight must be {want}-D, got {self.weight.shape}")
+            raise GraphError(
+                f"{self.name}: {self.kind} weight must be {want}-D, got {self.weight.shape}"
+            )
         for k in ("bias", "mult", "shift"):
             if np.shape(getattr(self, k)) != (n,):
                 raise GraphError(f"{self.name}: {k} must have shape ({n},)")
@@ -89,7 +91,9 @@ class IntLayer:
         ph, pw = self.padding
         xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
         kh, kw = self.weight.shape[2:]
-        win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, :: self.stride[0], :: self.stride[1]]
+        win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[
+            :, :, :: self.stride[0], :: self.stride[1]
+        ]
         return np.einsum("bchwij,ncij->bnhw", win, self.weight.astype(np.int64), optimize=True)
 
     def evaluate(self, x: np.ndarray) -> np.ndarray:
@@ -123,11 +127,15 @@ class IntGraph:
         shape = tuple(self.input_shape)
         for layer in self.layers:
             if layer.kind == "conv" and (len(shape) != 3 or shape[0] != layer.weight.shape[1]):
-                raise GraphError(f"{layer.name}: expects {layer.weight.shape[1]} input channels, gets {shape}")
+                raise GraphError(
+                    f"{layer.name}: expects {layer.weight.shape[1]} input channels, gets {shape}"
+                )
             if layer.kind == "linear":
                 k = int(np.prod(shape)) if layer.flatten else shape[-1]
                 if (not layer.flatten and len(shape) != 1) or k != layer.weight.shape[1]:
-                    raise GraphError(f"{layer.name}: expects {layer.weight.shape[1]} inputs, gets {shape}")
+                    raise GraphError(
+                        f"{layer.name}: expects {layer.weight.shape[1]} inputs, gets {shape}"
+                    )
             shape = layer.out_shape(shape)
 
     @property

@@ -12,7 +12,7 @@ import abc
 from ..arch import AccelConfig
 
 
-class DeviceTimeout(TimeoutError):
+class DeviceTimeoutError(TimeoutError):
     """The accelerator did not finish within the allowed time."""
 
 
@@ -42,7 +42,7 @@ class Device(abc.ABC):
 
     @abc.abstractmethod
     def wait(self, timeout_cycles: int) -> None:
-        """Return once STATUS is no longer busy; raise DeviceTimeout after ``timeout_cycles``."""
+        """Return once STATUS is no longer busy; raise DeviceTimeoutError past the budget."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: not every device holds resources
         """Release the device (default: nothing to release)."""

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..arch import AccelConfig, regs
-from ..host.device import Device, DeviceTimeout
+from ..host.device import Device, DeviceTimeoutError
 
 MIN_VERILATOR = (5, 36)
 HARNESS = Path(__file__).with_name("harness.cpp")
@@ -210,17 +210,19 @@ class RtlDevice(Device):
 
     def write_reg(self, name: str, value: int) -> None:
         if self._lib.sim_reg_write(self._sim, regs.offset(name), value & 0xFFFF_FFFF):
-            raise DeviceTimeout(f"AXI4-Lite write to {name} got no response")
+            raise DeviceTimeoutError(f"AXI4-Lite write to {name} got no response")
 
     def read_reg(self, name: str) -> int:
         v = self._lib.sim_reg_read(self._sim, regs.offset(name))
         if v < 0:
-            raise DeviceTimeout(f"AXI4-Lite read of {name} got no response")
+            raise DeviceTimeoutError(f"AXI4-Lite read of {name} got no response")
         return int(v)
 
     def wait(self, timeout_cycles: int) -> None:
         if self._lib.sim_wait(self._sim, timeout_cycles) < 0:
-            raise DeviceTimeout(f"the accelerator did not finish within {timeout_cycles} cycles")
+            raise DeviceTimeoutError(
+                f"the accelerator did not finish within {timeout_cycles} cycles"
+            )
 
     def set_stall(self, stall: bool) -> None:
         """Make the DDR model stop answering (to test that a hang times out cleanly)."""

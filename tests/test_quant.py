@@ -7,11 +7,12 @@ from collections import Counter, OrderedDict
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from rmsmp.arch import FORMATS, AccelConfig
 from rmsmp.compiler.assign import assign_rows, best_scale, relative_costs, row_counts
 from rmsmp.compiler.export import export
 from rmsmp.compiler.quant import UnsupportedLayerError, quantize
-from torch import nn
 
 
 def _random_ratio(rng: np.random.Generator) -> dict[str, float]:

@@ -9,7 +9,7 @@ from rmsmp.arch import AccelConfig, isa, layout, numerics
 from rmsmp.arch.isa import Buf, Error, Opcode
 from rmsmp.arch.layout import Entry
 from rmsmp.arch.regs import Status
-from rmsmp.host.device import DeviceTimeout
+from rmsmp.host.device import DeviceTimeoutError
 from rmsmp.sim.golden import GoldenDevice
 from rmsmp.sim.verilator import RtlDevice
 
@@ -206,7 +206,7 @@ def test_hung_memory_times_out() -> None:
         dev.write_reg("INSN_COUNT", 1)
         dev.set_stall(True)
         dev.write_reg("CTRL", 1)
-        with pytest.raises(DeviceTimeout, match="did not finish within 5000 cycles"):
+        with pytest.raises(DeviceTimeoutError, match="did not finish within 5000 cycles"):
             dev.wait(5000)
         assert dev.read_reg("STATUS") & Status.BUSY
     finally:

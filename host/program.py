@@ -1,0 +1,319 @@
+"""A compiled Program: the DDR window image, its layer records and the I/O quantisation.
+
+Written by ``rmsmp.compiler.lower``, read by ``rmsmp.host.runtime``; numpy only. On disk it is a
+zip holding ``header.json`` (magic, format version, config, config hash, layers, the sha256 of
+every blob) and one ``<segment>.bin`` per window segment.
+
+Window layout (byte offsets from the window base, every region 64-byte aligned)::
+
+    [instructions of all layers][W blobs][Q blobs][input regions][output regions]
+
+with one input and one output region per layer.
+
+The instruction, W and Q regions are the static ``segments``; the input/output regions are
+written and read by the runtime for every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+import zlib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from ..arch import AccelConfig, ConfigError
+from .errors import ProgramFormatError
+
+MAGIC = "rmsmp-program"
+FORMAT_VERSION = 1
+ALIGN = 64
+"""Byte alignment of every window region."""
+
+_RECOMPILE = "re-run rmsmp compile"
+
+
+def align(n: int, a: int = ALIGN) -> int:
+    """``n`` rounded up to a multiple of ``a``."""
+    return -(-n // a) * a
+
+
+@dataclass
+class LayerRecord:
+    """Everything the runtime needs to run one layer.
+
+    Shapes are per sample. ``in_shape`` is the tensor the layer consumes as the host holds it
+    (slot order for every layer but the first), ``out_shape`` the slot-ordered tensor it produces:
+    ``(N, OH, OW)`` for a conv, ``(N,)`` for a linear layer. ``keep`` lists the hardware output
+    slots (tile * rows + PE row) that hold a real channel, in hardware order; the host drops the
+    padding slots as it unpacks, so the next layer's K carries no zero columns. Offsets and
+    sizes are bytes in the window; the input region holds ``m*kc`` X entries in the order
+    [k_tile][m][kc_local], the output region ``n_tiles*m`` OUT entries in the order [n_tile][m].
+    """
+
+    name: str
+    kind: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    flatten: bool
+    lo: int
+    hi: int
+    m: int
+    k: int
+    kc: int
+    kt: int
+    nk: int
+    mt: int
+    n_tiles: int
+    keep: tuple[int, ...]
+    w_resident: bool
+    q_resident: bool
+    insn_offset: int
+    insn_count: int
+    w_offset: int
+    w_size: int
+    q_offset: int
+    q_size: int
+    in_offset: int
+    in_size: int
+    out_offset: int
+    out_size: int
+    macs: int
+
+    def to_dict(self) -> dict:
+        """Plain-data form (what the JSON header holds)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LayerRecord:
+        """Inverse of ``to_dict``; tuples come back as tuples."""
+        names = {f.name for f in fields(cls)}
+        missing = names - set(d)
+        if missing:
+            raise ProgramFormatError(
+                f"layer record is missing keys {sorted(missing)}; {_RECOMPILE}"
+            )
+        v = {k: d[k] for k in names}
+        for k in ("in_shape", "out_shape", "kernel", "stride", "padding", "keep"):
+            v[k] = tuple(int(i) for i in v[k])
+        return cls(**v)
+
+
+@dataclass
+class Segment:
+    """Static bytes placed at ``offset`` in the window."""
+
+    offset: int
+    data: bytes
+
+
+@dataclass
+class Program:
+    """A compiled network for one AccelConfig and one batch size."""
+
+    config: AccelConfig
+    batch: int
+    layers: list[LayerRecord]
+    segments: dict[str, Segment]
+    window_size: int
+    input_shape: tuple[int, ...]
+    input_scale: float
+    input_lo: int
+    input_hi: int
+    output_shape: tuple[int, ...]
+    output_scale: float
+    output_slots: list[int]
+    """Final layer's slot -> logical output channel, -1 for a padding slot."""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def config_hash(self) -> str:
+        """Hash of the AccelConfig the Program was compiled for (16 hex digits)."""
+        return self.config.hash
+
+    def output_gather(self) -> np.ndarray:
+        """Slot index of every logical output channel, in logical order."""
+        slots = np.asarray(self.output_slots, dtype=np.int64)
+        n = int(slots.max()) + 1
+        gather = np.full(n, -1, dtype=np.int64)
+        idx = np.flatnonzero(slots >= 0)
+        gather[slots[idx]] = idx
+        return gather
+
+    def dequantize(self, y_int: np.ndarray) -> np.ndarray:
+        """Integer outputs to real values (float32) with the output scale."""
+        return (np.asarray(y_int, dtype=np.float64) * self.output_scale).astype(np.float32)
+
+    def summary(self) -> str:
+        """Human-readable table of the layers, tiling and window use."""
+        cfg = self.config
+        lines = [
+            f"rmsmp Program for {cfg.name} (config {self.config_hash}), batch {self.batch}",
+            f"input {self.input_shape} scale {self.input_scale:g} range "
+            f"[{self.input_lo}, {self.input_hi}] -> output {self.output_shape} "
+            f"scale {self.output_scale:g}",
+            f"window {self.window_size} bytes, {sum(r.insn_count for r in self.layers)} "
+            "instructions",
+            f"{'layer':<16}{'kind':<7}{'M':>7}{'K':>7}{'Kc':>5}{'kt':>5}{'nk':>4}{'mt':>5}"
+            f"{'tiles':>6}{'insns':>7}{'W res':>6}{'Q res':>6}{'MACs':>12}",
+        ]
+        for r in self.layers:
+            lines.append(
+                f"{r.name:<16}{r.kind:<7}{r.m:>7}{r.k:>7}{r.kc:>5}{r.kt:>5}{r.nk:>4}{r.mt:>5}"
+                f"{r.n_tiles:>6}{r.insn_count:>7}{'yes' if r.w_resident else 'no':>6}"
+                f"{'yes' if r.q_resident else 'no':>6}{r.macs:>12}"
+            )
+        return "\n".join(lines)
+
+    def _header(self) -> dict:
+        return {
+            "magic": MAGIC,
+            "version": FORMAT_VERSION,
+            "config": self.config.to_json(),
+            "config_hash": self.config_hash,
+            "batch": self.batch,
+            "layers": [r.to_dict() for r in self.layers],
+            "segments": {
+                k: {
+                    "offset": s.offset,
+                    "size": len(s.data),
+                    "sha256": hashlib.sha256(s.data).hexdigest(),
+                }
+                for k, s in self.segments.items()
+            },
+            "window_size": self.window_size,
+            "input_shape": list(self.input_shape),
+            "input_scale": self.input_scale,
+            "input_lo": self.input_lo,
+            "input_hi": self.input_hi,
+            "output_shape": list(self.output_shape),
+            "output_scale": self.output_scale,
+            "output_slots": list(self.output_slots),
+            "meta": self.meta,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the Program file (a zip: header.json plus one blob per segment)."""
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.writestr("header.json", json.dumps(self._header(), indent=1))
+            for k, s in self.segments.items():
+                z.writestr(f"{k}.bin", s.data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Program:
+        """Read a Program file, verifying magic, version, checksums and the config hash."""
+        try:
+            with zipfile.ZipFile(path) as z:
+                try:
+                    header = json.loads(z.read("header.json"))
+                except KeyError:
+                    raise ProgramFormatError(
+                        f"{path}: no header.json, not an rmsmp Program; {_RECOMPILE}"
+                    ) from None
+                if not isinstance(header, dict):
+                    raise ProgramFormatError(f"{path}: header is not a JSON object; {_RECOMPILE}")
+                _check_header(path, header)
+                blobs = {}
+                for k in header["segments"]:
+                    try:
+                        blobs[k] = z.read(f"{k}.bin")
+                    except KeyError:
+                        raise ProgramFormatError(
+                            f"{path}: segment {k!r} is missing; {_RECOMPILE}"
+                        ) from None
+        except (zipfile.BadZipFile, EOFError, zlib.error, UnicodeDecodeError) as e:
+            raise ProgramFormatError(
+                f"{path}: truncated or not an rmsmp Program ({e}); {_RECOMPILE}"
+            ) from None
+        except json.JSONDecodeError as e:
+            raise ProgramFormatError(
+                f"{path}: header.json is malformed ({e}); {_RECOMPILE}"
+            ) from None
+        try:
+            return cls._from_header(path, header, blobs)
+        except ProgramFormatError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise ProgramFormatError(f"{path}: malformed header ({e}); {_RECOMPILE}") from None
+
+    @classmethod
+    def _from_header(cls, path: str | Path, h: dict, blobs: dict[str, bytes]) -> Program:
+        segments = {}
+        for k, meta in h["segments"].items():
+            data = blobs[k]
+            if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                raise ProgramFormatError(
+                    f"{path}: checksum mismatch in segment {k!r}, the file is corrupted; "
+                    f"{_RECOMPILE}"
+                )
+            segments[k] = Segment(int(meta["offset"]), data)
+        try:
+            cfg = AccelConfig.from_json(h["config"])
+        except (ConfigError, TypeError, KeyError) as e:
+            raise ProgramFormatError(f"{path}: invalid config ({e}); {_RECOMPILE}") from None
+        if cfg.hash != h["config_hash"]:
+            raise ProgramFormatError(
+                f"{path}: config hash {h['config_hash']} does not match its config "
+                f"({cfg.hash}), the file is corrupted; {_RECOMPILE}"
+            )
+        return cls(
+            config=cfg,
+            batch=int(h["batch"]),
+            layers=[LayerRecord.from_dict(d) for d in h["layers"]],
+            segments=segments,
+            window_size=int(h["window_size"]),
+            input_shape=tuple(int(i) for i in h["input_shape"]),
+            input_scale=float(h["input_scale"]),
+            input_lo=int(h["input_lo"]),
+            input_hi=int(h["input_hi"]),
+            output_shape=tuple(int(i) for i in h["output_shape"]),
+            output_scale=float(h["output_scale"]),
+            output_slots=[int(i) for i in h["output_slots"]],
+            meta=dict(h["meta"]),
+        )
+
+
+_HEADER_KEYS = (
+    "magic",
+    "version",
+    "config",
+    "config_hash",
+    "batch",
+    "layers",
+    "segments",
+    "window_size",
+    "input_shape",
+    "input_scale",
+    "input_lo",
+    "input_hi",
+    "output_shape",
+    "output_scale",
+    "output_slots",
+    "meta",
+)
+
+
+def _check_header(path: str | Path, h: dict) -> None:
+    if h.get("magic") != MAGIC:
+        raise ProgramFormatError(
+            f"{path}: magic {h.get('magic')!r} is not {MAGIC!r}, not an rmsmp Program; {_RECOMPILE}"
+        )
+    if h.get("version") != FORMAT_VERSION:
+        raise ProgramFormatError(
+            f"{path}: Program format version {h.get('version')!r} is not supported (this rmsmp "
+            f"reads version {FORMAT_VERSION}); {_RECOMPILE} with this rmsmp"
+        )
+    missing = [k for k in _HEADER_KEYS if k not in h]
+    if missing:
+        raise ProgramFormatError(f"{path}: header is missing keys {missing}; {_RECOMPILE}")
+    for k, meta in h["segments"].items():
+        if not isinstance(meta, dict) or {"offset", "size", "sha256"} - set(meta):
+            raise ProgramFormatError(
+                f"{path}: segment {k!r} entry needs offset, size and sha256; {_RECOMPILE}"
+            )

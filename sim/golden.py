@@ -1,0 +1,233 @@
+"""GoldenDevice: an instruction-level numpy model of the accelerator, built only from ``arch``.
+
+It executes the ISA exactly as ``arch.isa`` specifies it (operand checks, DMA window checks,
+wrapping accumulators, requantisation from ``arch.numerics``) on buffers that persist between runs
+like on-chip memory. It does not model time: CYCLES, MAC_CYCLES and DMA_BEATS read 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..arch import AccelConfig, isa, layout, numerics, regs
+from ..arch.isa import Buf, Error, Opcode
+from ..arch.layout import Entry
+from ..host.device import Device
+
+DEFAULT_WINDOW_BASE = 0x1000_0000
+_BUF_ENTRY = {Buf.W: Entry.W, Buf.X: Entry.X, Buf.Q: Entry.Q}
+_U32 = 0xFFFF_FFFF
+_MEMO_BYTES = 64 << 20
+"""Cap on the decoded W/Q entries kept for reuse."""
+_MEMO_WORDS = 1 << 16
+"""Cap on the decoded instruction words kept for reuse."""
+
+
+class GoldenDevice(Device):
+    """Numpy model of one accelerator with a DMA window of ``window_size`` bytes."""
+
+    def __init__(
+        self,
+        config: AccelConfig,
+        window_size: int,
+        window_base: int = DEFAULT_WINDOW_BASE,
+        name: str = "golden",
+    ) -> None:
+        if not isinstance(window_size, int) or window_size < 1:
+            raise ValueError(f"window_size must be a positive int, got {window_size!r}")
+        if window_base < 0 or window_base % 8 or window_base + window_size > 1 << 32:
+            raise ValueError(
+                f"window [{window_base:#x}, +{window_size:#x}) must be 8-byte aligned and lie "
+                "in the 32-bit physical address space; pick a lower base or a smaller window"
+            )
+        self.config = config
+        self.window_base = window_base
+        self.window_size = window_size
+        self.name = name
+        self.mem = bytearray(window_size)
+        self._regs = {r.name: 0 for r in regs.REGS}
+        self._regs["CONFIG_HASH_LO"] = config.hash_int & _U32
+        self._regs["CONFIG_HASH_HI"] = config.hash_int >> 32
+        self._regs["MAGIC"] = regs.MAGIC
+        c = config
+        self.w = np.zeros((c.w_depth, c.rows, c.cols), dtype=np.int64)
+        self.x = np.zeros((c.x_depth, c.cols), dtype=np.int64)
+        self.q = np.zeros((c.q_depth, c.rows, 3), dtype=np.int64)
+        self.acc = np.zeros((c.acc_depth, c.rows), dtype=np.int64)
+        self.out = np.zeros((c.out_depth, c.rows), dtype=np.int64)
+        offs = c.group_offsets()
+        self._groups = [(numerics.weight_format(g.fmt), *offs[g.fmt]) for g in c.groups]
+        self._depth = {Buf.W: c.w_depth, Buf.X: c.x_depth, Buf.Q: c.q_depth}
+        self._decoded: dict[int, isa.Insn | None] = {}
+        self._unpacked: dict[tuple[Entry, bytes], np.ndarray] = {}
+        self._unpacked_bytes = 0
+
+    def _decode(self, word: int) -> isa.Insn | None:
+        """``isa.decode``, memoised (programs rerun the same words)."""
+        if word not in self._decoded:
+            if len(self._decoded) >= _MEMO_WORDS:
+                self._decoded.clear()
+            self._decoded[word] = isa.decode(self.config, word)
+        return self._decoded[word]
+
+    def _unpack(self, kind: Entry, blob: bytes) -> np.ndarray:
+        """``layout.unpack`` with unsigned fields; W and Q entries (often reloaded) are memoised."""
+        if kind is Entry.X:
+            return layout.unpack(self.config, kind, blob, signed=False)
+        key = (kind, blob)
+        if key not in self._unpacked:
+            raw = layout.unpack(self.config, kind, blob, signed=False)
+            if self._unpacked_bytes + raw.nbytes > _MEMO_BYTES:
+                self._unpacked.clear()
+                self._unpacked_bytes = 0
+            self._unpacked[key] = raw
+            self._unpacked_bytes += raw.nbytes
+        return self._unpacked[key]
+
+    def _check_window(self, offset: int, n: int) -> None:
+        if offset < 0 or n < 0 or offset + n > self.window_size:
+            raise ValueError(
+                f"window access [{offset}, {offset + n}) lies outside the {self.window_size}-byte "
+                "window; open the device with a larger window"
+            )
+
+    def write(self, offset: int, data: bytes) -> None:
+        """Copy bytes into the window."""
+        self._check_window(offset, len(data))
+        self.mem[offset : offset + len(data)] = data
+
+    def read(self, offset: int, n: int) -> bytes:
+        """Copy ``n`` bytes out of the window."""
+        self._check_window(offset, n)
+        return bytes(self.mem[offset : offset + n])
+
+    def write_reg(self, name: str, value: int) -> None:
+        """Write a register; writing CTRL bit 0 runs the instruction list to completion."""
+        reg = regs.REG.get(name)
+        if reg is None:
+            raise KeyError(f"no register {name!r}; known: {sorted(regs.REG)}")
+        if reg.access is regs.Access.RO:
+            raise ValueError(f"register {name} is read-only")
+        if not 0 <= value <= _U32:
+            raise ValueError(f"register {name}: {value} does not fit in 32 bits")
+        if name == "CTRL":
+            if value & regs.CTRL_START:
+                self._run()
+            return
+        self._regs[name] = value
+
+    def read_reg(self, name: str) -> int:
+        """Read a register (CTRL, write-only, reads 0)."""
+        reg = regs.REG.get(name)
+        if reg is None:
+            raise KeyError(f"no register {name!r}; known: {sorted(regs.REG)}")
+        return 0 if reg.access is regs.Access.WO else self._regs[name]
+
+    def wait(self, timeout_cycles: int) -> None:
+        """Runs are synchronous, so there is nothing to wait for."""
+
+    def _mem_span(self, offset: int, n: int) -> int | Error:
+        """Window byte ``offset`` (from WINDOW_BASE) as an index into ``mem``, or the error."""
+        base, limit = self._regs["WINDOW_BASE"], self._regs["WINDOW_LIMIT"]
+        phys = base + offset
+        if not (base <= phys and phys + n <= limit):
+            return Error.DMA_WINDOW
+        i = phys - self.window_base
+        if i < 0 or i + n > self.window_size:
+            return Error.AXI_RESP
+        return i
+
+    def _run(self) -> None:
+        start, count = self._regs["INSN_ADDR"], self._regs["INSN_COUNT"]
+        nbytes = self.config.insn_bits // 8
+        err, pc = Error.NONE, count
+        for i in range(count):
+            at = self._mem_span(start + i * nbytes, nbytes)
+            if isinstance(at, Error):
+                err = at
+            else:
+                insn = self._decode(int.from_bytes(self.mem[at : at + nbytes], "little"))
+                err = Error.ILLEGAL_OPCODE if insn is None else self._execute(insn)
+            if err is not Error.NONE:
+                pc = i
+                break
+        status = regs.Status.DONE | (regs.Status.ERROR if err is not Error.NONE else 0)
+        self._regs.update(STATUS=int(status), ERROR=int(err), PC=pc)
+
+    def _execute(self, insn: isa.Insn) -> Error:
+        if insn.op is Opcode.LOAD:
+            return self._load(insn)
+        if insn.op is Opcode.STORE:
+            return self._store(insn)
+        return self._gemm(insn)
+
+    def _load(self, i: isa.Insn) -> Error:
+        if i.buf not in _BUF_ENTRY:
+            return Error.BAD_OPERAND
+        buf = Buf(i.buf)
+        if i.count < 1 or i.sram + i.count > self._depth[buf]:
+            return Error.BAD_OPERAND
+        kind = _BUF_ENTRY[buf]
+        n = i.count * layout.entry_bytes(self.config, kind)
+        at = self._mem_span(i.dram * 8, n)
+        if isinstance(at, Error):
+            return at
+        raw = self._unpack(kind, bytes(self.mem[at : at + n]))
+        dst = slice(i.sram, i.sram + i.count)
+        cfg = self.config
+        if buf is Buf.W:
+            self.w[dst] = raw.reshape(i.count, cfg.rows, cfg.cols)
+        elif buf is Buf.X:
+            self.x[dst] = numerics.wrap(raw, cfg.act_bits)
+        else:
+            q = raw.reshape(i.count, cfg.rows, 3).copy()
+            q[..., 0] = numerics.wrap(q[..., 0], numerics.BIAS_BITS)
+            q[..., 1] = numerics.wrap(q[..., 1], numerics.MULT_BITS)
+            q[..., 2] &= (1 << numerics.SHIFT_BITS) - 1
+            self.q[dst] = q
+        return Error.NONE
+
+    def _store(self, i: isa.Insn) -> Error:
+        cfg = self.config
+        if i.count < 1 or i.sram + i.count > cfg.out_depth:
+            return Error.BAD_OPERAND
+        n = i.count * layout.entry_bytes(cfg, Entry.OUT)
+        at = self._mem_span(i.dram * 8, n)
+        if isinstance(at, Error):
+            return at
+        self.mem[at : at + n] = layout.pack(cfg, Entry.OUT, self.out[i.sram : i.sram + i.count])
+        return Error.NONE
+
+    def _gemm(self, i: isa.Insn) -> Error:
+        """Per row group: ``numerics.dot`` of decoded levels and X, as one exact int64 matmul."""
+        cfg = self.config
+        m, k = i.m_count, i.k_count
+        ok = (
+            m >= 1
+            and k >= 1
+            and i.w_base + k <= cfg.w_depth
+            and i.x_base + m * k <= cfg.x_depth
+            and i.q_base < cfg.q_depth
+            and i.lo <= i.hi
+            and (i.reset and i.final or i.acc_base + m <= cfg.acc_depth)
+            and (not i.final or i.o_base + m <= cfg.out_depth)
+        )
+        if not ok:
+            return Error.BAD_OPERAND
+        xs = self.x[i.x_base : i.x_base + m * k].reshape(m, k * cfg.cols)
+        ws = self.w[i.w_base : i.w_base + k]
+        s = np.empty((m, cfg.rows), dtype=np.int64)
+        for fmt, r0, n in self._groups:
+            lv = fmt.decode(ws[:, r0 : r0 + n, :]).transpose(1, 0, 2).reshape(n, k * cfg.cols)
+            s[:, r0 : r0 + n] = xs @ lv.T
+        if not i.reset:
+            s += self.acc[i.acc_base : i.acc_base + m]
+        s = numerics.wrap(s, cfg.acc_bits)
+        if i.final:
+            q = self.q[i.q_base]
+            self.out[i.o_base : i.o_base + m] = numerics.requant(
+                s, q[:, 0], q[:, 1], q[:, 2], i.lo, i.hi
+            )
+        else:
+            self.acc[i.acc_base : i.acc_base + m] = s
+        return Error.NONE

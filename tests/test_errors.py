@@ -1,0 +1,326 @@
+"""Bad input gets the right, clear error: runtime, Program files, compiler and GoldenDevice."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from graphgen import random_graph
+
+from rmsmp.arch import AccelConfig, RowGroup, isa, layout, numerics
+from rmsmp.arch.isa import Buf, Error, Opcode
+from rmsmp.arch.layout import Entry
+from rmsmp.compiler.ir import IntGraph, IntLayer
+from rmsmp.compiler.lower import CompileError, lower
+from rmsmp.host.device import DeviceTimeoutError
+from rmsmp.host.errors import AcceleratorError, ConfigMismatchError, ProgramFormatError
+from rmsmp.host.program import Program, Segment
+from rmsmp.host.runtime import run
+from rmsmp.sim.golden import GoldenDevice
+
+TINY = AccelConfig.for_board("tiny")
+PYNQ = AccelConfig.for_board("pynq-z1")
+
+
+@pytest.fixture(scope="module")
+def prog():
+    rng = np.random.default_rng(0)
+    graph = random_graph(rng, TINY, (6,), [dict(kind="linear", n=5, lo=-128, hi=127)])
+    return lower(graph, TINY, 2)
+
+
+def test_wrong_shape(prog):
+    with pytest.raises(ValueError, match=r"shape \(2, 7\), expected \(B, 6\)"):
+        run(prog, np.zeros((2, 7), np.int8))
+    with pytest.raises(ValueError, match="expected"):
+        run(prog, np.zeros(6, np.int8))
+    with pytest.raises(ValueError, match="empty"):
+        run(prog, np.zeros((0, 6), np.int8))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.bool_, np.float16, np.complex64])
+def test_wrong_dtype(prog, dtype):
+    with pytest.raises(TypeError, match="float32/float64.*int8/int16/int32/int64"):
+        run(prog, np.zeros((1, 6), dtype))
+
+
+def test_not_an_array_and_out_of_range(prog):
+    with pytest.raises(TypeError, match="numpy array"):
+        run(prog, [[0] * 6])
+    with pytest.raises(ValueError, match=r"quantized to \[-128, 127\]"):
+        run(prog, np.full((1, 6), 300, np.int16))
+    with pytest.raises(ValueError, match="NaN"):
+        run(prog, np.full((1, 6), np.nan, np.float32))
+
+
+def test_unknown_backend(prog):
+    with pytest.raises(ValueError, match="unknown backend"):
+        run(prog, np.zeros((1, 6), np.int8), backend="fpga")
+
+
+def test_config_mismatch(prog):
+    dev = GoldenDevice(PYNQ, prog.window_size)
+    with pytest.raises(ConfigMismatchError) as e:
+        run(prog, np.zeros((1, 6), np.int8), device=dev)
+    assert prog.config_hash in str(e.value) and PYNQ.hash in str(e.value)
+    assert "recompile" in str(e.value)
+
+
+def test_small_device_window(prog):
+    dev = GoldenDevice(TINY, 64)
+    with pytest.raises(ValueError, match="larger window"):
+        run(prog, np.zeros((1, 6), np.int8), device=dev)
+
+
+def test_accelerator_error_names_code_pc_layer(prog):
+    insn = prog.segments["insn"]
+    bad = bytearray(insn.data)
+    n = TINY.insn_bits // 8
+    pc = prog.layers[0].insn_count - 1
+    bad[pc * n : (pc + 1) * n] = bytes(n)
+    broken = Program(
+        **{**prog.__dict__, "segments": {**prog.segments, "insn": Segment(0, bytes(bad))}}
+    )
+    with pytest.raises(AcceleratorError) as e:
+        run(broken, np.zeros((1, 6), np.int8))
+    assert (e.value.code, e.value.pc, e.value.layer) == ("ILLEGAL_OPCODE", pc, "l0")
+
+
+class _HangingDevice(GoldenDevice):
+    def wait(self, timeout_cycles):
+        raise DeviceTimeoutError("stuck")
+
+
+def test_timeout_is_reported(prog):
+    dev = _HangingDevice(TINY, prog.window_size)
+    with pytest.raises(TimeoutError, match=r"layer 'l0'.*1234 cycles.*larger timeout_cycles"):
+        run(prog, np.zeros((1, 6), np.int8), device=dev, timeout_cycles=1234)
+
+
+def test_program_file_errors(prog, tmp_path):
+    good = tmp_path / "good.rmsmp"
+    prog.save(good)
+    blob = good.read_bytes()
+
+    trunc = tmp_path / "trunc.rmsmp"
+    trunc.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ProgramFormatError, match="truncated or not an rmsmp Program"):
+        Program.load(trunc)
+
+    garbage = tmp_path / "garbage.rmsmp"
+    garbage.write_bytes(np.random.default_rng(0).bytes(500))
+    with pytest.raises(ProgramFormatError, match="re-run rmsmp compile"):
+        Program.load(garbage)
+
+    def rewrite(name, header_fn=None, blob_fn=None, drop=None):
+        path = tmp_path / name
+        with zipfile.ZipFile(good) as zin, zipfile.ZipFile(path, "w") as zout:
+            for item in zin.namelist():
+                data = zin.read(item)
+                if item == drop:
+                    continue
+                if item == "header.json" and header_fn:
+                    h = json.loads(data)
+                    header_fn(h)
+                    data = json.dumps(h).encode()
+                if item == "w.bin" and blob_fn:
+                    data = blob_fn(data)
+                zout.writestr(item, data)
+        return path
+
+    with pytest.raises(ProgramFormatError, match="magic"):
+        Program.load(rewrite("magic.rmsmp", lambda h: h.update(magic="npz")))
+    with pytest.raises(ProgramFormatError, match="version 99 is not supported"):
+        Program.load(rewrite("ver.rmsmp", lambda h: h.update(version=99)))
+    with pytest.raises(ProgramFormatError, match="checksum mismatch"):
+        Program.load(rewrite("sum.rmsmp", blob_fn=lambda d: bytes([d[0] ^ 1]) + d[1:]))
+    with pytest.raises(ProgramFormatError, match=r"missing keys \['batch'\]"):
+        Program.load(rewrite("keys.rmsmp", lambda h: h.pop("batch")))
+    with pytest.raises(ProgramFormatError, match="segment 'q' is missing"):
+        Program.load(rewrite("seg.rmsmp", drop="q.bin"))
+    with pytest.raises(ProgramFormatError, match="no header.json"):
+        Program.load(rewrite("nohdr.rmsmp", drop="header.json"))
+    with pytest.raises(ProgramFormatError, match="config hash"):
+        Program.load(rewrite("hash.rmsmp", lambda h: h.update(config_hash="0" * 16)))
+
+
+def _linear(name, w, fmts, lo=-128, hi=127, bias=None):
+    n = w.shape[0]
+    ones = np.ones(n, dtype=np.int64)
+    b = np.zeros(n, dtype=np.int64) if bias is None else bias
+    return IntLayer(name, "linear", w, fmts, b, ones, 0 * ones, lo, hi, 1.0, 1.0)
+
+
+def test_compile_errors():
+    g = IntGraph([_linear("fc", np.ones((2, 4), np.int64), ["sp2-4", "pot4"])], (4,), 1.0)
+    with pytest.raises(
+        CompileError, match=r"fc.*'sp2-4'.*'pynq-z1'.*\['pot4', 'fixed4', 'fixed8'\]"
+    ):
+        lower(g, PYNQ, 1)
+    wide = AccelConfig("w24", (RowGroup("fixed8", 2),), cols=8, acc_bits=24, requant_lanes=2)
+    big = IntGraph([_linear("big", np.full((2, 600), 127, np.int64), ["fixed8"] * 2)], (600,), 1.0)
+    with pytest.raises(CompileError, match="big.*overflows the 24-bit accumulator"):
+        lower(big, wide, 1)
+    bias = np.array([(1 << 24) - 10, 0])
+    near = IntGraph(
+        [_linear("near", np.ones((2, 8), np.int64), ["fixed8"] * 2, bias=bias)], (8,), 1.0
+    )
+    with pytest.raises(CompileError, match=r"near: \|acc \+ bias\|"):
+        lower(near, wide, 1)
+    near.layers[0].bias[0] -= 1024
+    assert lower(near, wide, 1).layers[0].name == "near"
+    wide_out = IntGraph([_linear("u8", np.ones((1, 4), np.int64), ["fixed4"], 0, 255)], (4,), 1.0)
+    with pytest.raises(CompileError, match="u8.*output range"):
+        lower(wide_out, TINY, 1)
+    with pytest.raises(CompileError, match="batch"):
+        lower(wide_out, TINY, 0)
+
+
+# --- GoldenDevice error codes on hand-assembled instruction lists ---------------------------
+
+SIZE = 4096
+
+
+def _dev():
+    dev = GoldenDevice(TINY, SIZE)
+    dev.write_reg("WINDOW_BASE", dev.window_base)
+    dev.write_reg("WINDOW_LIMIT", dev.window_base + SIZE)
+    return dev
+
+
+def _gemm(**kw):
+    args = dict(
+        reset=1,
+        final=1,
+        w_base=0,
+        x_base=0,
+        acc_base=0,
+        o_base=0,
+        q_base=0,
+        m_count=1,
+        k_count=1,
+        lo=-128,
+        hi=127,
+    )
+    return isa.encode(TINY, Opcode.GEMM, **{**args, **kw})
+
+
+def _load(buf=Buf.X, sram=0, dram=0, count=1):
+    return isa.encode(TINY, Opcode.LOAD, buf=buf, sram=sram, dram=dram, count=count)
+
+
+def _store(sram=0, dram=0, count=1):
+    return isa.encode(TINY, Opcode.STORE, sram=sram, dram=dram, count=count)
+
+
+def _run(dev, words, insn_addr=1024):
+    dev.write(insn_addr, isa.to_bytes(TINY, words))
+    dev.write_reg("INSN_ADDR", insn_addr)
+    dev.write_reg("INSN_COUNT", len(words))
+    dev.write_reg("CTRL", 1)
+    dev.wait(10)
+    return Error(dev.read_reg("ERROR")), dev.read_reg("PC"), dev.read_reg("STATUS")
+
+
+def test_golden_identity_registers():
+    dev = _dev()
+    assert dev.read_reg("MAGIC") == 0x524D5350
+    assert (dev.read_reg("CONFIG_HASH_HI") << 32 | dev.read_reg("CONFIG_HASH_LO")) == TINY.hash_int
+    assert dev.read_reg("CTRL") == 0
+    with pytest.raises(ValueError, match="read-only"):
+        dev.write_reg("STATUS", 0)
+    with pytest.raises(KeyError, match="no register"):
+        dev.read_reg("FOO")
+
+
+def test_golden_ok_run_sets_done():
+    err, pc, status = _run(_dev(), [_load(), _gemm(), _store(dram=256)])
+    assert (err, pc, status) == (Error.NONE, 3, 2)
+
+
+@pytest.mark.parametrize(
+    "word",
+    [
+        _gemm(m_count=0),
+        _gemm(k_count=0),
+        _gemm(w_base=TINY.w_depth - 1, k_count=2),
+        _gemm(x_base=TINY.x_depth - 4, m_count=2, k_count=3),
+        _gemm(lo=5, hi=4),
+        _gemm(final=0, acc_base=TINY.acc_depth - 1, m_count=2),
+        _gemm(reset=0, acc_base=TINY.acc_depth - 2, m_count=3),
+        _gemm(o_base=TINY.out_depth - 1, m_count=2),
+        _load(buf=3),
+        _load(count=0),
+        _load(buf=Buf.Q, sram=1, count=2),
+        _load(buf=Buf.W, sram=TINY.w_depth - 2, count=3),
+        _store(count=0),
+        _store(sram=TINY.out_depth - 1, count=2),
+    ],
+)
+def test_golden_bad_operand(word):
+    dev = _dev()
+    err, pc, status = _run(dev, [_load(), word, _load()])
+    assert (err, pc, status) == (Error.BAD_OPERAND, 1, 6)
+
+
+def test_golden_gemm_in_range_edges_are_accepted():
+    dev = _dev()
+    words = [
+        _gemm(reset=1, final=1, acc_base=TINY.acc_depth - 1, m_count=2, o_base=TINY.out_depth - 2),
+        _gemm(w_base=TINY.w_depth - 2, k_count=2, x_base=TINY.x_depth - 4, m_count=2),
+    ]
+    assert _run(dev, words)[0] is Error.NONE
+
+
+def test_golden_dma_window_errors():
+    dev = _dev()
+    xb = layout.entry_bytes(TINY, Entry.X)
+    last = SIZE // 8 - 1
+    assert _run(dev, [_load(dram=(SIZE - xb) // 8)])[0] is Error.NONE
+    assert _run(dev, [_load(), _load(dram=last, count=2)])[:2] == (Error.DMA_WINDOW, 1)
+    assert _run(dev, [_store(dram=last + 1)])[:2] == (Error.DMA_WINDOW, 0)
+    wb = layout.entry_bytes(TINY, Entry.W)
+    assert _run(dev, [_load(buf=Buf.W, dram=(SIZE - wb) // 8 + 1)])[0] is Error.DMA_WINDOW
+
+
+def test_golden_dma_window_error_has_no_effect():
+    dev = _dev()
+    dev.write(64, layout.pack(TINY, Entry.X, np.arange(1, 2 * TINY.cols + 1).reshape(2, -1)))
+    dev.write_reg("WINDOW_LIMIT", dev.window_base + 72)
+    assert _run(dev, [_load(dram=8, count=2)], insn_addr=0)[:2] == (Error.DMA_WINDOW, 0)
+    assert not dev.x.any()
+    assert _run(dev, [_load(dram=8, count=1)], insn_addr=0)[0] is Error.NONE
+    assert dev.x[0].tolist() == list(range(1, TINY.cols + 1))
+
+
+def test_golden_fetch_outside_window_and_axi_resp():
+    dev = _dev()
+    dev.write_reg("INSN_ADDR", SIZE - 16)
+    dev.write(SIZE - 16, isa.to_bytes(TINY, [_load()]))
+    dev.write_reg("INSN_COUNT", 2)
+    dev.write_reg("CTRL", 1)
+    assert (dev.read_reg("ERROR"), dev.read_reg("PC")) == (Error.DMA_WINDOW, 1)
+    dev.write_reg("WINDOW_LIMIT", dev.window_base + 2 * SIZE)
+    assert _run(dev, [_load(dram=SIZE // 8)])[:2] == (Error.AXI_RESP, 0)
+
+
+def test_golden_illegal_opcode():
+    dev = _dev()
+    for word in (0, 0xF, 4):
+        assert _run(dev, [_load(), word])[:2] == (Error.ILLEGAL_OPCODE, 1)
+
+
+def test_golden_buffers_persist_between_runs():
+    dev = _dev()
+    fmts = [numerics.weight_format(f) for f in layout.row_formats(TINY)]
+    codes = np.concatenate([np.full(TINY.cols, f.encode(1)) for f in fmts])[None]
+    dev.write(0, layout.pack(TINY, Entry.W, codes))
+    dev.write(256, layout.pack(TINY, Entry.X, np.full((1, TINY.cols), 3)))
+    q = np.tile([0, 1, 0], TINY.rows)[None]
+    dev.write(512, layout.pack(TINY, Entry.Q, q))
+    assert _run(dev, [_load(Buf.W), _load(Buf.X, dram=32), _load(Buf.Q, dram=64)])[0] is Error.NONE
+    assert _run(dev, [_gemm(), _store(dram=96)])[0] is Error.NONE
+    out = layout.unpack(TINY, Entry.OUT, dev.read(768, layout.entry_bytes(TINY, Entry.OUT)))
+    assert out.tolist() == [[3 * TINY.cols] * TINY.rows]
