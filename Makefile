@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/rmsmp demo
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2
 
 test-all: $(STAMP)
 	$(VENV)/bin/pytest -q -m ''
