@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .arch import PRESETS, AccelConfig, ConfigError
+from .compiler.methods import METHODS
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -56,6 +57,39 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(board=args.board, images=args.images)
 
 
+def _quantize(args: argparse.Namespace) -> int:
+    from .compiler.train import train
+
+    ck = train(
+        args.model,
+        args.method,
+        args.epochs,
+        args.output,
+        lr=args.lr,
+        train_subset=args.train_subset,
+    )
+    print(
+        f"{args.method}: top-1 {ck['history'][-1]['top1']:.2f}% after {ck['epoch']} epochs "
+        f"-> {args.output}"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .compiler.train import evaluate, load_checkpoint
+
+    if args.data != "cifar10":
+        raise ValueError(f"--data {args.data}: only cifar10 checkpoints exist so far")
+    model, ck = load_checkpoint(args.checkpoint)
+    top1 = evaluate(model, n=args.n)
+    where = "test set" if args.n is None else f"{args.n} random test images"
+    print(
+        f"{ck['method']} ({ck['model_name']}, {ck['epoch']} epochs): top-1 {top1:.2f}% "
+        f"on the CIFAR-10 (JPEG copy) {where}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="rmsmp", description=__doc__)
@@ -74,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True, help="where to write the output .npy")
     r.add_argument("--timeout-cycles", type=int, default=2_000_000_000)
     r.set_defaults(func=_run)
+    q = sub.add_parser("quantize", help="quantization-aware training of a model (resumable)")
+    q.add_argument("--model", default="resnet20", choices=("resnet20",))
+    q.add_argument("--method", default="rmsmp", choices=sorted(METHODS))
+    q.add_argument("--epochs", type=int, default=1)
+    q.add_argument("--lr", type=float, default=0.01)
+    q.add_argument("--train-subset", type=int, default=None, help="train on N random images")
+    q.add_argument("-o", "--output", required=True, help="checkpoint (resumed if it exists)")
+    q.set_defaults(func=_quantize)
+    e = sub.add_parser("evaluate", help="top-1 of a checkpoint")
+    e.add_argument("checkpoint")
+    e.add_argument("--data", default="cifar10", choices=("cifar10",))
+    e.add_argument("--n", type=int, default=None, help="evaluate N random test images")
+    e.set_defaults(func=_evaluate)
     d = sub.add_parser("demo", help="ResNet-20's first conv layers: quantize, compile, run on RTL")
     d.add_argument("--board", default="pynq-z1", choices=sorted(PRESETS))
     d.add_argument("--images", type=int, default=4, help="CIFAR-10 test images to run")

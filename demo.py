@@ -8,6 +8,7 @@ RTL, and check that the integers agree with each other and with the integer-grap
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 import numpy as np
 
@@ -30,7 +31,14 @@ def main(board: str = "pynq-z1", images: int = 4) -> int:
     cfg = AccelConfig.for_board(board)
     net = load_resnet20()
     chain = nn.Sequential(
-        net.conv1, net.bn1, nn.ReLU(), net.layer1[0].conv1, net.layer1[0].bn1, nn.ReLU()
+        OrderedDict(
+            conv1=net.conv1,
+            bn1=net.bn1,
+            relu1=nn.ReLU(),
+            layer1_0_conv1=net.layer1[0].conv1,
+            layer1_0_bn1=net.layer1[0].bn1,
+            relu2=nn.ReLU(),
+        )
     )
     x, _ = cifar10_test(n=images, seed=0)
     qmodel = quantize(chain, torch.from_numpy(x), ratio=cfg)

@@ -1,0 +1,120 @@
+"""Quantization methods as presets, all through the same QAT code.
+
+A method is a per-layer ratio of weight formats (the same in every layer) and an activation
+width. The first conv and the last linear stay Fixed-8 with 8-bit inputs by default, as is usual
+(and as the paper does); ``keep_ends`` turns that off. Importing this module does not import
+torch, so the command line can list the methods cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named quantization recipe."""
+
+    name: str
+    ratio: dict[str, float] | None
+    doc: str
+    act_bits: int = 4
+    keep_ends: bool = True
+    end_format: str = "fixed8"
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("fp32", None, "no quantization (the baseline, fine-tuned for the same epochs)"),
+        Method("fixed4", {"fixed4": 1.0}, "uniform Fixed-W4A4"),
+        Method("pot4", {"pot4": 1.0}, "power-of-two W4, A4"),
+        Method("sp2-4", {"sp2-4": 1.0}, "sum-of-two-powers W4 (MSQ's SP2), A4"),
+        Method("msq", {"sp2-4": 0.5, "fixed4": 0.5}, "MSQ: SP2-4 + Fixed-4 rows, 1:1 (HPCA 2021)"),
+        Method("ilmpq", {"fixed4": 0.95, "fixed8": 0.05}, "ILMPQ: intra-layer Fixed-4 + Fixed-8"),
+        Method(
+            "rmsmp",
+            {"pot4": 0.60, "fixed4": 0.35, "fixed8": 0.05},
+            "RMSMP: PoT-4 + Fixed-4 + Fixed-8 at the XC7Z020 ratio 60:35:5",
+        ),
+        Method(
+            "rmsmp-sp2",
+            {"sp2-4": 0.60, "fixed4": 0.35, "fixed8": 0.05},
+            "RMSMP with SP2-4 in place of PoT-4 (finer levels, same shift-add cost)",
+        ),
+    )
+}
+
+
+def method(name: str) -> Method:
+    """Look up a method, with a clear error."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}") from None
+
+
+def quant_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The Conv2d/Linear layers of a model, in definition order."""
+    from torch import nn
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+def _input_signed(model: nn.Module, layers: list[tuple[str, nn.Module]], batch) -> dict[str, bool]:
+    import torch
+
+    seen: dict[str, bool] = {}
+    hooks = [
+        m.register_forward_pre_hook(
+            lambda mod, args, name=n: seen.__setitem__(
+                name, seen.get(name, False) or bool((args[0] < 0).any())
+            )
+        )
+        for n, m in layers
+    ]
+    with torch.no_grad():
+        model(batch)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def prepare(
+    model: nn.Module,
+    m: Method,
+    calib_input: torch.Tensor,
+    assignment: dict[str, list[str]] | None = None,
+) -> dict[str, list[str]]:
+    """Turn ``model``'s Conv2d/Linear layers into QAT layers in place; return the assignment.
+
+    ``assignment`` (from a checkpoint) is reused as is; otherwise each layer's rows are assigned
+    by ``assign_rows`` at the method's ratio. Activation signedness comes from ``calib_input``.
+    """
+    from .assign import assign_rows
+    from .qat import to_qat
+
+    if m.ratio is None:
+        return {}
+    layers = quant_layers(model)
+    signed = _input_signed(model, layers, calib_input)
+    ends = {layers[0][0], layers[-1][0]} if m.keep_ends else set()
+    out = {}
+    for name, layer in layers:
+        w = layer.weight.detach()
+        n = w.shape[0]
+        if assignment is not None and name in assignment:
+            fmts = list(assignment[name])
+        elif name in ends:
+            fmts = [m.end_format] * n
+        else:
+            fmts = assign_rows(w.reshape(n, -1).double().numpy(), m.ratio)
+        bits = 8 if name in ends else m.act_bits
+        to_qat(layer, fmts, bits, signed.get(name, True))
+        out[name] = fmts
+    return out

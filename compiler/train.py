@@ -1,0 +1,172 @@
+"""QAT / fine-tuning of ResNet-20 on CIFAR-10 (JPEG copy), with resumable checkpoints."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from .data import cifar10_raw, normalize
+from .methods import Method, method, prepare
+from .models.resnet_cifar import load_resnet20, resnet20
+
+CKPT_VERSION = 1
+
+
+def batches(
+    split: str, batch: int, train: bool, rng: np.random.Generator, n: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised CIFAR-10 batches; training batches are shuffled, padded-cropped and flipped."""
+    images, labels = cifar10_raw(split)
+    idx = rng.permutation(len(labels)) if train or n is not None else np.arange(len(labels))
+    if n is not None:
+        idx = idx[:n]
+    for i in range(0, len(idx), batch):
+        sel = idx[i : i + batch]
+        x = images[sel]
+        if train:
+            pad = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
+            ox, oy = rng.integers(0, 9, size=2)
+            x = pad[:, oy : oy + 32, ox : ox + 32]
+            flip = rng.random(len(sel)) < 0.5
+            x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
+        yield torch.from_numpy(normalize(x)), torch.from_numpy(labels[sel].astype(np.int64))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, n: int | None = None, batch: int = 500) -> float:
+    """Top-1 (%) on the CIFAR-10 (JPEG copy) test split, or on a fixed random ``n`` of it."""
+    model.eval()
+    correct = total = 0
+    for x, y in batches("test", batch, False, np.random.default_rng(0), n):
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    return 100.0 * correct / total
+
+
+def build(model_name: str, m: Method, assignment: dict | None = None) -> tuple[nn.Module, dict]:
+    """The pretrained model, prepared for ``m`` (assignment reused when given)."""
+    if model_name != "resnet20":
+        raise ValueError(f"training supports --model resnet20 for now, got {model_name!r}")
+    model = load_resnet20() if assignment is None else resnet20()
+    calib, _ = next(batches("train", 256, False, np.random.default_rng(0)))
+    model.eval()
+    return model, prepare(model, m, calib, assignment)
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+    """A trained model and its checkpoint dict; clear errors for a file that is not one."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError) as e:
+        raise ValueError(f"cannot read checkpoint {path}: {e}; re-run rmsmp quantize") from None
+    if not isinstance(ck, dict) or ck.get("version") != CKPT_VERSION:
+        raise ValueError(f"{path} is not an rmsmp checkpoint (version {CKPT_VERSION})")
+    model, _ = build(ck["model_name"], method(ck["method"]), ck["assignment"])
+    model.load_state_dict(ck["model"])
+    return model, ck
+
+
+def train(
+    model_name: str,
+    method_name: str,
+    epochs: int,
+    out: str | Path,
+    lr: float = 0.01,
+    batch: int = 128,
+    train_subset: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Fine-tune (fp32) or QAT-train for ``epochs``; resumes from ``out`` if it exists.
+
+    Returns the checkpoint dict (with ``history``: per-epoch loss, top-1 and seconds).
+    """
+    if epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {epochs}")
+    out = Path(out)
+    m = method(method_name)
+    torch.manual_seed(seed)
+    ck = None
+    if out.exists():
+        model, ck = load_checkpoint(out)
+        if ck["method"] != method_name or ck["epochs"] != epochs:
+            raise ValueError(
+                f"{out} holds method {ck['method']} for {ck['epochs']} epochs; "
+                "use another -o to start a different run"
+            )
+        assignment = ck["assignment"]
+    else:
+        model, assignment = build(model_name, m)
+    decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    rest = [p for n, p in model.named_parameters() if not n.endswith("weight")]
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": 1e-4}, {"params": rest, "weight_decay": 0.0}],
+        lr=lr,
+        momentum=0.9,
+        nesterov=True,
+    )
+    steps = epochs * -(-(train_subset or 50_000) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
+    history = []
+    start = 0
+    if ck is not None:
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        history, start = ck["history"], ck["epoch"]
+    cols = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(start, epochs):
+        model.train()
+        rng = np.random.default_rng(seed * 1000 + epoch)
+        t0 = time.perf_counter()
+        total = tl = 0.0
+        with Progress(*cols) as prog:
+            task = prog.add_task(
+                f"{method_name} epoch {epoch + 1}/{epochs}", total=steps // epochs, info=""
+            )
+            for x, y in batches("train", batch, True, rng, train_subset):
+                loss = loss_fn(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                tl += float(loss) * len(y)
+                total += len(y)
+                prog.update(task, advance=1, info=f"loss {tl / total:.3f}")
+        top1 = evaluate(model)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": tl / total,
+                "top1": top1,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        ck = {
+            "version": CKPT_VERSION,
+            "model_name": model_name,
+            "method": method_name,
+            "epochs": epochs,
+            "epoch": epoch + 1,
+            "assignment": assignment,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "history": history,
+        }
+        tmp = out.with_suffix(".tmp")
+        torch.save(ck, tmp)
+        tmp.replace(out)
+        print(f"epoch {epoch + 1}: loss {tl / total:.4f}, top-1 {top1:.2f}%")
+    return ck
