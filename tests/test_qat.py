@@ -1,0 +1,98 @@
+"""QAT quantizers: level sets as documented, straight-through gradients, method presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rmsmp.arch import numerics
+from rmsmp.compiler.methods import METHODS, method, prepare
+from rmsmp.compiler.qat import ActQuantizer, RowQuantizer, round_to_levels, ste_levels
+
+DOCUMENTED = {
+    "fixed4": list(range(-7, 8)),
+    "fixed8": list(range(-127, 128)),
+    "pot4": [-64, -32, -16, -8, -4, -2, -1, 0, 1, 2, 4, 8, 16, 32, 64],
+    "sp2-4": [-8, -6, -5, -4, -2, -1, 0, 1, 2, 4, 5, 6, 8],
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(DOCUMENTED))
+def test_level_sets_are_as_documented(fmt: str) -> None:
+    f = numerics.weight_format(fmt)
+    assert f.levels().tolist() == DOCUMENTED[fmt]
+    codes = np.arange(1 << f.bits)
+    assert set(f.decode(codes).tolist()) >= set(DOCUMENTED[fmt])
+    assert f.decode(f.encode(f.levels())).tolist() == DOCUMENTED[fmt]
+
+
+@pytest.mark.parametrize("fmt", sorted(DOCUMENTED))
+def test_fake_quant_weights_land_on_levels(fmt: str) -> None:
+    torch.manual_seed(0)
+    w = torch.randn(6, 40)
+    rq = RowQuantizer(w, [fmt] * 6)
+    q = rq(w) / rq.alpha.detach().abs()[:, None]
+    assert torch.allclose(q, torch.round(q), atol=1e-4)
+    assert set(torch.round(q).long().unique().tolist()) <= set(DOCUMENTED[fmt])
+    assert torch.equal(rq.integer(w).long(), torch.round(q).long())
+
+
+def test_rounding_picks_the_nearest_level() -> None:
+    lv = torch.tensor(DOCUMENTED["pot4"], dtype=torch.float32)
+    v = torch.empty(2000).uniform_(-70, 70)
+    got = round_to_levels(v, lv)
+    dist = (v[:, None] - lv[None]).abs()
+    assert torch.allclose((v - got).abs(), dist.min(1).values)
+
+
+def test_ste_passes_gradients_inside_the_range_only() -> None:
+    lv = torch.tensor(DOCUMENTED["fixed4"], dtype=torch.float32)
+    v = torch.tensor([-9.0, -3.4, 0.2, 6.6, 12.0], requires_grad=True)
+    ste_levels(v, lv).sum().backward()
+    assert v.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_weight_and_scale_gradients_flow() -> None:
+    torch.manual_seed(1)
+    w = torch.randn(4, 10, requires_grad=True)
+    rq = RowQuantizer(w, ["pot4", "fixed4", "sp2-4", "fixed8"])
+    (rq(w) ** 2).sum().backward()
+    assert w.grad is not None and bool((w.grad != 0).any())
+    assert rq.alpha.grad is not None and bool((rq.alpha.grad != 0).all())
+
+
+def test_activation_quantizer_levels_and_gradients() -> None:
+    aq = ActQuantizer(4, signed=False)
+    x = (torch.rand(8, 100) * 3).requires_grad_()
+    y = aq(x)
+    steps = (y / aq.step.detach()).detach()
+    assert torch.allclose(steps, torch.round(steps), atol=1e-4)
+    assert float(steps.min()) >= 0 and float(steps.max()) <= 15
+    y.sum().backward()
+    assert aq.step.grad is not None and float(aq.step.grad) != 0
+    assert x.grad is not None and bool((x.grad != 0).any())
+
+
+def test_presets_meet_their_ratio_and_keep_the_ends_8bit() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 20, 3),
+        nn.ReLU(),
+        nn.Conv2d(20, 40, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(40 * 4 * 4, 10),
+    )
+    x = torch.randn(4, 3, 8, 8)
+    assert set(METHODS) == {"fp32", "fixed4", "pot4", "sp2-4", "msq", "ilmpq", "rmsmp", "rmsmp-sp2"}
+    rm = method("rmsmp")
+    assign = prepare(model, rm, x)
+    assert assign["0"] == ["fixed8"] * 20 and assign["5"] == ["fixed8"] * 10
+    mid = assign["2"]
+    assert (mid.count("pot4"), mid.count("fixed4"), mid.count("fixed8")) == (24, 14, 2)
+    assert model[0].aq.signed and not model[2].aq.signed
+    assert model(x).shape == (4, 10)
+    with pytest.raises(ValueError, match="unknown method"):
+        method("int3")
