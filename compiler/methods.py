@@ -95,6 +95,8 @@ def prepare(
 
     ``assignment`` (from a checkpoint) is reused as is; otherwise each layer's rows are assigned
     by ``assign_rows`` at the method's ratio. Activation signedness comes from ``calib_input``.
+    Modules with a ``share_input_quantizer`` method (residual blocks) then move their first
+    conv's input quantizer to the block input, so the shortcut sees the same integers.
     """
     from .assign import assign_rows
     from .qat import to_qat
@@ -117,4 +119,7 @@ def prepare(
         bits = 8 if name in ends else m.act_bits
         to_qat(layer, fmts, bits, signed.get(name, True))
         out[name] = fmts
+    for mod in model.modules():
+        if hasattr(mod, "share_input_quantizer"):
+            mod.share_input_quantizer()
     return out

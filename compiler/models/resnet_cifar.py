@@ -32,6 +32,14 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.pad = planes // 4 if stride != 1 or in_planes != planes else 0
         self.downsample = stride != 1 or in_planes != planes
+        self.quant_in = nn.Identity()
+
+    def share_input_quantizer(self) -> None:
+        """Quantize the block input once, for conv1 and the shortcut alike (QAT only).
+
+        The integer form of the block then adds the shortcut on conv1's input grid, exactly.
+        """
+        self.quant_in, self.conv1.aq = self.conv1.aq, nn.Identity()
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         """Option A: identity, or subsample by 2 and zero-pad planes//4 channels on each side."""
@@ -40,6 +48,7 @@ class BasicBlock(nn.Module):
         return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.quant_in(x)
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))

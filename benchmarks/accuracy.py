@@ -1,0 +1,122 @@
+"""Accuracy of every quantization method: ResNet-20 on CIFAR-10 (JPEG copy), MiniLM on SST-2.
+
+Resumable and one method at a time (``--method``): each run trains into a checkpoint under
+benchmarks/results/ckpt/ (resumed if present) and records its row in
+benchmarks/results/accuracy.json (method, model, epochs, top-1, wall time, command). ``--plot``
+redraws benchmarks/results/accuracy.png from the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+JSON = RESULTS / "accuracy.json"
+
+
+def load_rows() -> list[dict]:
+    """The recorded rows (empty when there are none yet)."""
+    return json.loads(JSON.read_text()) if JSON.exists() else []
+
+
+def save_row(row: dict) -> None:
+    """Insert or replace the row of (model, method)."""
+    rows = [r for r in load_rows() if (r["model"], r["method"]) != (row["model"], row["method"])]
+    rows.append(row)
+    rows.sort(key=lambda r: (r["model"], r["method"]))
+    RESULTS.mkdir(exist_ok=True)
+    JSON.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def run_resnet20(method: str, epochs: int, lr: float) -> dict:
+    """Train (resuming) and evaluate one method on ResNet-20 / CIFAR-10 (JPEG copy)."""
+    from rmsmp.compiler.train import train
+
+    ckpt = RESULTS / "ckpt" / f"resnet20-{method}-e{epochs}.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ck = train("resnet20", method, epochs, ckpt, lr=lr)
+    hist = ck["history"]
+    return {
+        "model": "resnet20",
+        "data": "cifar10-jpeg",
+        "method": method,
+        "epochs": epochs,
+        "top1": hist[-1]["top1"],
+        "top1_per_epoch": [h["top1"] for h in hist],
+        "train_seconds": sum(h["seconds"] for h in hist),
+        "wall_seconds_this_call": time.perf_counter() - t0,
+        "command": f"python benchmarks/accuracy.py --model resnet20 --method {method} "
+        f"--epochs {epochs} --lr {lr}",
+    }
+
+
+def plot() -> Path:
+    """Bar chart of top-1 per method and model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = load_rows()
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        sel = [r for r in rows if r["model"] == model]
+        ax.bar([r["method"] for r in sel], [r["top1"] for r in sel], color="tab:blue")
+        lo = min(r["top1"] for r in sel)
+        ax.set_ylim(max(0, lo - 5), 100)
+        ax.set_title(f"{model} ({sel[0]['data']})")
+        ax.set_ylabel("top-1 (%)")
+        ax.tick_params(axis="x", rotation=45)
+        for i, r in enumerate(sel):
+            ax.text(i, r["top1"] + 0.3, f"{r['top1']:.1f}", ha="center", fontsize=8)
+    fig.tight_layout()
+    out = RESULTS / "accuracy.png"
+    fig.savefig(out, dpi=120)
+    return out
+
+
+def table() -> str:
+    """The recorded rows as a text table."""
+    rows = load_rows()
+    lines = [f"{'model':<10}{'method':<11}{'epochs':>7}{'top-1':>8}{'train s':>9}"]
+    for r in rows:
+        lines.append(
+            f"{r['model']:<10}{r['method']:<11}{r['epochs']:>7}{r['top1']:>8.2f}"
+            f"{r['train_seconds']:>9.0f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    from rmsmp.compiler.methods import METHODS
+
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default="resnet20", choices=("resnet20",))
+    p.add_argument(
+        "--method",
+        action="append",
+        choices=sorted(METHODS),
+        help="method(s) to run; default: all, one after the other",
+    )
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--plot", action="store_true", help="only redraw the plot and print the table")
+    args = p.parse_args()
+    if not args.plot:
+        for m in args.method or list(METHODS):
+            save_row(run_resnet20(m, args.epochs, args.lr))
+            print(table(), flush=True)
+    if load_rows():
+        print(table())
+        print(f"plot: {plot()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
