@@ -1,7 +1,8 @@
-"""Real evaluation data: CIFAR-10 (JPEG copy) from the shared read-only data directory.
+"""Real evaluation data from the shared read-only data directory: CIFAR-10 (JPEG copy), SST-2.
 
-The JPEGs are decoded with Pillow once and the uint8 arrays cached under the user cache dir, so
-later loads take milliseconds. Nothing is ever written to the repository or to the shared data.
+The CIFAR-10 JPEGs are decoded with Pillow once and the uint8 arrays cached under the user cache
+dir, so later loads take milliseconds. SST-2 is small text and is read directly. Nothing is ever
+written to the repository or to the shared data.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from PIL import Image
 CIFAR10_MEAN = (0.485, 0.456, 0.406)
 CIFAR10_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "test")
+SST2_SPLITS = ("train", "dev")
 
 
 def shared_data_dir() -> Path:
@@ -83,16 +85,23 @@ def normalize(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
+def _subset(n: int | None, seed: int, size: int, what: str) -> np.ndarray | None:
+    """Indices of a seeded random subset of ``n`` out of ``size`` items, or None for all."""
+    if n is None:
+        return None
+    if not 1 <= n <= size:
+        raise ValueError(f"n must be in [1, {size}] for {what}, got {n}")
+    return np.random.default_rng(seed).choice(size, size=n, replace=False)
+
+
 def cifar10(split: str, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Normalised images (float32 NCHW) and labels (int64) of a split.
 
     ``n`` draws a random subset (seeded by ``seed``) because the archive is grouped by class.
     """
     images, labels = cifar10_raw(split)
-    if n is not None:
-        if not 1 <= n <= len(labels):
-            raise ValueError(f"n must be in [1, {len(labels)}] for the {split} split, got {n}")
-        idx = np.random.default_rng(seed).choice(len(labels), size=n, replace=False)
+    idx = _subset(n, seed, len(labels), f"the {split} split")
+    if idx is not None:
         images, labels = images[idx], labels[idx]
     return normalize(images), labels
 
@@ -100,3 +109,36 @@ def cifar10(split: str, n: int | None = None, seed: int = 0) -> tuple[np.ndarray
 def cifar10_test(n: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The CIFAR-10 (JPEG copy) test split, or a random subset of ``n`` images."""
     return cifar10("test", n, seed)
+
+
+def sst2(split: str, n: int | None = None, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """GLUE SST-2 sentences (lower-cased, GLUE-tokenised) and labels (int64, 1 = positive).
+
+    ``split`` is "train" (67,349 rows) or "dev" (872 rows, the GLUE dev set used as test).
+    ``n`` draws a random subset seeded by ``seed``, in random order.
+    """
+    if split not in SST2_SPLITS:
+        raise ValueError(f"unknown SST-2 split {split!r}; use one of {SST2_SPLITS}")
+    path = shared_data_dir() / f"sst2/{split}.tsv"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"SST-2 file not found at {path}; put {split}.tsv there or set RMSMP_SHARED_DATA to "
+            f"the directory that holds sst2/{split}.tsv"
+        )
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0].split("\t") != ["sentence", "label"]:
+        raise ValueError(f"{path}: expected a header 'sentence<TAB>label', got {lines[:1]!r}")
+    sentences, labels = [], []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        text, sep, label = line.rpartition("\t")
+        if not sep or label not in ("0", "1"):
+            raise ValueError(f"{path}:{lineno}: expected 'sentence<TAB>0|1', got {line!r}")
+        sentences.append(text.strip())
+        labels.append(int(label))
+    y = np.array(labels, dtype=np.int64)
+    idx = _subset(n, seed, len(y), f"the SST-2 {split} split")
+    if idx is not None:
+        sentences, y = [sentences[i] for i in idx], y[idx]
+    return sentences, y

@@ -96,10 +96,11 @@ def prepare(
     ``assignment`` (from a checkpoint) is reused as is; otherwise each layer's rows are assigned
     by ``assign_rows`` at the method's ratio. Activation signedness comes from ``calib_input``.
     Modules with a ``share_input_quantizer`` method (residual blocks) then move their first
-    conv's input quantizer to the block input, so the shortcut sees the same integers.
+    conv's input quantizer to the block input, so the shortcut sees the same integers; a model
+    with ``attach_output_quantizer`` gets an unsigned quantizer on its last feature map.
     """
     from .assign import assign_rows
-    from .qat import to_qat
+    from .qat import ActQuantizer, to_qat
 
     if m.ratio is None:
         return {}
@@ -122,4 +123,6 @@ def prepare(
     for mod in model.modules():
         if hasattr(mod, "share_input_quantizer"):
             mod.share_input_quantizer()
+    if hasattr(model, "attach_output_quantizer"):
+        model.attach_output_quantizer(ActQuantizer(m.act_bits, signed=False))
     return out

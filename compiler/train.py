@@ -141,7 +141,7 @@ def train(
                 loss.backward()
                 opt.step()
                 sched.step()
-                tl += float(loss) * len(y)
+                tl += float(loss.detach()) * len(y)
                 total += len(y)
                 prog.update(task, advance=1, info=f"loss {tl / total:.3f}")
         top1 = evaluate(model)

@@ -71,10 +71,15 @@ class ResNetCifar(nn.Module):
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3 = stages
         self.linear = nn.Linear(64, num_classes)
+        self.quant_out = nn.Identity()
+
+    def attach_output_quantizer(self, q: nn.Module) -> None:
+        """Quantize the last block's output before pooling (QAT only), as the hardware would."""
+        self.quant_out = q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer3(self.layer2(self.layer1(out)))
+        out = self.quant_out(self.layer3(self.layer2(self.layer1(out))))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
         return self.linear(out)
 
