@@ -169,15 +169,44 @@ def dot(fmt: WeightFormat, codes: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.sum(fmt.decode(codes) * np.asarray(x, dtype=np.int64), axis=-1)
 
 
+_INT64_SAFE = 1 << 62
+"""Products below this magnitude, plus a rounding term below 2^61, cannot overflow int64."""
+
+
 def rounding_shift(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Arithmetic right shift by ``shift`` that rounds half up: floor((p + 2^(s-1)) / 2^s)."""
-    p = np.asarray(p, dtype=object)
+    """Arithmetic right shift by ``shift`` that rounds half up: floor((p + 2^(s-1)) / 2^s).
+
+    ``p`` is int64 when every |p| < 2^62 (the fast path), else an object array of Python ints.
+    """
+    p = np.asarray(p)
     shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), p.shape)
+    if p.dtype != object:
+        p = p.astype(np.int64)
+        half = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
+        return np.right_shift(p + half, shift)
     out = np.empty(p.shape, dtype=object)
-    for i, (pv, sv) in enumerate(zip(p.ravel(), shift.ravel(), strict=False)):
+    for i, (pv, sv) in enumerate(zip(p.ravel(), shift.ravel(), strict=True)):
         sv = int(sv)
         out.flat[i] = (int(pv) + (1 << (sv - 1))) >> sv if sv > 0 else int(pv)
     return out
+
+
+def _products(terms: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]) -> np.ndarray:
+    """Exact sum of a*b over ``terms``: int64 when it provably fits, Python ints otherwise."""
+    arrs = [
+        (
+            np.broadcast_to(np.asarray(a, np.int64), shape),
+            np.broadcast_to(np.asarray(b, np.int64), shape),
+        )
+        for a, b in terms
+    ]
+    bound = sum(
+        (int(np.abs(a).max()) if a.size else 0) * (int(np.abs(b).max()) if b.size else 0)
+        for a, b in arrs
+    )
+    if bound < _INT64_SAFE:
+        return sum(a * b for a, b in arrs)
+    return sum(a.astype(object) * b.astype(object) for a, b in arrs)
 
 
 def requant(
@@ -194,9 +223,44 @@ def requant(
     computed exactly (Python integers), as the 65-bit hardware path does.
     """
     v = np.asarray(acc, dtype=np.int64) + np.asarray(bias, dtype=np.int64)
-    p = v.astype(object) * np.broadcast_to(np.asarray(mult, dtype=np.int64), v.shape).astype(object)
-    r = rounding_shift(p, shift)
-    return np.clip(r, lo, hi).astype(np.int64)
+    p = _products([(v, mult)], v.shape)
+    return np.clip(rounding_shift(p, shift), lo, hi).astype(np.int64)
+
+
+def requant_residual(
+    acc: np.ndarray,
+    bias: np.ndarray,
+    mult: np.ndarray,
+    shift: np.ndarray,
+    res: np.ndarray,
+    res_mult: np.ndarray,
+    lo: int,
+    hi: int,
+) -> np.ndarray:
+    """Requantise with a residual on another grid.
+
+    ``clamp(round_half_up(((acc + bias) * mult + res * res_mult) / 2^shift), lo, hi)``: both
+    products share the row's shift, so the add is exact before the one rounding.
+    """
+    v = np.asarray(acc, dtype=np.int64) + np.asarray(bias, dtype=np.int64)
+    shape = np.broadcast_shapes(v.shape, np.shape(res))
+    p = _products([(v, mult), (res, res_mult)], shape)
+    return np.clip(rounding_shift(p, shift), lo, hi).astype(np.int64)
+
+
+def quantize_multipliers_shared(reals: list[float]) -> tuple[list[int], int]:
+    """Dyadic approximations ``mult_i / 2^shift`` of several positive reals with one shift.
+
+    The largest real gets 31 bits of precision; the others as many as the shared shift leaves.
+    """
+    if not reals or not all(math.isfinite(r) and r > 0 for r in reals):
+        raise ValueError(f"requant multipliers must be positive and finite, got {reals}")
+    _, shift = quantize_multiplier(max(reals))
+    mults = [round(r * (1 << shift)) for r in reals]
+    if max(mults) >= 1 << 31:
+        shift -= 1
+        mults = [round(r * (1 << shift)) for r in reals]
+    return mults, shift
 
 
 def relu(x: np.ndarray) -> np.ndarray:
