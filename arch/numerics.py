@@ -17,8 +17,9 @@ Weight formats (integer levels; the per-row float scale lives outside):
 PoT and SP2 are defined at 4 bits only: an 8-bit power-of-two level set spans 2^127 and is not a
 useful format; RMSMP's 8-bit rows are Fixed-8.
 
-Requantisation: ``v = acc + bias`` (exact), ``p = v * mult`` (exact),
-``r = round_half_up(p / 2^shift)``,
+Requantisation: ``v = acc * 2^BIAS_FRAC_BITS + bias`` (exact; the bias carries fractional bits
+so that folding BatchNorm does not round it onto the coarse accumulator grid), ``p = v * mult``
+(exact), ``r = round_half_up(p / 2^shift)``,
 ``out = clamp(r, lo, hi)``. The accumulator wraps at ``acc_bits`` like the hardware register does;
 the compiler proves it never does for a real program.
 """
@@ -40,6 +41,8 @@ MAX_SHIFT = 62
 """Largest rounding shift, so that ``p + 2^(shift-1)`` never overflows the 65-bit product path."""
 BIAS_BITS = 32
 """Width of the signed per-row bias, added to the accumulator before the multiplier."""
+BIAS_FRAC_BITS = 8
+"""Fractional bits of the bias: the accumulator is shifted left by this before the bias is added."""
 
 
 class Scheme(enum.Enum):
@@ -191,6 +194,17 @@ def rounding_shift(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
     return out
 
 
+def _biased(acc: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``acc * 2^BIAS_FRAC_BITS + bias`` in int64 (exact for any acc_bits <= 48)."""
+    a = np.asarray(acc, dtype=np.int64)
+    return np.left_shift(a, BIAS_FRAC_BITS) + np.asarray(bias, dtype=np.int64)
+
+
+def requant_multiplier(real: float) -> tuple[int, int]:
+    """(mult, shift) that scale an accumulator by ``real`` through ``requant``'s 2^F."""
+    return quantize_multiplier(real / (1 << BIAS_FRAC_BITS))
+
+
 def _products(terms: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]) -> np.ndarray:
     """Exact sum of a*b over ``terms``: int64 when it provably fits, Python ints otherwise."""
     arrs = [
@@ -217,12 +231,12 @@ def requant(
     lo: int,
     hi: int,
 ) -> np.ndarray:
-    """Requantise accumulators to activations: clamp(round_half_up((acc+bias)*mult / 2^shift)).
+    """Requantise accumulators: clamp(round_half_up((acc*2^F + bias) * mult / 2^shift), lo, hi).
 
     ``bias``, ``mult`` and ``shift`` broadcast against ``acc`` (per output row). The product is
     computed exactly (Python integers), as the 65-bit hardware path does.
     """
-    v = np.asarray(acc, dtype=np.int64) + np.asarray(bias, dtype=np.int64)
+    v = _biased(acc, bias)
     p = _products([(v, mult)], v.shape)
     return np.clip(rounding_shift(p, shift), lo, hi).astype(np.int64)
 
@@ -239,12 +253,13 @@ def requant_residual(
 ) -> np.ndarray:
     """Requantise with a residual on another grid.
 
-    ``clamp(round_half_up(((acc + bias) * mult + res * res_mult) / 2^shift), lo, hi)``: both
-    products share the row's shift, so the add is exact before the one rounding.
+    ``clamp(round_half_up(((acc*2^F + bias) * mult + res*2^F * res_mult) / 2^shift), lo, hi)``:
+    both products share the row's shift, so the add is exact before the one rounding.
     """
-    v = np.asarray(acc, dtype=np.int64) + np.asarray(bias, dtype=np.int64)
+    v = _biased(acc, bias)
     shape = np.broadcast_shapes(v.shape, np.shape(res))
-    p = _products([(v, mult), (res, res_mult)], shape)
+    r = np.left_shift(np.asarray(res, dtype=np.int64), BIAS_FRAC_BITS)
+    p = _products([(v, mult), (r, res_mult)], shape)
     return np.clip(rounding_shift(p, shift), lo, hi).astype(np.int64)
 
 
@@ -252,7 +267,9 @@ def quantize_multipliers_shared(reals: list[float]) -> tuple[list[int], int]:
     """Dyadic approximations ``mult_i / 2^shift`` of several positive reals with one shift.
 
     The largest real gets 31 bits of precision; the others as many as the shared shift leaves.
+    Like ``requant_multiplier``, the reals are taken through ``requant``'s 2^F.
     """
+    reals = [r / (1 << BIAS_FRAC_BITS) for r in reals]
     if not reals or not all(math.isfinite(r) and r > 0 for r in reals):
         raise ValueError(f"requant multipliers must be positive and finite, got {reals}")
     _, shift = quantize_multiplier(max(reals))

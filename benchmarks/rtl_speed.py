@@ -32,7 +32,7 @@ def gemm_graph(
     counts[0] += n - sum(counts)
     fmts = [g.fmt for g, c in zip(cfg.groups, counts, strict=False) for _ in range(c)]
     w = np.stack([rng.choice(numerics.weight_format(f).levels(), size=k) for f in fmts])
-    mult, shift = numerics.quantize_multiplier(1.0 / (4 * k))
+    mult, shift = numerics.requant_multiplier(1.0 / (4 * k))
     layer = IntLayer(
         "gemm",
         "linear",

@@ -43,6 +43,10 @@ class IntLayer:
     padding: tuple[int, int] = (0, 0)
     flatten: bool = False
     relu: bool = False
+    res_from: int | None = None
+    res_mult: np.ndarray | None = None
+    res_stride: int = 1
+    res_pad: int = 0
 
     def __post_init__(self) -> None:
         n = self.weight.shape[0]
@@ -96,10 +100,28 @@ class IntLayer:
         ]
         return np.einsum("bchwij,ncij->bnhw", win, self.weight.astype(np.int64), optimize=True)
 
-    def evaluate(self, x: np.ndarray) -> np.ndarray:
-        """Integer output of this layer for a batch of integer inputs."""
+    def shortcut(self, res: np.ndarray) -> np.ndarray:
+        """The residual as added: subsampled by ``res_stride``, channels zero-padded each side."""
+        r = np.asarray(res, dtype=np.int64)[:, :, :: self.res_stride, :: self.res_stride]
+        return np.pad(r, ((0, 0), (self.res_pad, self.res_pad), (0, 0), (0, 0)))
+
+    def evaluate(self, x: np.ndarray, res: np.ndarray | None = None) -> np.ndarray:
+        """Integer output of this layer for a batch of integer inputs (and its residual)."""
         acc = self.accumulate(x)
         shape = (1, -1) + (1,) * (acc.ndim - 2)
+        if self.res_from is not None:
+            if res is None or self.res_mult is None:
+                raise GraphError(f"{self.name}: a residual layer needs its residual input")
+            return numerics.requant_residual(
+                acc,
+                self.bias.reshape(shape),
+                self.mult.reshape(shape),
+                self.shift.reshape(shape),
+                self.shortcut(res),
+                self.res_mult.reshape(shape),
+                self.lo,
+                self.hi,
+            )
         return numerics.requant(
             acc,
             self.bias.reshape(shape),
@@ -111,10 +133,39 @@ class IntLayer:
 
 
 @dataclass
-class IntGraph:
-    """A chain of IntLayers with the quantisation of its float input."""
+class IntPool:
+    """Global average pooling as an integer sum over H and W, requantised to the next grid."""
 
-    layers: list[IntLayer]
+    name: str
+    mult: int
+    shift: int
+    lo: int
+    hi: int
+    in_scale: float
+    out_scale: float
+    kind: str = "pool"
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(C,) for a (C, H, W) input."""
+        if len(in_shape) != 3:
+            raise GraphError(f"{self.name}: pooling needs a (C, H, W) input, gets {in_shape}")
+        return (in_shape[0],)
+
+    def evaluate(self, x: np.ndarray, res: np.ndarray | None = None) -> np.ndarray:
+        """Integer pooled output for a batch."""
+        s = np.asarray(x, dtype=np.int64).sum(axis=(2, 3))
+        return numerics.requant(s, 0, self.mult, self.shift, self.lo, self.hi)
+
+
+@dataclass
+class IntGraph:
+    """A chain of IntLayers / IntPools with the quantisation of its float input.
+
+    Each node consumes the previous node's output; a layer with ``res_from`` also adds the
+    output of node ``res_from`` (-1: the graph input) as a residual.
+    """
+
+    layers: list[IntLayer | IntPool]
     input_shape: tuple[int, ...]
     input_scale: float
     input_lo: int = -128
@@ -125,7 +176,14 @@ class IntGraph:
         if not self.layers:
             raise GraphError("an integer graph needs at least one layer")
         shape = tuple(self.input_shape)
-        for layer in self.layers:
+        shapes = [shape]
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, IntPool):
+                shape = layer.out_shape(shape)
+                shapes.append(shape)
+                continue
+            if layer.res_from is not None and not -1 <= layer.res_from < i:
+                raise GraphError(f"{layer.name}: res_from {layer.res_from} is not an earlier node")
             if layer.kind == "conv" and (len(shape) != 3 or shape[0] != layer.weight.shape[1]):
                 raise GraphError(
                     f"{layer.name}: expects {layer.weight.shape[1]} input channels, gets {shape}"
@@ -137,6 +195,18 @@ class IntGraph:
                         f"{layer.name}: expects {layer.weight.shape[1]} inputs, gets {shape}"
                     )
             shape = layer.out_shape(shape)
+            if layer.res_from is not None:
+                rc, rh, rw = shapes[layer.res_from + 1]
+                s = layer.res_stride
+                got = (rc + 2 * layer.res_pad, -(-rh // s), -(-rw // s))
+                if got != shape:
+                    raise GraphError(f"{layer.name}: residual of shape {got} cannot add to {shape}")
+            shapes.append(shape)
+
+    @property
+    def is_chain(self) -> bool:
+        """True when every node is a plain Conv2d/Linear layer (what the accelerator runs)."""
+        return all(isinstance(n, IntLayer) and n.res_from is None for n in self.layers)
 
     @property
     def output_scale(self) -> float:
@@ -157,6 +227,9 @@ class IntGraph:
     def evaluate(self, x_int: np.ndarray) -> np.ndarray:
         """Integer output of the whole chain for a batch of integer inputs."""
         x = np.asarray(x_int, dtype=np.int64)
+        outs = [x]
         for layer in self.layers:
-            x = layer.evaluate(x)
+            res = outs[layer.res_from + 1] if getattr(layer, "res_from", None) is not None else None
+            x = layer.evaluate(x, res)
+            outs.append(x)
         return x

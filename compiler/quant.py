@@ -3,7 +3,8 @@
 ``quantize`` folds BatchNorm, assigns a weight format to every output row (``assign``), picks
 per-row scales, calibrates activation scales on an example batch, and builds a ``QuantizedModel``
 whose float64 forward is exactly the integer model of ``numerics.requant``: each row's scale is
-snapped so that alpha * s_in / s_out is the dyadic mult / 2^shift the hardware applies.
+snapped so that alpha * s_in / s_out is the dyadic mult * 2^F / 2^shift the hardware applies
+(F = ``numerics.BIAS_FRAC_BITS``, the bias's fractional bits).
 
 The layers hold their scales as tensors so that learnable scales with straight-through rounding
 (QAT) can be added on top of this without changing the export contract.
@@ -21,7 +22,7 @@ from torch import nn
 
 from ..arch import numerics
 from ..arch.config import AccelConfig
-from ..arch.numerics import FORMATS
+from ..arch.numerics import BIAS_FRAC_BITS, FORMATS
 from .assign import assign_rows, best_scale, check_ratio, nearest_level
 
 PAPER_RATIO: dict[str, float] = {"pot4": 0.60, "fixed4": 0.35, "fixed8": 0.05}
@@ -33,6 +34,8 @@ SUPPORTED = (
     "Conv2d/Linear, ReLU after a Conv2d/Linear(+BN), Flatten before a Linear, Dropout, Identity"
 )
 _INT32 = (-(1 << 31), (1 << 31) - 1)
+FRAC = float(1 << BIAS_FRAC_BITS)
+"""2^F as a float: the bias is stored in units of 1/2^F of the accumulator step."""
 
 
 class UnsupportedLayerError(TypeError):
@@ -162,8 +165,8 @@ class QuantLayer(nn.Module):
 
     Fake-quant view: the input is a float tensor on the ``s_in`` grid; the output is
     clamp(round(y / s_out), lo, hi) * s_out with y the float conv of the dequantized weights
-    w_int * alpha plus bias_int * alpha * s_in. Since alpha * s_in / s_out = mult / 2^shift
-    exactly, this is the integer requantisation up to float64 rounding.
+    w_int * alpha plus bias_int * alpha * s_in / 2^F. Since alpha * s_in / s_out =
+    mult * 2^F / 2^shift exactly, this is the integer requantisation up to float64 rounding.
     """
 
     def __init__(
@@ -213,7 +216,7 @@ class QuantLayer(nn.Module):
             y = F.conv2d(x, w, stride=self.stride, padding=self.padding)
         else:
             y = F.linear(x, w)
-        return y + self._row_view(self.bias_int.to(torch.float64) * self.alpha * self.s_in)
+        return y + self._row_view(self.bias_int.to(torch.float64) * self.alpha * self.s_in / FRAC)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.pre_activation(x)
@@ -330,7 +333,7 @@ def _quantize_layer(
     mult, shift = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for r in range(n):
         try:
-            mult[r], shift[r] = numerics.quantize_multiplier(alpha[r] * s_in / s_out)
+            mult[r], shift[r] = numerics.requant_multiplier(alpha[r] * s_in / s_out)
         except ValueError as e:
             raise ValueError(f"layer {spec.name!r} row {r}: {e}") from None
         if mult[r] == 0:
@@ -338,8 +341,8 @@ def _quantize_layer(
                 f"layer {spec.name!r} row {r}: its scale {alpha[r]:.3g} is too small against the "
                 f"output scale {s_out:.3g} to requantise; zero that row's weights or rescale it"
             )
-        alpha[r] = int(mult[r]) * s_out / (2.0 ** int(shift[r]) * s_in)
-    bias_int = np.rint(b.numpy() / (alpha * s_in))
+        alpha[r] = int(mult[r]) * s_out * FRAC / (2.0 ** int(shift[r]) * s_in)
+    bias_int = np.rint(b.numpy() / (alpha * s_in) * FRAC)
     bad = np.flatnonzero((bias_int < _INT32[0]) | (bias_int > _INT32[1]))
     if bad.size:
         raise ValueError(

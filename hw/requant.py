@@ -1,7 +1,8 @@
-"""Requantisation lane: ``clamp(round_half_up((acc + bias) * mult / 2^shift), lo, hi)``.
+"""Requantisation lane: ``clamp(round_half_up((acc * 2^F + bias) * mult / 2^shift), lo, hi)``.
 
-The exact hardware form of ``arch.numerics.requant``: a 33-bit sum, a 65-bit product, a rounding
-add of 2^(shift-1) and an arithmetic shift, then saturation (ReLU is ``lo = 0``).
+The exact hardware form of ``arch.numerics.requant``: the accumulator shifted left by
+``BIAS_FRAC_BITS`` plus the bias, the full product, a rounding add of 2^(shift-1) and an
+arithmetic shift, then saturation (ReLU is ``lo = 0``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..arch.numerics import BIAS_BITS, MULT_BITS, SHIFT_BITS
+from ..arch.numerics import BIAS_BITS, BIAS_FRAC_BITS, MULT_BITS, SHIFT_BITS
 
 
 class RequantLane(wiring.Component):
@@ -34,14 +35,14 @@ class RequantLane(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        vbits = max(self.acc_bits, BIAS_BITS) + 1
+        vbits = max(self.acc_bits + BIAS_FRAC_BITS, BIAS_BITS) + 1
         pbits = vbits + MULT_BITS + 1
         v = Signal(signed(vbits))
         p = Signal(signed(pbits))
         r = Signal(signed(pbits))
         rnd = Mux(self.shift == 0, 0, Const(1, unsigned(pbits)) << (self.shift - 1)[:SHIFT_BITS])
         m.d.comb += [
-            v.eq(self.acc + self.bias),
+            v.eq((self.acc << BIAS_FRAC_BITS) + self.bias),
             p.eq(v * self.mult),
             r.eq((p + rnd.as_signed()) >> self.shift),
             self.out.eq(Mux(r < self.lo, self.lo, Mux(r > self.hi, self.hi, r))),

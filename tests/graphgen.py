@@ -52,7 +52,7 @@ def random_layer(
     bias = np.round(rng.normal(0, 0.5, n) * spread).astype(np.int64)
     mults, shifts = zip(
         *(
-            numerics.quantize_multiplier(float((hi - lo) / (8 * s) * 2 ** rng.uniform(-1, 1)))
+            numerics.requant_multiplier(float((hi - lo) / (8 * s) * 2 ** rng.uniform(-1, 1)))
             for s in spread
         ),
         strict=True,

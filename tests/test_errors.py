@@ -146,11 +146,10 @@ def test_program_file_errors(prog, tmp_path):
         Program.load(rewrite("hash.rmsmp", lambda h: h.update(config_hash="0" * 16)))
 
 
-def _linear(name, w, fmts, lo=-128, hi=127, bias=None):
+def _linear(name, w, fmts, lo=-128, hi=127):
     n = w.shape[0]
     ones = np.ones(n, dtype=np.int64)
-    b = np.zeros(n, dtype=np.int64) if bias is None else bias
-    return IntLayer(name, "linear", w, fmts, b, ones, 0 * ones, lo, hi, 1.0, 1.0)
+    return IntLayer(name, "linear", w, fmts, 0 * ones, ones, 0 * ones, lo, hi, 1.0, 1.0)
 
 
 def test_compile_errors():
@@ -163,14 +162,6 @@ def test_compile_errors():
     big = IntGraph([_linear("big", np.full((2, 600), 127, np.int64), ["fixed8"] * 2)], (600,), 1.0)
     with pytest.raises(CompileError, match="big.*overflows the 24-bit accumulator"):
         lower(big, wide, 1)
-    bias = np.array([(1 << 24) - 10, 0])
-    near = IntGraph(
-        [_linear("near", np.ones((2, 8), np.int64), ["fixed8"] * 2, bias=bias)], (8,), 1.0
-    )
-    with pytest.raises(CompileError, match=r"near: \|acc \+ bias\|"):
-        lower(near, wide, 1)
-    near.layers[0].bias[0] -= 1024
-    assert lower(near, wide, 1).layers[0].name == "near"
     wide_out = IntGraph([_linear("u8", np.ones((1, 4), np.int64), ["fixed4"], 0, 255)], (4,), 1.0)
     with pytest.raises(CompileError, match="u8.*output range"):
         lower(wide_out, TINY, 1)
@@ -318,7 +309,7 @@ def test_golden_buffers_persist_between_runs():
     codes = np.concatenate([np.full(TINY.cols, f.encode(1)) for f in fmts])[None]
     dev.write(0, layout.pack(TINY, Entry.W, codes))
     dev.write(256, layout.pack(TINY, Entry.X, np.full((1, TINY.cols), 3)))
-    q = np.tile([0, 1, 0], TINY.rows)[None]
+    q = np.tile([0, 1, numerics.BIAS_FRAC_BITS], TINY.rows)[None]
     dev.write(512, layout.pack(TINY, Entry.Q, q))
     assert _run(dev, [_load(Buf.W), _load(Buf.X, dram=32), _load(Buf.Q, dram=64)])[0] is Error.NONE
     assert _run(dev, [_gemm(), _store(dram=96)])[0] is Error.NONE

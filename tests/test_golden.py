@@ -114,7 +114,7 @@ def test_gemm_semantics_against_numerics():
     codes = np.stack([f.encode(levels[:, r]) for r, f in enumerate(fmts)], axis=1)
     x = rng.integers(-128, 128, size=(m * k * 2, cfg.cols))
     bias = rng.integers(-5000, 5000, cfg.rows)
-    mult, shift = np.array([numerics.quantize_multiplier(rng.uniform(1e-4, 1e-2)) for _ in fmts]).T
+    mult, shift = np.array([numerics.requant_multiplier(rng.uniform(1e-4, 1e-2)) for _ in fmts]).T
     q = np.stack([bias, mult, shift], axis=1).reshape(1, -1)
     eb = {e: layout.entry_bytes(cfg, e) for e in Entry}
     dev.write(1024, layout.pack(cfg, Entry.W, codes.reshape(k, -1)))

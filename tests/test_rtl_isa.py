@@ -32,7 +32,7 @@ def _random_buffers(rng: np.random.Generator) -> dict[str, tuple[Entry, np.ndarr
     q = np.zeros((CFG.q_depth, CFG.rows, 3), np.int64)
     q[..., 0] = rng.integers(-(2**20), 2**20, q.shape[:2])
     for idx in np.ndindex(q.shape[:2]):
-        q[idx][1:] = numerics.quantize_multiplier(float(rng.uniform(1e-4, 0.2)))
+        q[idx][1:] = numerics.requant_multiplier(float(rng.uniform(1e-4, 0.2)))
     x = rng.integers(-128, 128, (CFG.x_depth, CFG.cols))
     return {
         "w": (Entry.W, w.reshape(CFG.w_depth, -1)),
