@@ -39,9 +39,9 @@ SHIFT_BITS = 6
 """Width of the requant shift field."""
 MAX_SHIFT = 62
 """Largest rounding shift, so that ``p + 2^(shift-1)`` never overflows the 65-bit product path."""
-BIAS_BITS = 32
+BIAS_BITS = 48
 """Width of the signed per-row bias, added to the accumulator before the multiplier."""
-BIAS_FRAC_BITS = 8
+BIAS_FRAC_BITS = 16
 """Fractional bits of the bias: the accumulator is shifted left by this before the bias is added."""
 
 
@@ -205,8 +205,15 @@ def requant_multiplier(real: float) -> tuple[int, int]:
     return quantize_multiplier(real / (1 << BIAS_FRAC_BITS))
 
 
-def _products(terms: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]) -> np.ndarray:
-    """Exact sum of a*b over ``terms``: int64 when it provably fits, Python ints otherwise."""
+def _round_sum(
+    terms: list[tuple[np.ndarray, np.ndarray]], shift: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Exact ``floor((sum a*b + 2^(s-1)) / 2^s)`` (s = 0: the plain sum) over ``terms``.
+
+    Three exact paths, fastest first: int64 when the products provably fit; int64 with each
+    ``a`` split into 16-bit halves when every shift is at least 16 (what requant's 2^16 bias
+    scaling gives); Python integers otherwise.
+    """
     arrs = [
         (
             np.broadcast_to(np.asarray(a, np.int64), shape),
@@ -214,13 +221,23 @@ def _products(terms: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]
         )
         for a, b in terms
     ]
-    bound = sum(
-        (int(np.abs(a).max()) if a.size else 0) * (int(np.abs(b).max()) if b.size else 0)
-        for a, b in arrs
-    )
-    if bound < _INT64_SAFE:
-        return sum(a * b for a, b in arrs)
-    return sum(a.astype(object) * b.astype(object) for a, b in arrs)
+    shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), shape)
+
+    def mag(x: np.ndarray) -> int:
+        return int(np.abs(x).max()) if x.size else 0
+
+    if sum(mag(a) * mag(b) for a, b in arrs) < _INT64_SAFE:
+        return rounding_shift(sum(a * b for a, b in arrs), shift)
+    if (
+        shift.size
+        and int(shift.min()) >= 16
+        and sum((mag(a) // 65536 + 1) * mag(b) for a, b in arrs) < _INT64_SAFE
+    ):
+        high = sum((a >> 16) * b for a, b in arrs)
+        low = sum((a & 0xFFFF) * b for a, b in arrs) + np.left_shift(np.int64(1), shift - 1)
+        return np.right_shift(high + (low >> 16), shift - 16)
+    p = sum(a.astype(object) * b.astype(object) for a, b in arrs)
+    return rounding_shift(p, shift)
 
 
 def requant(
@@ -234,11 +251,10 @@ def requant(
     """Requantise accumulators: clamp(round_half_up((acc*2^F + bias) * mult / 2^shift), lo, hi).
 
     ``bias``, ``mult`` and ``shift`` broadcast against ``acc`` (per output row). The product is
-    computed exactly (Python integers), as the 65-bit hardware path does.
+    computed exactly, as the hardware's full-width product is.
     """
     v = _biased(acc, bias)
-    p = _products([(v, mult)], v.shape)
-    return np.clip(rounding_shift(p, shift), lo, hi).astype(np.int64)
+    return np.clip(_round_sum([(v, mult)], shift, v.shape), lo, hi).astype(np.int64)
 
 
 def requant_residual(
@@ -259,8 +275,7 @@ def requant_residual(
     v = _biased(acc, bias)
     shape = np.broadcast_shapes(v.shape, np.shape(res))
     r = np.left_shift(np.asarray(res, dtype=np.int64), BIAS_FRAC_BITS)
-    p = _products([(v, mult), (r, res_mult)], shape)
-    return np.clip(rounding_shift(p, shift), lo, hi).astype(np.int64)
+    return np.clip(_round_sum([(v, mult), (r, res_mult)], shift, shape), lo, hi).astype(np.int64)
 
 
 def quantize_multipliers_shared(reals: list[float]) -> tuple[list[int], int]:

@@ -86,19 +86,30 @@ class IntLayer:
         return (self.out_channels, oh, ow)
 
     def accumulate(self, x: np.ndarray) -> np.ndarray:
-        """Exact int64 accumulators for a batch of integer inputs."""
+        """Exact int64 accumulators for a batch of integer inputs.
+
+        The products are summed in float64 (BLAS) when every partial sum provably stays below
+        2^53, where float64 is exact, and in int64 otherwise.
+        """
         x = np.asarray(x, dtype=np.int64)
+        w = self.weight.astype(np.int64)
+        bound = int(np.abs(w).reshape(len(w), -1).sum(axis=1).max(initial=0))
+        exact = bound * int(np.abs(x).max(initial=0)) < 1 << 53
+        dt = np.float64 if exact else np.int64
         if self.kind == "linear":
             if self.flatten:
                 x = x.reshape(x.shape[0], -1)
-            return x @ self.weight.T.astype(np.int64)
+            return np.rint(x.astype(dt) @ w.T.astype(dt)).astype(np.int64)
         ph, pw = self.padding
         xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-        kh, kw = self.weight.shape[2:]
+        kh, kw = w.shape[2:]
         win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[
             :, :, :: self.stride[0], :: self.stride[1]
         ]
-        return np.einsum("bchwij,ncij->bnhw", win, self.weight.astype(np.int64), optimize=True)
+        b, c, oh, ow = win.shape[:4]
+        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(b * oh * ow, c * kh * kw)
+        acc = np.rint(cols.astype(dt) @ w.reshape(len(w), -1).T.astype(dt)).astype(np.int64)
+        return acc.reshape(b, oh, ow, -1).transpose(0, 3, 1, 2)
 
     def shortcut(self, res: np.ndarray) -> np.ndarray:
         """The residual as added: subsampled by ``res_stride``, channels zero-padded each side."""

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..arch import numerics
 from ..arch.config import AccelConfig
-from ..arch.numerics import BIAS_FRAC_BITS, FORMATS
+from ..arch.numerics import BIAS_BITS, BIAS_FRAC_BITS, FORMATS
 from .assign import assign_rows, best_scale, check_ratio, nearest_level
 
 PAPER_RATIO: dict[str, float] = {"pot4": 0.60, "fixed4": 0.35, "fixed8": 0.05}
@@ -33,7 +33,7 @@ SUPPORTED = (
     "Conv2d (groups=1, dilation=1, zero padding), Linear, BatchNorm1d/2d directly after a "
     "Conv2d/Linear, ReLU after a Conv2d/Linear(+BN), Flatten before a Linear, Dropout, Identity"
 )
-_INT32 = (-(1 << 31), (1 << 31) - 1)
+_BIAS_RANGE = (-(1 << (BIAS_BITS - 1)), (1 << (BIAS_BITS - 1)) - 1)
 FRAC = float(1 << BIAS_FRAC_BITS)
 """2^F as a float: the bias is stored in units of 1/2^F of the accumulator step."""
 
@@ -343,11 +343,12 @@ def _quantize_layer(
             )
         alpha[r] = int(mult[r]) * s_out * FRAC / (2.0 ** int(shift[r]) * s_in)
     bias_int = np.rint(b.numpy() / (alpha * s_in) * FRAC)
-    bad = np.flatnonzero((bias_int < _INT32[0]) | (bias_int > _INT32[1]))
+    bad = np.flatnonzero((bias_int < _BIAS_RANGE[0]) | (bias_int > _BIAS_RANGE[1]))
     if bad.size:
         raise ValueError(
-            f"layer {spec.name!r}: bias of rows {bad[:5].tolist()} does not fit int32 at scale "
-            "alpha * s_in (the row's weights are tiny next to its bias); zero or rescale them"
+            f"layer {spec.name!r}: bias of rows {bad[:5].tolist()} does not fit {BIAS_BITS} bits "
+            "at scale alpha * s_in / 2^F (the row's weights are tiny next to its bias); zero or "
+            "rescale them"
         )
     layer.alpha.copy_(torch.from_numpy(alpha))
     layer.bias_int.copy_(torch.from_numpy(bias_int.astype(np.int64)))

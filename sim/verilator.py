@@ -156,10 +156,11 @@ def build(cfg: AccelConfig) -> Path:
 
 
 def _hw_source_digest() -> bytes:
-    """Digest of the hardware generator's sources, so a changed generator rebuilds."""
+    """Digest of the generator's sources (hw/ and the arch/ it derives from), so any change
+    to either rebuilds."""
     h = hashlib.sha256()
-    hw = Path(__file__).resolve().parent.parent / "hw"
-    for p in sorted(hw.glob("*.py")):
+    root = Path(__file__).resolve().parent.parent
+    for p in sorted([*(root / "hw").glob("*.py"), *(root / "arch").glob("*.py")]):
         h.update(p.read_bytes())
     return h.digest()
 

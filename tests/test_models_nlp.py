@@ -1,0 +1,194 @@
+"""ResNet-18 (ImageNet topology), the MiniLM sentence encoder, SST-2 data and the probe protocol."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rmsmp.compiler import probe as probe_mod
+from rmsmp.compiler.data import sst2
+from rmsmp.compiler.models.minilm import embed, linear_layers, load_minilm, model_dir
+from rmsmp.compiler.models.resnet_imagenet import count_macs, resnet18
+from rmsmp.compiler.probe import (
+    cosine_to_reference,
+    probe_accuracy,
+    sst2_embeddings,
+    sst2_eval,
+    train_probe,
+)
+
+SENTENCES = [
+    "A man is playing a guitar.",
+    "Someone is playing the guitar.",
+    "The stock market fell sharply today.",
+    "it 's a charming and often affecting journey .",
+    "unflinchingly bleak and desperate",
+    "a",
+    "",
+    "the film is long " * 60,  # > 128 tokens: exercises truncation
+]
+
+
+# ---- ResNet-18 ----------------------------------------------------------------------------------
+
+
+def test_resnet18_size_output_and_torchvision_names():
+    model = resnet18()
+    assert sum(p.numel() for p in model.parameters()) == 11_689_512
+    assert model(torch.randn(2, 3, 224, 224)).shape == (2, 1000)
+    names = set(model.state_dict())
+    assert len(names) == 122  # torchvision resnet18().state_dict() has 122 entries
+    for key in ("conv1.weight", "layer2.0.downsample.0.weight", "layer4.1.bn2.running_var"):
+        assert key in names
+    assert "layer1.0.downsample.0.weight" not in names  # identity shortcut in stage 1
+    assert {"fc.weight", "fc.bias"} <= names
+
+
+def test_resnet18_macs():
+    macs = count_macs(resnet18(), (1, 3, 224, 224))
+    assert macs == pytest.approx(1.81e9, rel=0.02)
+    # Counts scale with the batch; a 10-class head saves 512 * 990 MACs per image.
+    assert count_macs(resnet18(num_classes=10), (2, 3, 224, 224)) == 2 * (macs - 512 * 990)
+
+
+# ---- MiniLM -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_minilm()
+
+
+def test_minilm_embeddings_shape_norm_and_paraphrase(minilm):
+    model, tok = minilm
+    emb = embed(model, tok, SENTENCES)
+    assert emb.shape == (8, 384) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    paraphrase, unrelated = emb[0] @ emb[1], emb[0] @ emb[2]
+    assert paraphrase > 0.7 > 0.3 > unrelated
+    # Deterministic, and independent of batching (per-batch padding, length sorting).
+    np.testing.assert_array_equal(embed(model, tok, SENTENCES), emb)
+    np.testing.assert_allclose(embed(model, tok, SENTENCES, batch_size=3), emb, atol=1e-5)
+
+
+def test_minilm_matches_sentence_transformers(minilm, monkeypatch):
+    """Same embeddings as the package's own sentence-transformers pipeline, loaded offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    ref_model = SentenceTransformer(str(model_dir()), device="cpu")
+    ref_model.max_seq_length = 128
+    ref = ref_model.encode(SENTENCES, convert_to_numpy=True, normalize_embeddings=True)
+    np.testing.assert_allclose(embed(*minilm, SENTENCES), ref, atol=1e-4)
+
+
+def test_minilm_linear_layers(minilm):
+    model, _ = minilm
+    names = linear_layers(model)
+    per_layer = [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ]
+    assert names == [f"encoder.layer.{i}.{n}" for i in range(6) for n in per_layer]
+    mods = dict(model.named_modules())
+    assert all(type(mods[n]) is nn.Linear for n in names)
+    assert (mods[names[4]].in_features, mods[names[4]].out_features) == (384, 1536)
+
+
+def test_minilm_rejects_a_single_string(minilm):
+    with pytest.raises(TypeError, match="list of strings"):
+        embed(*minilm, "one sentence")
+
+
+# ---- SST-2 --------------------------------------------------------------------------------------
+
+
+def test_sst2_sizes_labels_and_subsets():
+    train, y_train = sst2("train")
+    dev, y_dev = sst2("dev")
+    assert (len(train), len(y_train), len(dev), len(y_dev)) == (67_349, 67_349, 872, 872)
+    assert set(np.unique(y_train)) == set(np.unique(y_dev)) == {0, 1}
+    assert all(isinstance(s, str) and s for s in dev)
+    sub, y_sub = sst2("train", n=50, seed=3)
+    assert sub == sst2("train", n=50, seed=3)[0] and sub != sst2("train", n=50, seed=4)[0]
+    index = {s: i for i, s in enumerate(train)}
+    assert all(y_train[index[s]] == y for s, y in zip(sub, y_sub, strict=True))
+    with pytest.raises(ValueError, match="unknown SST-2 split"):
+        sst2("test")
+    with pytest.raises(ValueError, match=r"n must be in \[1, 872\]"):
+        sst2("dev", n=873)
+
+
+def test_sst2_missing_data_names_the_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("RMSMP_SHARED_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="RMSMP_SHARED_DATA"):
+        sst2("dev")
+
+
+# ---- probe --------------------------------------------------------------------------------------
+
+
+def test_probe_and_cosine_on_synthetic_data():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    centers = rng.normal(size=(3, 16)) * 3
+    x = (centers[y] + rng.normal(size=(600, 16))).astype(np.float32)
+    p = train_probe(x[:400], y[:400])
+    assert probe_accuracy(p, x[400:], y[400:]) > 0.95
+    assert cosine_to_reference(x, x) == pytest.approx(1.0)
+    assert cosine_to_reference(-x, x) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="probe expects embeddings"):
+        p.predict(x[:, :8])
+    with pytest.raises(ValueError, match="shapes differ"):
+        cosine_to_reference(x, x[:10])
+
+
+def _fake_quant_int8(model: nn.Module) -> nn.Module:
+    """A copy with every encoder Linear weight rounded to 8 bits per output row (symmetric)."""
+    q = copy.deepcopy(model)
+    mods = dict(q.named_modules())
+    with torch.no_grad():
+        for name in linear_layers(q):
+            w = mods[name].weight
+            scale = w.abs().amax(dim=1, keepdim=True) / 127
+            w.copy_(torch.round(w / scale) * scale)
+    return q
+
+
+def test_sst2_eval_smoke_and_cache(minilm, tmp_path, monkeypatch):
+    """Small protocol run: same encoder twice gives equal accuracies; fp32 embeddings cached."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    model, tok = minilm
+    res = sst2_eval(model, model, tok, n_train=500, n_dev=100)
+    assert res["fp32_acc"] == res["q_acc"] > 0.65
+    assert res["cosine"] == pytest.approx(1.0, abs=1e-6)
+    cached = sorted(p.name for p in (tmp_path / "rmsmp/sst2").iterdir())
+    assert len(cached) == 2 and cached[0].startswith("dev-") and "-n100-s0" in cached[0]
+
+    def no_embedding(*_args, **_kwargs):
+        raise AssertionError("fp32 embeddings should come from the cache")
+
+    first = sst2_embeddings(model, tok, "train", 500)
+    monkeypatch.setattr(probe_mod, "embed", no_embedding)
+    np.testing.assert_array_equal(sst2_embeddings(model, tok, "train", 500)[0], first[0])
+    with pytest.raises(AssertionError, match="from the cache"):  # other weights: other key
+        sst2_embeddings(_fake_quant_int8(model), tok, "train", 500)
+
+
+@pytest.mark.slow
+def test_sst2_eval_protocol_fp32_and_int8(minilm, tmp_path, monkeypatch):
+    """Full dev set, 2,000 train sentences: fp32 > 70%, and 8-bit weights barely change it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    model, tok = minilm
+    res = sst2_eval(model, _fake_quant_int8(model), tok, n_train=2000)
+    assert res["fp32_acc"] > 0.70
+    assert abs(res["q_acc"] - res["fp32_acc"]) < 0.03
+    assert res["cosine"] > 0.98
