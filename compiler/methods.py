@@ -79,7 +79,7 @@ def _input_signed(model: nn.Module, layers: list[tuple[str, nn.Module]], batch) 
         for n, m in layers
     ]
     with torch.no_grad():
-        model(batch)
+        model(*batch) if isinstance(batch, tuple) else model(batch)
     for h in hooks:
         h.remove()
     return seen
@@ -88,13 +88,14 @@ def _input_signed(model: nn.Module, layers: list[tuple[str, nn.Module]], batch) 
 def prepare(
     model: nn.Module,
     m: Method,
-    calib_input: torch.Tensor,
+    calib_input: torch.Tensor | tuple[torch.Tensor, ...],
     assignment: dict[str, list[str]] | None = None,
 ) -> dict[str, list[str]]:
     """Turn ``model``'s Conv2d/Linear layers into QAT layers in place; return the assignment.
 
     ``assignment`` (from a checkpoint) is reused as is; otherwise each layer's rows are assigned
-    by ``assign_rows`` at the method's ratio. Activation signedness comes from ``calib_input``.
+    by ``assign_rows`` at the method's ratio. Activation signedness comes from ``calib_input``
+    (a tensor, or a tuple of the model's positional inputs).
     Modules with a ``share_input_quantizer`` method (residual blocks) then move their first
     conv's input quantizer to the block input, so the shortcut sees the same integers; a model
     with ``attach_output_quantizer`` gets an unsigned quantizer on its last feature map.
