@@ -55,6 +55,26 @@ def run_resnet20(method: str, epochs: int, lr: float) -> dict:
     }
 
 
+def run_minilm(method: str) -> dict:
+    """Post-training quantization of MiniLM's encoder Linears, scored on SST-2 by the probe."""
+    from rmsmp.compiler.nlp import evaluate_minilm
+
+    t0 = time.perf_counter()
+    res = evaluate_minilm(method)
+    top1 = 100 * (res["fp32_acc"] if method == "fp32" else res["q_acc"])
+    return {
+        "model": "minilm",
+        "data": "sst2-dev (probe)",
+        "method": method,
+        "epochs": 0,
+        "top1": top1,
+        "cosine_to_fp32": 1.0 if method == "fp32" else res["cosine"],
+        "train_seconds": 0.0,
+        "wall_seconds_this_call": time.perf_counter() - t0,
+        "command": f"python benchmarks/accuracy.py --model minilm --method {method}",
+    }
+
+
 def plot() -> Path:
     """Bar chart of top-1 per method and model."""
     import matplotlib
@@ -97,7 +117,7 @@ def main() -> int:
     from rmsmp.compiler.methods import METHODS
 
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default="resnet20", choices=("resnet20",))
+    p.add_argument("--model", default="resnet20", choices=("resnet20", "minilm"))
     p.add_argument(
         "--method",
         action="append",
@@ -110,7 +130,10 @@ def main() -> int:
     args = p.parse_args()
     if not args.plot:
         for m in args.method or list(METHODS):
-            save_row(run_resnet20(m, args.epochs, args.lr))
+            if args.model == "minilm":
+                save_row(run_minilm(m))
+            else:
+                save_row(run_resnet20(m, args.epochs, args.lr))
             print(table(), flush=True)
     if load_rows():
         print(table())
