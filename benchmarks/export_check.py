@@ -1,0 +1,77 @@
+"""Integer export vs fake-quant on the CIFAR-10 (JPEG copy) test set, per QAT checkpoint.
+
+For each ResNet-20 checkpoint under benchmarks/results/ckpt (or those given), exports the integer
+graph and counts the test images whose integer prediction equals the fake-quant model's (run in
+float32, as trained, and in float64). Prints a table, writes benchmarks/results/export.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rmsmp.compiler.export import export_qat
+from rmsmp.compiler.train import batches, load_checkpoint
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def check(path: Path, batch: int = 250) -> dict:
+    """Agreement of integer and fake-quant predictions over the whole test split."""
+    model, ck = load_checkpoint(path)
+    model.eval()
+    graph = export_qat(model)
+    m64 = copy.deepcopy(model).double()
+    t0 = time.perf_counter()
+    agree32 = agree64 = correct_int = correct_fq = n = 0
+    for x, y in batches("test", batch, False, np.random.default_rng(0)):
+        with torch.no_grad():
+            p32 = model(x).argmax(1).numpy()
+            p64 = m64(x.double()).argmax(1).numpy()
+        pint = graph.evaluate(graph.quantize_input(x.numpy())).argmax(1)
+        agree32 += int((pint == p32).sum())
+        agree64 += int((pint == p64).sum())
+        correct_int += int((pint == y.numpy()).sum())
+        correct_fq += int((p32 == y.numpy()).sum())
+        n += len(y)
+    return {
+        "checkpoint": path.name,
+        "method": ck["method"],
+        "images": n,
+        "agree_fp32_fakequant": agree32 / n,
+        "agree_fp64_fakequant": agree64 / n,
+        "top1_integer": 100 * correct_int / n,
+        "top1_fakequant": 100 * correct_fq / n,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("checkpoints", nargs="*", type=Path)
+    args = p.parse_args()
+    paths = args.checkpoints or sorted((RESULTS / "ckpt").glob("resnet20-*.pt"))
+    out = RESULTS / "export.json"
+    rows = {r["checkpoint"]: r for r in (json.loads(out.read_text()) if out.exists() else [])}
+    for path in paths:
+        if "fp32" in path.name:
+            continue
+        rows[path.name] = check(path)
+        out.write_text(json.dumps(sorted(rows.values(), key=lambda r: r["method"]), indent=1))
+    print(f"{'method':<11}{'agree f32':>10}{'agree f64':>10}{'int top-1':>10}{'fq top-1':>10}")
+    for r in sorted(rows.values(), key=lambda r: r["method"]):
+        print(
+            f"{r['method']:<11}{r['agree_fp32_fakequant']:>10.4f}{r['agree_fp64_fakequant']:>10.4f}"
+            f"{r['top1_integer']:>10.2f}{r['top1_fakequant']:>10.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
