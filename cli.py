@@ -58,6 +58,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
+    if args.model == "minilm":
+        from .compiler.nlp import save_minilm
+
+        save_minilm(args.method, args.output)
+        print(f"{args.method}: MiniLM encoder Linears quantized (post-training) -> {args.output}")
+        return 0
     from .compiler.train import train
 
     ck = train(
@@ -76,10 +82,26 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .compiler.train import evaluate, load_checkpoint
+    import torch
 
-    if args.data != "cifar10":
-        raise ValueError(f"--data {args.data}: only cifar10 checkpoints exist so far")
+    from .compiler.train import CKPT_VERSION, evaluate, load_checkpoint
+
+    if args.data == "sst2":
+        from .compiler.nlp import evaluate_checkpoint
+
+        ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        if (
+            not isinstance(ck, dict)
+            or ck.get("version") != CKPT_VERSION
+            or (ck.get("model_name") != "minilm")
+        ):
+            raise ValueError(f"{args.checkpoint} is not a MiniLM checkpoint of rmsmp quantize")
+        r = evaluate_checkpoint(ck)
+        print(
+            f"{ck['method']} (MiniLM): SST-2 dev accuracy {100 * r['q_acc']:.2f}% "
+            f"(fp32 {100 * r['fp32_acc']:.2f}%), embedding cosine to fp32 {r['cosine']:.4f}"
+        )
+        return 0
     model, ck = load_checkpoint(args.checkpoint)
     top1 = evaluate(model, n=args.n)
     where = "test set" if args.n is None else f"{args.n} random test images"
@@ -109,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout-cycles", type=int, default=2_000_000_000)
     r.set_defaults(func=_run)
     q = sub.add_parser("quantize", help="quantization-aware training of a model (resumable)")
-    q.add_argument("--model", default="resnet20", choices=("resnet20",))
+    q.add_argument("--model", default="resnet20", choices=("resnet20", "minilm"))
     q.add_argument("--method", default="rmsmp", choices=sorted(METHODS))
     q.add_argument("--epochs", type=int, default=1)
     q.add_argument("--lr", type=float, default=0.01)
@@ -118,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_quantize)
     e = sub.add_parser("evaluate", help="top-1 of a checkpoint")
     e.add_argument("checkpoint")
-    e.add_argument("--data", default="cifar10", choices=("cifar10",))
+    e.add_argument("--data", default="cifar10", choices=("cifar10", "sst2"))
     e.add_argument("--n", type=int, default=None, help="evaluate N random test images")
     e.set_defaults(func=_evaluate)
     d = sub.add_parser("demo", help="ResNet-20's first conv layers: quantize, compile, run on RTL")

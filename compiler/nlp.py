@@ -48,3 +48,32 @@ def evaluate_minilm(method_name: str, n_train: int | None = DEFAULT_N_TRAIN) -> 
     res = sst2_eval(fp32, qmodel, tok, n_train=n_train)
     res["seconds"] = time.perf_counter() - t0
     return res
+
+
+def save_minilm(method_name: str, out: str) -> dict:
+    """Quantize MiniLM with ``method_name`` and save a checkpoint ``rmsmp evaluate`` reads."""
+    from .train import CKPT_VERSION
+
+    model, assignment = quantize_minilm(method_name)
+    ck = {
+        "version": CKPT_VERSION,
+        "model_name": "minilm",
+        "method": method_name,
+        "epochs": 0,
+        "epoch": 0,
+        "assignment": assignment,
+        "model": model.state_dict(),
+        "history": [],
+    }
+    torch.save(ck, out)
+    return ck
+
+
+def evaluate_checkpoint(ck: dict, n_train: int | None = DEFAULT_N_TRAIN) -> dict:
+    """SST-2 scores of a saved MiniLM checkpoint (see ``save_minilm``)."""
+    fp32, tok = load_minilm()
+    model, _ = load_minilm()
+    sentences, _ = sst2("train", CALIB_SENTENCES, 1)
+    prepare(model, method(ck["method"]), _batch(tok, sentences), ck["assignment"])
+    model.load_state_dict(ck["model"])
+    return sst2_eval(fp32, model.eval(), tok, n_train=n_train)
