@@ -115,13 +115,14 @@ def table() -> str:
 
 def main() -> int:
     from rmsmp.compiler.methods import METHODS
+    from rmsmp.compiler.train import BREVITAS
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="resnet20", choices=("resnet20", "minilm"))
     p.add_argument(
         "--method",
         action="append",
-        choices=sorted(METHODS),
+        choices=[*sorted(METHODS), BREVITAS],
         help="method(s) to run; default: all, one after the other",
     )
     p.add_argument("--epochs", type=int, default=3)
@@ -129,7 +130,7 @@ def main() -> int:
     p.add_argument("--plot", action="store_true", help="only redraw the plot and print the table")
     args = p.parse_args()
     if not args.plot:
-        for m in args.method or list(METHODS):
+        for m in args.method or [*METHODS, BREVITAS]:
             if args.model == "minilm":
                 save_row(run_minilm(m))
             else:

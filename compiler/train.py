@@ -12,10 +12,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import nn
 
 from .data import cifar10_raw, normalize
-from .methods import Method, method, prepare
+from .methods import method, prepare
 from .models.resnet_cifar import load_resnet20, resnet20
 
 CKPT_VERSION = 1
+BREVITAS = "brevitas"
+"""Method name of the Brevitas Int4 peer baseline (not one of our presets)."""
 
 
 def batches(
@@ -49,12 +51,29 @@ def evaluate(model: nn.Module, n: int | None = None, batch: int = 500) -> float:
     return 100.0 * correct / total
 
 
-def build(model_name: str, m: Method, assignment: dict | None = None) -> tuple[nn.Module, dict]:
-    """The pretrained model, prepared for ``m`` (assignment reused when given)."""
+def build(
+    model_name: str, method_name: str, assignment: dict | None = None
+) -> tuple[nn.Module, dict]:
+    """The pretrained model, prepared for a method (assignment reused when given).
+
+    ``BREVITAS`` builds the peer baseline instead, its activation ranges calibrated on a few
+    training batches as Brevitas recommends.
+    """
     if model_name != "resnet20":
         raise ValueError(f"training supports --model resnet20 for now, got {model_name!r}")
-    model = load_resnet20() if assignment is None else resnet20()
     calib, _ = next(batches("train", 256, False, np.random.default_rng(0)))
+    if method_name == BREVITAS:
+        from brevitas.graph.calibrate import calibration_mode
+
+        from .brevitas_baseline import brevitas_resnet20
+
+        model = brevitas_resnet20().eval()
+        with torch.no_grad(), calibration_mode(model):
+            for x, _ in batches("train", 256, False, np.random.default_rng(1), n=1024):
+                model(x)
+        return model, {}
+    m = method(method_name)
+    model = load_resnet20() if assignment is None else resnet20()
     model.eval()
     return model, prepare(model, m, calib, assignment)
 
@@ -67,7 +86,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
         raise ValueError(f"cannot read checkpoint {path}: {e}; re-run rmsmp quantize") from None
     if not isinstance(ck, dict) or ck.get("version") != CKPT_VERSION:
         raise ValueError(f"{path} is not an rmsmp checkpoint (version {CKPT_VERSION})")
-    model, _ = build(ck["model_name"], method(ck["method"]), ck["assignment"])
+    model, _ = build(ck["model_name"], ck["method"], ck["assignment"])
     model.load_state_dict(ck["model"])
     return model, ck
 
@@ -89,7 +108,8 @@ def train(
     if epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
     out = Path(out)
-    m = method(method_name)
+    if method_name != BREVITAS:
+        method(method_name)
     torch.manual_seed(seed)
     ck = None
     if out.exists():
@@ -101,7 +121,7 @@ def train(
             )
         assignment = ck["assignment"]
     else:
-        model, assignment = build(model_name, m)
+        model, assignment = build(model_name, method_name)
     decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
     rest = [p for n, p in model.named_parameters() if not n.endswith("weight")]
     opt = torch.optim.SGD(

@@ -11,7 +11,6 @@ import torch
 from rmsmp.compiler.export import export_qat
 from rmsmp.compiler.ir import IntPool
 from rmsmp.compiler.lower import CompileError, lower
-from rmsmp.compiler.methods import method
 from rmsmp.compiler.quant import UnsupportedLayerError
 from rmsmp.compiler.train import batches, build
 
@@ -19,7 +18,7 @@ from rmsmp.compiler.train import batches, build
 @pytest.fixture(scope="module")
 def qat_model():
     torch.manual_seed(0)
-    model, assignment = build("resnet20", method("rmsmp"))
+    model, assignment = build("resnet20", "rmsmp")
     model.train()
     x, _ = next(batches("train", 128, True, np.random.default_rng(0)))
     with torch.no_grad():
