@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rmsmp.arch import AccelConfig, numerics
+from rmsmp.arch import AccelConfig, isa, numerics
 from rmsmp.compiler.ir import IntGraph, IntLayer
 
 
@@ -119,3 +119,24 @@ def random_specs(
         specs.append(dict(kind="linear", n=int(rng.integers(1, 2 * max_ch)), flatten=j == 0))
     specs[-1].update(lo=-128, hi=127)
     return shape, specs
+
+
+GEMM_DEFAULTS = dict(
+    reset=1,
+    final=1,
+    w_base=0,
+    x_base=0,
+    acc_base=0,
+    o_base=0,
+    q_base=0,
+    m_count=1,
+    k_count=1,
+    lo=-128,
+    hi=127,
+)
+"""A one-pixel, one-chunk GEMM; tests override the fields they probe."""
+
+
+def gemm_word(cfg: AccelConfig, **kw: int) -> int:
+    """An encoded GEMM instruction: ``GEMM_DEFAULTS`` with ``kw`` applied."""
+    return isa.encode(cfg, isa.Opcode.GEMM, **{**GEMM_DEFAULTS, **kw})

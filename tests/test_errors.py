@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from graphgen import random_graph
+from graphgen import gemm_word, random_graph
 
 from rmsmp.arch import AccelConfig, RowGroup, isa, layout, numerics
 from rmsmp.arch.isa import Buf, Error, Opcode
@@ -182,20 +182,7 @@ def _dev():
 
 
 def _gemm(**kw):
-    args = dict(
-        reset=1,
-        final=1,
-        w_base=0,
-        x_base=0,
-        acc_base=0,
-        o_base=0,
-        q_base=0,
-        m_count=1,
-        k_count=1,
-        lo=-128,
-        hi=127,
-    )
-    return isa.encode(TINY, Opcode.GEMM, **{**args, **kw})
+    return gemm_word(TINY, **kw)
 
 
 def _load(buf=Buf.X, sram=0, dram=0, count=1):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from graphgen import random_graph, random_specs
+from graphgen import gemm_word, random_graph, random_specs
 
 from rmsmp.arch import AccelConfig, RowGroup, isa, layout, numerics
 from rmsmp.arch.isa import Buf, Error, Opcode
@@ -173,21 +173,7 @@ def test_accumulator_wraps_at_acc_bits():
         isa.encode(cfg, Opcode.LOAD, buf=Buf.W, sram=0, dram=128, count=k),
         isa.encode(cfg, Opcode.LOAD, buf=Buf.X, sram=0, dram=512, count=k),
         isa.encode(cfg, Opcode.LOAD, buf=Buf.Q, sram=0, dram=768, count=1),
-        isa.encode(
-            cfg,
-            Opcode.GEMM,
-            reset=1,
-            final=0,
-            w_base=0,
-            x_base=0,
-            acc_base=0,
-            o_base=0,
-            q_base=0,
-            m_count=1,
-            k_count=k,
-            lo=-128,
-            hi=127,
-        ),
+        gemm_word(cfg, final=0, k_count=k),
     ]
     _start(dev, words)
     exact = 127 * -128 * k * cfg.cols

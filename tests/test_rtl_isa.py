@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from graphgen import gemm_word
 
 from rmsmp.arch import AccelConfig, isa, layout, numerics
 from rmsmp.arch.isa import Buf, Error, Opcode
@@ -125,21 +126,7 @@ def test_random_streams_match_golden(rtl: RtlDevice, seed: int) -> None:
 
 
 def _gemm(**kw: int) -> int:
-    args = dict(
-        reset=1,
-        final=1,
-        w_base=0,
-        x_base=0,
-        acc_base=0,
-        o_base=0,
-        q_base=0,
-        m_count=1,
-        k_count=1,
-        lo=0,
-        hi=15,
-    )
-    args.update(kw)
-    return isa.encode(CFG, Opcode.GEMM, **args)
+    return gemm_word(CFG, **kw)
 
 
 @pytest.mark.parametrize(
