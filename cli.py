@@ -73,6 +73,7 @@ def _quantize(args: argparse.Namespace) -> int:
         args.output,
         lr=args.lr,
         train_subset=args.train_subset,
+        sensitivity=args.sensitivity,
     )
     print(
         f"{args.method}: top-1 {ck['history'][-1]['top1']:.2f}% after {ck['epoch']} epochs "
@@ -136,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--epochs", type=int, default=1)
     q.add_argument("--lr", type=float, default=0.01)
     q.add_argument("--train-subset", type=int, default=None, help="train on N random images")
+    q.add_argument(
+        "--sensitivity",
+        default="none",
+        choices=("none", "hutchinson"),
+        help="how 8-bit rows are chosen: quantisation error, or per-row Hessian trace",
+    )
     q.add_argument("-o", "--output", required=True, help="checkpoint (resumed if it exists)")
     q.set_defaults(func=_quantize)
     e = sub.add_parser("evaluate", help="top-1 of a checkpoint")

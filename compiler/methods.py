@@ -90,17 +90,22 @@ def prepare(
     m: Method,
     calib_input: torch.Tensor | tuple[torch.Tensor, ...],
     assignment: dict[str, list[str]] | None = None,
+    sensitivity: dict[str, torch.Tensor] | None = None,
+    split_rule: str = "error",
+    granularity: int = 1,
 ) -> dict[str, list[str]]:
     """Turn ``model``'s Conv2d/Linear layers into QAT layers in place; return the assignment.
 
     ``assignment`` (from a checkpoint) is reused as is; otherwise each layer's rows are assigned
-    by ``assign_rows`` at the method's ratio. Activation signedness comes from ``calib_input``
-    (a tensor, or a tuple of the model's positional inputs).
+    at the method's ratio: by ``assign_rows`` (optimal on quantisation error) or, given per-row
+    ``sensitivity`` (e.g. Hutchinson Hessian traces), by ``assign_rmsmp``, which gives the 8-bit
+    rows to the most sensitive rows and splits the rest by ``split_rule``. Activation
+    signedness comes from ``calib_input`` (a tensor, or a tuple of the model's positional inputs).
     Modules with a ``share_input_quantizer`` method (residual blocks) then move their first
     conv's input quantizer to the block input, so the shortcut sees the same integers; a model
     with ``attach_output_quantizer`` gets an unsigned quantizer on its last feature map.
     """
-    from .assign import assign_rows
+    from .assign import assign_rmsmp, assign_rows
     from .qat import ActQuantizer, to_qat
 
     if m.ratio is None:
@@ -116,6 +121,15 @@ def prepare(
             fmts = list(assignment[name])
         elif name in ends:
             fmts = [m.end_format] * n
+        elif sensitivity is not None or granularity > 1:
+            sens = sensitivity.get(name) if sensitivity is not None else None
+            fmts = assign_rmsmp(
+                w.reshape(n, -1).double().numpy(),
+                m.ratio,
+                None if sens is None else sens.double().numpy(),
+                split_rule,
+                granularity,
+            )
         else:
             fmts = assign_rows(w.reshape(n, -1).double().numpy(), m.ratio)
         bits = 8 if name in ends else m.act_bits

@@ -51,13 +51,26 @@ def evaluate(model: nn.Module, n: int | None = None, batch: int = 500) -> float:
     return 100.0 * correct / total
 
 
+def row_sensitivity(model: nn.Module, n_batches: int = 4) -> dict:
+    """Per-row Hutchinson Hessian traces of the float model on a few training batches."""
+    from .sensitivity import hutchinson_row_traces
+
+    data = list(batches("train", 64, False, np.random.default_rng(2), n=64 * n_batches))
+    loss = nn.CrossEntropyLoss()
+    return hutchinson_row_traces(model, lambda m, b: loss(m(b[0]), b[1]), data).trace
+
+
 def build(
-    model_name: str, method_name: str, assignment: dict | None = None
+    model_name: str,
+    method_name: str,
+    assignment: dict | None = None,
+    sensitivity: str = "none",
 ) -> tuple[nn.Module, dict]:
     """The pretrained model, prepared for a method (assignment reused when given).
 
-    ``BREVITAS`` builds the peer baseline instead, its activation ranges calibrated on a few
-    training batches as Brevitas recommends.
+    ``sensitivity="hutchinson"`` assigns the 8-bit rows by per-row Hessian trace
+    (``assign_rmsmp``); "none" by quantisation error. ``BREVITAS`` builds the peer baseline
+    instead, its activation ranges calibrated on a few training batches as Brevitas recommends.
     """
     if model_name != "resnet20":
         raise ValueError(f"training supports --model resnet20 for now, got {model_name!r}")
@@ -75,7 +88,10 @@ def build(
     m = method(method_name)
     model = load_resnet20() if assignment is None else resnet20()
     model.eval()
-    return model, prepare(model, m, calib, assignment)
+    if sensitivity not in ("none", "hutchinson"):
+        raise ValueError(f"sensitivity must be 'none' or 'hutchinson', got {sensitivity!r}")
+    sens = row_sensitivity(model) if sensitivity == "hutchinson" and assignment is None else None
+    return model, prepare(model, m, calib, assignment, sensitivity=sens)
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
@@ -100,6 +116,7 @@ def train(
     batch: int = 128,
     train_subset: int | None = None,
     seed: int = 0,
+    sensitivity: str = "none",
 ) -> dict:
     """Fine-tune (fp32) or QAT-train for ``epochs``; resumes from ``out`` if it exists.
 
@@ -121,7 +138,7 @@ def train(
             )
         assignment = ck["assignment"]
     else:
-        model, assignment = build(model_name, method_name)
+        model, assignment = build(model_name, method_name, sensitivity=sensitivity)
     decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
     rest = [p for n, p in model.named_parameters() if not n.endswith("weight")]
     opt = torch.optim.SGD(

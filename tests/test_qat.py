@@ -96,3 +96,20 @@ def test_presets_meet_their_ratio_and_keep_the_ends_8bit() -> None:
     assert model(x).shape == (4, 10)
     with pytest.raises(ValueError, match="unknown method"):
         method("int3")
+
+
+def test_sensitivity_sends_the_most_sensitive_rows_to_8_bits() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 20, 3),
+        nn.ReLU(),
+        nn.Conv2d(20, 40, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(40 * 4 * 4, 10),
+    )
+    sens = {"2": torch.zeros(40)}
+    sens["2"][[7, 31]] = torch.tensor([5.0, 9.0])
+    assign = prepare(model, method("rmsmp"), torch.randn(4, 3, 8, 8), sensitivity=sens)
+    assert [i for i, f in enumerate(assign["2"]) if f == "fixed8"] == [7, 31]
+    assert (assign["2"].count("pot4"), assign["2"].count("fixed4")) == (24, 14)
