@@ -74,6 +74,7 @@ def _quantize(args: argparse.Namespace) -> int:
         lr=args.lr,
         train_subset=args.train_subset,
         sensitivity=args.sensitivity,
+        reassign_every=args.reassign_every,
     )
     print(
         f"{args.method}: top-1 {ck['history'][-1]['top1']:.2f}% after {ck['epoch']} epochs "
@@ -142,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         choices=("none", "hutchinson"),
         help="how 8-bit rows are chosen: quantisation error, or per-row Hessian trace",
+    )
+    q.add_argument(
+        "--reassign-every", type=int, default=0, help="re-assign rows every N epochs (0: never)"
     )
     q.add_argument("-o", "--output", required=True, help="checkpoint (resumed if it exists)")
     q.set_defaults(func=_quantize)

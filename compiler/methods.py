@@ -85,6 +85,26 @@ def _input_signed(model: nn.Module, layers: list[tuple[str, nn.Module]], batch) 
     return seen
 
 
+def reassign(model: nn.Module, m: Method) -> dict[str, list[str]]:
+    """Re-assign every QAT layer's rows from its current weights at the method's ratio.
+
+    RMSMP re-assigns periodically during QAT; layers that keep the ends' format are left alone.
+    """
+    from .assign import assign_rows
+
+    layers = quant_layers(model)
+    ends = {layers[0][0], layers[-1][0]} if m.keep_ends else set()
+    out = {}
+    for name, layer in layers:
+        fmts = layer.wq.formats
+        if m.ratio is not None and name not in ends:
+            w = layer.weight.detach()
+            fmts = assign_rows(w.reshape(len(w), -1).double().numpy(), m.ratio)
+            layer.wq.set_formats(w, fmts)
+        out[name] = list(fmts)
+    return out
+
+
 def prepare(
     model: nn.Module,
     m: Method,

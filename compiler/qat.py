@@ -43,20 +43,38 @@ class RowQuantizer(nn.Module):
         n = weight.shape[0]
         if len(formats) != n:
             raise ValueError(f"need one format per output row ({n}), got {len(formats)}")
-        self.formats = list(formats)
-        alpha = torch.ones(n)
+        self.formats: list[str] = []
+        self.alpha = nn.Parameter(torch.ones(n))
+        self._groups: dict[str, torch.Tensor] = {}
+        self.set_formats(weight, formats)
+
+    def set_formats(self, weight: torch.Tensor, formats: list[str]) -> int:
+        """(Re)assign the rows' formats; rows whose format changes get a fresh step.
+
+        The step stays the same Parameter, so an optimizer holding it keeps working (RMSMP
+        re-assigns rows during QAT). Returns how many rows changed format.
+        """
+        n = weight.shape[0]
+        if len(formats) != n:
+            raise ValueError(f"need one format per output row ({n}), got {len(formats)}")
+        old = self.formats or [None] * n
+        changed = [i for i in range(n) if old[i] != formats[i]]
         rows = weight.detach().reshape(n, -1).double().numpy()
-        for fmt in set(formats):
-            idx = [i for i, f in enumerate(formats) if f == fmt]
-            a, _ = best_scale(rows[idx], numerics.weight_format(fmt))
-            alpha[idx] = torch.as_tensor(a, dtype=torch.float32)
-        self.alpha = nn.Parameter(alpha)
+        with torch.no_grad():
+            for fmt in {formats[i] for i in changed}:
+                idx = [i for i in changed if formats[i] == fmt]
+                a, _ = best_scale(rows[idx], numerics.weight_format(fmt))
+                self.alpha[idx] = torch.as_tensor(a, dtype=self.alpha.dtype)
+        self.formats = list(formats)
         self._groups = {
             fmt: torch.tensor([i for i, f in enumerate(formats) if f == fmt])
             for fmt in set(formats)
         }
         for fmt in self._groups:
-            self.register_buffer(f"levels_{fmt.replace('-', '_')}", _levels(fmt), persistent=False)
+            name = f"levels_{fmt.replace('-', '_')}"
+            if not hasattr(self, name):
+                self.register_buffer(name, _levels(fmt), persistent=False)
+        return len(changed)
 
     def levels(self, fmt: str) -> torch.Tensor:
         """Integer level set of ``fmt`` as a float tensor."""

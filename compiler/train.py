@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import nn
 
 from .data import cifar10_raw, normalize
-from .methods import method, prepare
+from .methods import method, prepare, reassign
 from .models.resnet_cifar import load_resnet20, resnet20
 
 CKPT_VERSION = 1
@@ -117,10 +117,13 @@ def train(
     train_subset: int | None = None,
     seed: int = 0,
     sensitivity: str = "none",
+    reassign_every: int = 0,
 ) -> dict:
     """Fine-tune (fp32) or QAT-train for ``epochs``; resumes from ``out`` if it exists.
 
     Returns the checkpoint dict (with ``history``: per-epoch loss, top-1 and seconds).
+    ``reassign_every`` > 0 re-assigns the rows from the current weights every that many epochs,
+    as RMSMP does (the paper: every 10).
     """
     if epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
@@ -164,6 +167,8 @@ def train(
     )
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start, epochs):
+        if reassign_every and epoch and epoch % reassign_every == 0 and method_name != BREVITAS:
+            assignment = reassign(model, method(method_name))
         model.train()
         rng = np.random.default_rng(seed * 1000 + epoch)
         t0 = time.perf_counter()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from rmsmp.arch import numerics
-from rmsmp.compiler.methods import METHODS, method, prepare
+from rmsmp.compiler.methods import METHODS, method, prepare, reassign
 from rmsmp.compiler.qat import ActQuantizer, RowQuantizer, round_to_levels, ste_levels
 
 DOCUMENTED = {
@@ -113,3 +113,30 @@ def test_sensitivity_sends_the_most_sensitive_rows_to_8_bits() -> None:
     assign = prepare(model, method("rmsmp"), torch.randn(4, 3, 8, 8), sensitivity=sens)
     assert [i for i, f in enumerate(assign["2"]) if f == "fixed8"] == [7, 31]
     assert (assign["2"].count("pot4"), assign["2"].count("fixed4")) == (24, 14)
+
+
+def test_reassignment_keeps_the_step_parameter_and_meets_the_ratio() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 20, 3),
+        nn.ReLU(),
+        nn.Conv2d(20, 40, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(40 * 4 * 4, 10),
+    )
+    rm = method("rmsmp")
+    before = prepare(model, rm, torch.randn(4, 3, 8, 8))
+    alpha = model[2].wq.alpha
+    with torch.no_grad():
+        model[2].weight[before["2"].index("pot4")] *= torch.linspace(-3, 3, 180).view(20, 3, 3)
+    after = reassign(model, rm)
+    assert model[2].wq.alpha is alpha
+    assert after["0"] == before["0"] and after["5"] == before["5"]
+    assert (after["2"].count("pot4"), after["2"].count("fixed4"), after["2"].count("fixed8")) == (
+        24,
+        14,
+        2,
+    )
+    assert after["2"] != before["2"]
+    assert model[2].wq.formats == after["2"]
