@@ -19,6 +19,18 @@ DOCUMENTED = {
 }
 
 
+def _small_model() -> nn.Sequential:
+    """conv 3->20, conv 20->40, linear: the middle layer is the one the ratio applies to."""
+    return nn.Sequential(
+        nn.Conv2d(3, 20, 3),
+        nn.ReLU(),
+        nn.Conv2d(20, 40, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(40 * 4 * 4, 10),
+    )
+
+
 @pytest.mark.parametrize("fmt", sorted(DOCUMENTED))
 def test_level_sets_are_as_documented(fmt: str) -> None:
     f = numerics.weight_format(fmt)
@@ -77,14 +89,7 @@ def test_activation_quantizer_levels_and_gradients() -> None:
 
 def test_presets_meet_their_ratio_and_keep_the_ends_8bit() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 20, 3),
-        nn.ReLU(),
-        nn.Conv2d(20, 40, 3),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(40 * 4 * 4, 10),
-    )
+    model = _small_model()
     x = torch.randn(4, 3, 8, 8)
     assert set(METHODS) == {"fp32", "fixed4", "pot4", "sp2-4", "msq", "ilmpq", "rmsmp", "rmsmp-sp2"}
     rm = method("rmsmp")
@@ -100,14 +105,7 @@ def test_presets_meet_their_ratio_and_keep_the_ends_8bit() -> None:
 
 def test_sensitivity_sends_the_most_sensitive_rows_to_8_bits() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 20, 3),
-        nn.ReLU(),
-        nn.Conv2d(20, 40, 3),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(40 * 4 * 4, 10),
-    )
+    model = _small_model()
     sens = {"2": torch.zeros(40)}
     sens["2"][[7, 31]] = torch.tensor([5.0, 9.0])
     assign = prepare(model, method("rmsmp"), torch.randn(4, 3, 8, 8), sensitivity=sens)
@@ -117,14 +115,7 @@ def test_sensitivity_sends_the_most_sensitive_rows_to_8_bits() -> None:
 
 def test_reassignment_keeps_the_step_parameter_and_meets_the_ratio() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 20, 3),
-        nn.ReLU(),
-        nn.Conv2d(20, 40, 3),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(40 * 4 * 4, 10),
-    )
+    model = _small_model()
     rm = method("rmsmp")
     before = prepare(model, rm, torch.randn(4, 3, 8, 8))
     alpha = model[2].wq.alpha
