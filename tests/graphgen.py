@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from rmsmp.arch import AccelConfig, isa, numerics
@@ -57,21 +59,11 @@ def random_layer(
         ),
         strict=True,
     )
-    return IntLayer(
-        name,
-        kind,
-        w,
-        fmts,
-        bias,
-        np.array(mults, dtype=np.int64),
-        np.array(shifts, dtype=np.int64),
-        lo,
-        hi,
-        1.0,
-        1.0,
-        (stride, stride),
-        (padding, padding),
-        flatten,
+    return dataclasses.replace(
+        probe,
+        bias=bias,
+        mult=np.array(mults, dtype=np.int64),
+        shift=np.array(shifts, dtype=np.int64),
         relu=lo == 0,
     )
 
