@@ -59,11 +59,20 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _quantize(args: argparse.Namespace) -> int:
     if args.model == "minilm":
-        from .compiler.nlp import save_minilm
+        from .compiler.nlp import DISTILL_SENTENCES, MINILM_ACT_BITS, distill_minilm, save_minilm
 
-        save_minilm(args.method, args.output)
-        print(f"{args.method}: MiniLM encoder Linears quantized (post-training) -> {args.output}")
+        bits = args.act_bits or MINILM_ACT_BITS
+        if args.epochs == 0:
+            save_minilm(args.method, args.output, act_bits=bits)
+            how = "post-training"
+        else:
+            n = args.train_subset or DISTILL_SENTENCES
+            distill_minilm(args.method, args.epochs, args.output, n_sentences=n, act_bits=bits)
+            how = f"distilled for {args.epochs} epochs"
+        print(f"{args.method}: MiniLM encoder Linears quantized, A{bits}, {how} -> {args.output}")
         return 0
+    if args.act_bits is not None:
+        raise ValueError("--act-bits is for --model minilm; ResNet methods set their own")
     from .compiler.train import train
 
     ck = train(
@@ -135,9 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quantize", help="quantization-aware training of a model (resumable)")
     q.add_argument("--model", default="resnet20", choices=("resnet20", "minilm"))
     q.add_argument("--method", default="rmsmp", choices=sorted(METHODS))
-    q.add_argument("--epochs", type=int, default=1)
+    q.add_argument(
+        "--epochs", type=int, default=1, help="training epochs (MiniLM: 0 = post-training only)"
+    )
     q.add_argument("--lr", type=float, default=0.01)
-    q.add_argument("--train-subset", type=int, default=None, help="train on N random images")
+    q.add_argument(
+        "--train-subset", type=int, default=None, help="train on N random images (sentences)"
+    )
+    q.add_argument(
+        "--act-bits", type=int, default=None, help="MiniLM only: activation bits (default 8)"
+    )
     q.add_argument(
         "--sensitivity",
         default="none",

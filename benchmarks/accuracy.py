@@ -16,6 +16,12 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 JSON = RESULTS / "accuracy.json"
+README = Path(__file__).resolve().parents[1] / "README.md"
+MARKERS = ("<!-- accuracy-table -->\n", "<!-- /accuracy-table -->\n")
+MODEL_TITLES = {
+    "resnet20": "ResNet-20 / CIFAR-10 (JPEG copy)",
+    "minilm": "MiniLM / SST-2 dev (probe)",
+}
 
 
 def load_rows() -> list[dict]:
@@ -32,46 +38,75 @@ def save_row(row: dict) -> None:
     JSON.write_text(json.dumps(rows, indent=1) + "\n")
 
 
-def run_resnet20(method: str, epochs: int, lr: float) -> dict:
-    """Train (resuming) and evaluate one method on ResNet-20 / CIFAR-10 (JPEG copy)."""
+def run_resnet20(
+    method: str, epochs: int, lr: float, sensitivity: str = "none", reassign_every: int = 0
+) -> dict:
+    """Train (resuming) and evaluate one method on ResNet-20 / CIFAR-10 (JPEG copy).
+
+    A row-assignment option other than the default names its row ``method+option``.
+    """
     from rmsmp.compiler.train import train
 
-    ckpt = RESULTS / "ckpt" / f"resnet20-{method}-e{epochs}.pt"
+    name, flags = method, ""
+    if sensitivity != "none":
+        name, flags = f"{name}+{sensitivity}", f"{flags} --sensitivity {sensitivity}"
+    if reassign_every:
+        name += f"+reassign{reassign_every}"
+        flags += f" --reassign-every {reassign_every}"
+    ckpt = RESULTS / "ckpt" / f"resnet20-{name}-e{epochs}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ck = train("resnet20", method, epochs, ckpt, lr=lr)
+    ck = train(
+        "resnet20",
+        method,
+        epochs,
+        ckpt,
+        lr=lr,
+        sensitivity=sensitivity,
+        reassign_every=reassign_every,
+    )
     hist = ck["history"]
     return {
         "model": "resnet20",
         "data": "cifar10-jpeg",
-        "method": method,
+        "method": name,
         "epochs": epochs,
         "top1": hist[-1]["top1"],
         "top1_per_epoch": [h["top1"] for h in hist],
         "train_seconds": sum(h["seconds"] for h in hist),
         "wall_seconds_this_call": time.perf_counter() - t0,
         "command": f"python benchmarks/accuracy.py --model resnet20 --method {method} "
-        f"--epochs {epochs} --lr {lr}",
+        f"--epochs {epochs} --lr {lr}{flags}",
     }
 
 
-def run_minilm(method: str) -> dict:
-    """Post-training quantization of MiniLM's encoder Linears, scored on SST-2 by the probe."""
-    from rmsmp.compiler.nlp import evaluate_minilm
+def run_minilm(method: str, epochs: int) -> dict:
+    """MiniLM's encoder Linears quantized by ``method`` (distillation QAT for ``epochs``, or
+    post-training at 0), scored on SST-2 dev by the fp32-trained probe."""
+    from rmsmp.compiler.nlp import MINILM_ACT_BITS, distill_minilm, evaluate_checkpoint, save_minilm
 
+    if method == "fp32":
+        epochs = 0
+    ckpt = RESULTS / "ckpt" / f"minilm-{method}-e{epochs}.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    res = evaluate_minilm(method)
-    top1 = 100 * (res["fp32_acc"] if method == "fp32" else res["q_acc"])
+    if epochs:
+        ck = distill_minilm(method, epochs, ckpt)
+    else:
+        ck = save_minilm(method, str(ckpt))
+    res = evaluate_checkpoint(ck)
     return {
         "model": "minilm",
         "data": "sst2-dev (probe)",
         "method": method,
-        "epochs": 0,
-        "top1": top1,
+        "epochs": epochs,
+        "act_bits": None if method == "fp32" else MINILM_ACT_BITS,
+        "top1": 100 * (res["fp32_acc"] if method == "fp32" else res["q_acc"]),
         "cosine_to_fp32": 1.0 if method == "fp32" else res["cosine"],
-        "train_seconds": 0.0,
+        "train_seconds": sum(h["seconds"] for h in ck["history"]),
         "wall_seconds_this_call": time.perf_counter() - t0,
-        "command": f"python benchmarks/accuracy.py --model minilm --method {method}",
+        "command": f"python benchmarks/accuracy.py --model minilm --method {method} "
+        f"--epochs {epochs}",
     }
 
 
@@ -113,6 +148,27 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def markdown() -> str:
+    """The recorded rows as the README's markdown table, each with the command that made it."""
+    lines = ["| model / data | method | epochs | top-1 | command |", "|---|---|---|---|---|"]
+    for r in sorted(load_rows(), key=lambda r: (r["model"] != "resnet20", -r["top1"])):
+        method = r["method"]
+        if r.get("act_bits"):
+            method += f" (A{r['act_bits']})"
+        lines.append(
+            f"| {MODEL_TITLES[r['model']]} | {method} | {r['epochs']} | {r['top1']:.2f} "
+            f"| `{r['command']}` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def update_readme() -> None:
+    """Replace the table between the README's accuracy-table markers."""
+    text = README.read_text()
+    start, end = (text.index(m) for m in MARKERS)
+    README.write_text(text[: start + len(MARKERS[0])] + markdown() + text[end:])
+
+
 def main() -> int:
     from rmsmp.compiler.methods import METHODS
     from rmsmp.compiler.train import BREVITAS
@@ -125,20 +181,32 @@ def main() -> int:
         choices=[*sorted(METHODS), BREVITAS],
         help="method(s) to run; default: all, one after the other",
     )
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument(
+        "--sensitivity",
+        default="none",
+        choices=("none", "hutchinson"),
+        help="ResNet-20: choose the 8-bit rows by per-row Hessian trace",
+    )
+    p.add_argument("--reassign-every", type=int, default=0, help="ResNet-20: re-assign rows")
     p.add_argument("--plot", action="store_true", help="only redraw the plot and print the table")
+    p.add_argument("--readme", action="store_true", help="also rewrite the README's table")
     args = p.parse_args()
     if not args.plot:
         for m in args.method or [*METHODS, BREVITAS]:
             if args.model == "minilm":
-                save_row(run_minilm(m))
+                save_row(run_minilm(m, args.epochs))
             else:
-                save_row(run_resnet20(m, args.epochs, args.lr))
+                save_row(
+                    run_resnet20(m, args.epochs, args.lr, args.sensitivity, args.reassign_every)
+                )
             print(table(), flush=True)
     if load_rows():
         print(table())
         print(f"plot: {plot()}")
+        if args.readme:
+            update_readme()
     return 0
 
 

@@ -20,6 +20,24 @@ BREVITAS = "brevitas"
 """Method name of the Brevitas Int4 peer baseline (not one of our presets)."""
 
 
+def progress() -> Progress:
+    """The training progress bar: description, bar, running loss, elapsed and remaining time."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+
+
+def save_checkpoint(ck: dict, out: Path) -> None:
+    """Write ``ck`` to ``out`` atomically, so an interrupted run never leaves half a file."""
+    tmp = out.with_suffix(".tmp")
+    torch.save(ck, tmp)
+    tmp.replace(out)
+
+
 def batches(
     split: str, batch: int, train: bool, rng: np.random.Generator, n: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -158,13 +176,6 @@ def train(
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         history, start = ck["history"], ck["epoch"]
-    cols = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start, epochs):
         if reassign_every and epoch and epoch % reassign_every == 0 and method_name != BREVITAS:
@@ -173,7 +184,7 @@ def train(
         rng = np.random.default_rng(seed * 1000 + epoch)
         t0 = time.perf_counter()
         total = tl = 0.0
-        with Progress(*cols) as prog:
+        with progress() as prog:
             task = prog.add_task(
                 f"{method_name} epoch {epoch + 1}/{epochs}", total=steps // epochs, info=""
             )
@@ -207,8 +218,6 @@ def train(
             "scheduler": sched.state_dict(),
             "history": history,
         }
-        tmp = out.with_suffix(".tmp")
-        torch.save(ck, tmp)
-        tmp.replace(out)
+        save_checkpoint(ck, out)
         print(f"epoch {epoch + 1}: loss {tl / total:.4f}, top-1 {top1:.2f}%")
     return ck

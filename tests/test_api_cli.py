@@ -72,3 +72,31 @@ def test_rtl_run_that_never_finishes_times_out(compiled) -> None:
             rmsmp.run(program, x.numpy(), device=dev, timeout_cycles=3000)
     finally:
         dev.close()
+
+
+def test_cli_quantize_resumes_and_evaluates(tmp_path, capsys) -> None:
+    """`rmsmp quantize` trains ResNet-20 QAT on a subset, records the assignment, resumes as a
+    no-op, refuses another method on the same file; `rmsmp evaluate` reads the checkpoint."""
+    from rmsmp.compiler.assign import row_counts
+    from rmsmp.compiler.methods import METHODS
+
+    ck_path = tmp_path / "r.pt"
+    argv = ["quantize", "--method", "rmsmp", "--epochs", "1", "--train-subset", "256"]
+    assert main([*argv, "-o", str(ck_path)]) == 0
+    first = capsys.readouterr().out
+    assert "rmsmp: top-1" in first and "after 1 epochs" in first
+    ck = torch.load(ck_path, weights_only=False)
+    ratio = METHODS["rmsmp"].ratio
+    inner = list(ck["assignment"].values())[1:-1]  # the ends stay Fixed-8
+    assert inner
+    for rows in inner:
+        assert set(rows) <= set(ratio)
+        assert all(rows.count(f) == c for f, c in row_counts(len(rows), ratio).items())
+    assert main([*argv, "-o", str(ck_path)]) == 0  # resumes: nothing left to train
+    assert capsys.readouterr().out.splitlines()[-1] == first.splitlines()[-1]
+    assert main(["quantize", "--method", "fixed4", "--epochs", "1", "-o", str(ck_path)]) == 2
+    assert "another -o" in capsys.readouterr().err
+    assert main(["evaluate", str(ck_path), "--n", "200"]) == 0
+    assert "on the CIFAR-10 (JPEG copy) 200 random test images" in capsys.readouterr().out
+    assert main(["quantize", "--act-bits", "8", "--epochs", "1", "-o", str(tmp_path / "x")]) == 2
+    assert "--act-bits is for --model minilm" in capsys.readouterr().err

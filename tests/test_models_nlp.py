@@ -192,3 +192,54 @@ def test_sst2_eval_protocol_fp32_and_int8(minilm, tmp_path, monkeypatch):
     assert res["fp32_acc"] > 0.70
     assert abs(res["q_acc"] - res["fp32_acc"]) < 0.03
     assert res["cosine"] > 0.98
+
+
+# ---- MiniLM distillation QAT --------------------------------------------------------------------
+
+
+def test_distill_loss_zero_only_for_the_teacher():
+    """Equal hidden states cost nothing; any change in a real token costs, padding does not."""
+    from rmsmp.compiler.nlp import distill_loss
+
+    g = torch.Generator().manual_seed(0)
+    ht = [torch.randn(2, 5, 8, generator=g) for _ in range(3)]
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    std = torch.full((8,), 0.1)
+
+    def loss(hs):
+        return float(distill_loss(hs, ht, mask, std))
+
+    assert loss([t.clone() for t in ht]) == pytest.approx(0.0, abs=1e-6)
+    padded = [t.clone() for t in ht]
+    padded[2][0, 4] += 10.0  # a padding position of sentence 0, last layer
+    assert loss(padded) == pytest.approx(0.0, abs=1e-6)
+    inner = [t.clone() for t in ht]
+    inner[1][0, 2] += 1.0
+    assert loss(inner) > 1e-3
+    last = [t.clone() for t in ht]
+    last[2][0, 2] += 1.0
+    assert loss(last) > loss(inner)  # the sentence embedding moved too
+    with pytest.raises(ValueError, match="same layers"):
+        distill_loss(ht[:2], ht, mask, std)
+
+
+def test_distill_minilm_trains_resumes_and_evaluates(tmp_path, monkeypatch):
+    """A tiny distillation run lowers the loss, records its settings, and resumes as a no-op."""
+    from rmsmp.compiler import nlp
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    out = tmp_path / "m.pt"
+    ck = nlp.distill_minilm("rmsmp", 2, out, batch=16, n_sentences=64)
+    losses = [h["loss"] for h in ck["history"]]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    assert ck["act_bits"] == nlp.MINILM_ACT_BITS and ck["epoch"] == 2
+    fmts = {f for rows in ck["assignment"].values() for f in rows}
+    assert fmts == {"pot4", "fixed4", "fixed8"}
+    again = nlp.distill_minilm("rmsmp", 2, out, batch=16, n_sentences=64)
+    assert again["history"] == ck["history"]
+    with pytest.raises(ValueError, match="another -o"):
+        nlp.distill_minilm("fixed4", 2, out)
+    with pytest.raises(ValueError, match="no QAT"):
+        nlp.distill_minilm("fp32", 1, tmp_path / "f.pt")
+    res = nlp.evaluate_checkpoint(torch.load(out, weights_only=False), n_train=200, n_dev=64)
+    assert 0.7 < res["cosine"] <= 1.0  # the reloaded encoder still embeds like the fp32 one

@@ -247,6 +247,13 @@ def linear_layers(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
+def sentence_embedding(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the last hidden state [B, L, d] over real tokens, L2-normalised: [B, d]."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return F.normalize(pooled, p=2, dim=1)
+
+
 def embed(
     model: nn.Module, tokenizer: Tokenizer, sentences: list[str], batch_size: int = 64
 ) -> np.ndarray:
@@ -268,10 +275,7 @@ def embed(
             ids = torch.tensor([e.ids[:width] for e in batch])
             mask = torch.tensor([e.attention_mask[:width] for e in batch])
             types = torch.tensor([e.type_ids[:width] for e in batch])
-            hidden = model(ids, mask, types)
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            pooled = F.normalize(pooled, p=2, dim=1)
+            pooled = sentence_embedding(model(ids, mask, types), mask)
             if out is None:
                 out = np.empty((len(encodings), pooled.shape[1]), dtype=np.float32)
             out[idx] = pooled.float().numpy()
