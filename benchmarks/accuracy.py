@@ -30,10 +30,14 @@ def load_rows() -> list[dict]:
 
 
 def save_row(row: dict) -> None:
-    """Insert or replace the row of (model, method)."""
-    rows = [r for r in load_rows() if (r["model"], r["method"]) != (row["model"], row["method"])]
+    """Insert or replace the row of (model, method, epochs)."""
+
+    def key(r: dict) -> tuple:
+        return r["model"], r["method"], r["epochs"]
+
+    rows = [r for r in load_rows() if key(r) != key(row)]
     rows.append(row)
-    rows.sort(key=lambda r: (r["model"], r["method"]))
+    rows.sort(key=key)
     RESULTS.mkdir(exist_ok=True)
     JSON.write_text(json.dumps(rows, indent=1) + "\n")
 
@@ -119,12 +123,13 @@ def plot() -> Path:
 
     rows = load_rows()
     models = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(9 * len(models), 5), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         sel = [r for r in rows if r["model"] == model]
-        ax.bar([r["method"] for r in sel], [r["top1"] for r in sel], color="tab:blue")
+        labels = [f"{r['method']} ({r['epochs']} ep)" for r in sel]
+        ax.bar(labels, [r["top1"] for r in sel], color="tab:blue")
         lo = min(r["top1"] for r in sel)
-        ax.set_ylim(max(0, lo - 5), 100)
+        ax.set_ylim(max(0, lo - 5), min(100, max(r["top1"] for r in sel) + 3))
         ax.set_title(f"{model} ({sel[0]['data']})")
         ax.set_ylabel("top-1 (%)")
         ax.tick_params(axis="x", rotation=45)
@@ -151,7 +156,8 @@ def table() -> str:
 def markdown() -> str:
     """The recorded rows as the README's markdown table, each with the command that made it."""
     lines = ["| model / data | method | epochs | top-1 | command |", "|---|---|---|---|---|"]
-    for r in sorted(load_rows(), key=lambda r: (r["model"] != "resnet20", -r["top1"])):
+    rows = load_rows()
+    for r in sorted(rows, key=lambda r: (r["model"] != "resnet20", r["epochs"], -r["top1"])):
         method = r["method"]
         if r.get("act_bits"):
             method += f" (A{r['act_bits']})"
