@@ -75,8 +75,11 @@ def row_counts(n_rows: int, ratio: dict[str, float], granularity: int = 1) -> di
 def _nearest(v: np.ndarray, fmt: WeightFormat) -> np.ndarray:
     """Nearest level (as float) of each value; exact midpoints go toward zero."""
     pos = fmt.levels()[fmt.levels() >= 0].astype(np.float64)
+    a = np.abs(v)
+    if len(pos) == pos[-1] + 1:  # uniform 0, 1, ..., max: round half toward zero, elementwise
+        return np.sign(v) * np.minimum(np.ceil(a - 0.5), pos[-1])
     mid = (pos[1:] + pos[:-1]) / 2
-    return np.sign(v) * pos[np.searchsorted(mid, np.abs(v))]
+    return np.sign(v) * pos[np.searchsorted(mid, a)]
 
 
 def nearest_level(v: np.ndarray, fmt: WeightFormat) -> np.ndarray:

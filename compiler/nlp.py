@@ -57,13 +57,17 @@ def minilm_method(method_name: str, act_bits: int = MINILM_ACT_BITS) -> Method:
 
 
 def quantize_minilm(
-    method_name: str, seed: int = 0, act_bits: int = MINILM_ACT_BITS
+    method_name: str,
+    seed: int = 0,
+    act_bits: int = MINILM_ACT_BITS,
+    assignment: dict[str, list[str]] | None = None,
 ) -> tuple[torch.nn.Module, dict]:
-    """MiniLM with every encoder Linear quantized by ``method_name`` (post-training)."""
+    """MiniLM with every encoder Linear quantized by ``method_name`` (post-training); rows are
+    assigned afresh unless ``assignment`` (from a checkpoint) is given."""
     model, tok = load_minilm()
     sentences, _ = sst2("train", CALIB_SENTENCES, seed + 1)
     calib = _batch(tok, sentences)
-    assignment = prepare(model, minilm_method(method_name, act_bits), calib)
+    assignment = prepare(model, minilm_method(method_name, act_bits), calib, assignment)
     model.eval()
     with torch.no_grad():
         model(*calib)
@@ -179,9 +183,25 @@ def distill_minilm(
     if method(method_name).ratio is None:
         raise ValueError("fp32 needs no QAT; use --epochs 0 (the fp32 encoder is the teacher)")
     out = Path(out)
+    ck = None
+    if out.exists():
+        ck = torch.load(out, map_location="cpu", weights_only=False)
+        if (ck.get("method"), ck.get("epochs"), ck.get("act_bits")) != (
+            method_name,
+            epochs,
+            act_bits,
+        ):
+            raise ValueError(
+                f"{out} holds method {ck.get('method')} for {ck.get('epochs')} epochs at "
+                f"A{ck.get('act_bits')}; use another -o to start a different run"
+            )
+        if ck["epoch"] == epochs:
+            return ck
     torch.manual_seed(seed)
     teacher, tok = load_minilm()
-    student, assignment = quantize_minilm(method_name, seed, act_bits)
+    student, assignment = quantize_minilm(
+        method_name, seed, act_bits, None if ck is None else ck["assignment"]
+    )
     # Only the quantized Linears learn (weights, biases, steps); embeddings and LayerNorm stay
     # as pretrained: a sign-sized Adam step on the LayerNorm gains alone raised the loss by 12%.
     linears = [m for m in student.modules() if isinstance(m, torch.nn.Linear)]
@@ -201,19 +221,9 @@ def distill_minilm(
         pct_start=0.1,
         anneal_strategy="linear",
     )
-    ck = _checkpoint(method_name, epochs, 0, assignment, student, act_bits)
-    if out.exists():
-        ck = torch.load(out, map_location="cpu", weights_only=False)
-        if (ck.get("method"), ck.get("epochs"), ck.get("act_bits")) != (
-            method_name,
-            epochs,
-            act_bits,
-        ):
-            raise ValueError(
-                f"{out} holds method {ck.get('method')} for {ck.get('epochs')} epochs at "
-                f"A{ck.get('act_bits')}; "
-                "use another -o to start a different run"
-            )
+    if ck is None:
+        ck = _checkpoint(method_name, epochs, 0, assignment, student, act_bits)
+    else:
         student.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])

@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from rmsmp.arch import FORMATS, AccelConfig
-from rmsmp.compiler.assign import assign_rows, best_scale, relative_costs, row_counts
+from rmsmp.compiler.assign import (
+    assign_rows,
+    best_scale,
+    nearest_level,
+    relative_costs,
+    row_counts,
+)
 from rmsmp.compiler.export import export
 from rmsmp.compiler.quant import UnsupportedLayerError, quantize
 
@@ -107,6 +113,21 @@ def test_best_scale_levels_and_not_worse_than_max_scaling(name):
     if fmt.bits == 4:  # clipping pays off for coarse grids
         assert (err[:40] < err0[:40]).any()
     assert (alpha[40:] == 1.0).all() and (err[40:] == 0.0).all()
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_nearest_level_is_the_closest_level_and_midpoints_go_toward_zero(name):
+    fmt = FORMATS[name]
+    levels = fmt.levels()
+    pos = levels[levels >= 0].astype(np.float64)
+    mids = (pos[1:] + pos[:-1]) / 2
+    rng = np.random.default_rng(1)
+    v = np.concatenate([rng.normal(0, pos[-1] / 2, 2000), mids, -mids, pos, -pos, [3e9, -3e9]])
+    dist = np.abs(v[:, None] - levels[None, :])
+    # brute force: the closest level; of two equally close ones, the smaller magnitude
+    closest = dist == dist.min(axis=1, keepdims=True)
+    want = levels[np.argmin(np.where(closest, np.abs(levels)[None, :], np.inf), axis=1)]
+    assert np.array_equal(nearest_level(v, fmt), want)
 
 
 def test_best_scale_exact_for_representable_rows():
