@@ -59,15 +59,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _quantize(args: argparse.Namespace) -> int:
     if args.model == "minilm":
-        from .compiler.nlp import DISTILL_SENTENCES, MINILM_ACT_BITS, distill_minilm, save_minilm
+        from .compiler.nlp import MINILM_ACT_BITS, distill_minilm, save_minilm
 
         bits = args.act_bits or MINILM_ACT_BITS
         if args.epochs == 0:
             save_minilm(args.method, args.output, act_bits=bits)
             how = "post-training"
         else:
-            n = args.train_subset or DISTILL_SENTENCES
-            distill_minilm(args.method, args.epochs, args.output, n_sentences=n, act_bits=bits)
+            size = {"n_sentences": args.train_subset} if args.train_subset else {}
+            distill_minilm(args.method, args.epochs, args.output, act_bits=bits, **size)
             how = f"distilled for {args.epochs} epochs"
         print(f"{args.method}: MiniLM encoder Linears quantized, A{bits}, {how} -> {args.output}")
         return 0

@@ -74,18 +74,6 @@ def quantize_minilm(
     return model, assignment
 
 
-def evaluate_minilm(
-    method_name: str, n_train: int | None = DEFAULT_N_TRAIN, act_bits: int = MINILM_ACT_BITS
-) -> dict:
-    """fp32 and post-training quantized SST-2 dev accuracy under the fp32 probe, and cosine."""
-    t0 = time.perf_counter()
-    fp32, tok = load_minilm()
-    qmodel, _ = quantize_minilm(method_name, act_bits=act_bits)
-    res = sst2_eval(fp32, qmodel, tok, n_train=n_train)
-    res["seconds"] = time.perf_counter() - t0
-    return res
-
-
 def save_minilm(method_name: str, out: str, act_bits: int = MINILM_ACT_BITS) -> dict:
     """Quantize MiniLM with ``method_name`` (post-training) and save a checkpoint
     ``rmsmp evaluate`` reads."""
@@ -100,10 +88,7 @@ def evaluate_checkpoint(
 ) -> dict:
     """SST-2 scores of a saved MiniLM checkpoint (see ``save_minilm``)."""
     fp32, tok = load_minilm()
-    model, _ = load_minilm()
-    sentences, _ = sst2("train", CALIB_SENTENCES, 1)
-    m = minilm_method(ck["method"], ck["act_bits"])
-    prepare(model, m, _batch(tok, sentences), ck["assignment"])
+    model, _ = quantize_minilm(ck["method"], act_bits=ck["act_bits"], assignment=ck["assignment"])
     model.load_state_dict(ck["model"])
     return sst2_eval(fp32, model.eval(), tok, n_train=n_train, n_dev=n_dev)
 
