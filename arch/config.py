@@ -45,7 +45,11 @@ class AccelConfig:
     """Shape, widths and buffer depths of one accelerator instance.
 
     PE rows (output channels) come in ``groups``, in order; ``cols`` is the vector width (input
-    channels per cycle). Depths count buffer entries: a weight entry holds one ``cols``-wide chunk
+    channels per cycle) and equals the row count, so an output entry (one activation per PE row)
+    is an input entry of the next layer. ``cmd_depth`` is each unit's command queue,
+    ``token_depth`` each dependency-token counter (``arch.isa``); ``watchdog_cycles`` is how long
+    an AXI handshake may stall before the run stops with AXI_TIMEOUT.
+    Depths count buffer entries: a weight entry holds one ``cols``-wide chunk
     for every PE row, an input entry ``cols`` activations, an accumulator entry one int per PE row,
     an output entry one activation per PE row, a requant entry the params of every PE row.
     """
@@ -65,7 +69,10 @@ class AccelConfig:
     axi_addr_bits: int = 32
     max_burst: int = 16
     max_outstanding: int = 4
-    insn_bits: int = 128
+    insn_bits: int = 192
+    cmd_depth: int = 8
+    token_depth: int = 8
+    watchdog_cycles: int = 65536
     clock_mhz: float = 100.0
 
     def __post_init__(self) -> None:
@@ -95,6 +102,11 @@ class AccelConfig:
             raise ConfigError("max_burst: Zynq HP ports are AXI3, so bursts are 1..16 beats")
         if self.insn_bits % self.axi_data_bits:
             raise ConfigError("insn_bits: must be a multiple of axi_data_bits")
+        if self.cols != self.rows:
+            raise ConfigError(
+                f"cols: must equal the PE row count {self.rows} (got {self.cols}): one layer's "
+                "output entries are the next layer's input entries"
+            )
         if self.rows % self.requant_lanes:
             raise ConfigError(
                 f"requant_lanes: {self.requant_lanes} must divide the PE row count {self.rows}"
@@ -117,6 +129,11 @@ class AccelConfig:
     def peak_macs_per_cycle(self) -> int:
         """MACs the array does per cycle when fully busy."""
         return self.rows * self.cols
+
+    @property
+    def window_align(self) -> int:
+        """Byte alignment WINDOW_BASE must have: one full burst (BAD_WINDOW otherwise)."""
+        return self.max_burst * self.axi_data_bits // 8
 
     def group_offsets(self) -> dict[str, tuple[int, int]]:
         """First PE row and row count of each format's group."""
@@ -177,26 +194,26 @@ class AccelConfig:
 
 
 PRESETS: dict[str, AccelConfig] = {
-    # XC7Z020: 60:35:5 PoT4:Fixed4:Fixed8 (the paper's ratio), 128 multipliers of 220 DSP48E1.
+    # XC7Z020: 60:35:5 PoT4:Fixed4:Fixed8 (the paper's ratio), 160 multipliers of 220 DSP48E1.
     "pynq-z1": AccelConfig(
         name="pynq-z1",
         groups=(RowGroup("pot4", 12), RowGroup("fixed4", 7), RowGroup("fixed8", 1)),
-        cols=16,
+        cols=20,
         w_depth=512,
-        x_depth=2048,
+        x_depth=8192,
         acc_depth=256,
         out_depth=256,
         q_depth=64,
         requant_lanes=4,
         clock_mhz=100.0,
     ),
-    # XC7Z045: 65:30:5, 448 multipliers of 900 DSP48E1.
+    # XC7Z045: 65:30:5, 560 multipliers of 900 DSP48E1.
     "zc706": AccelConfig(
         name="zc706",
         groups=(RowGroup("pot4", 26), RowGroup("fixed4", 12), RowGroup("fixed8", 2)),
-        cols=32,
+        cols=40,
         w_depth=1024,
-        x_depth=4096,
+        x_depth=8192,
         acc_depth=512,
         out_depth=512,
         q_depth=64,
@@ -215,6 +232,9 @@ PRESETS: dict[str, AccelConfig] = {
         cols=8,
         w_depth=16,
         x_depth=64,
+        cmd_depth=2,
+        token_depth=2,
+        watchdog_cycles=2048,
         acc_depth=8,
         out_depth=8,
         q_depth=2,

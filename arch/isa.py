@@ -1,22 +1,54 @@
-"""The instruction set: opcodes and fields, with widths computed from the AccelConfig.
+"""The instruction set: opcodes, fields (widths computed from the AccelConfig), token semantics
+and the one executable operand check.
 
-Every instruction is ``insn_bits`` (128) wide, little-endian in memory, fields packed LSB-first in
-the order listed. Opcode 0 is illegal, so zeroed memory stops the accelerator instead of running.
+Every instruction is ``insn_bits`` wide, little-endian in memory, fields packed LSB-first in the
+order listed: the opcode, then the four dependency-token flags every instruction carries, then the
+opcode's own fields. Opcode 0 is illegal, so zeroed memory stops the accelerator instead of running.
 
-Semantics (the golden model in ``rmsmp.sim.golden`` executes exactly this):
+Units and queues (VTA-style decoupled execution). Fetch reads instructions in program order,
+checks each with ``check`` and dispatches it to the command queue (``cmd_depth`` entries) of its
+unit: LOAD to the load unit, GEMM and SYNC to the compute unit, STORE to the store unit. The units
+run concurrently. Between neighbouring units there are four token counters (``token_depth`` tokens
+each): load->compute (L2C), compute->load (C2L), compute->store (C2S), store->compute (S2C).
+"prev" and "next" name a unit's neighbours in the order load, compute, store. A unit takes the
+head of its queue (freeing that queue slot), waits until every counter it pops holds a token and
+takes them all at once, executes the instruction, then waits until every counter it pushes has
+room and adds to them all at once. The load unit has no prev and the store unit no next; setting
+those flags is a BAD_OPERAND.
 
-* ``LOAD buf, sram, dram, count``: copy ``count`` entries from the DMA window at beat offset
-  ``dram`` (8-byte units, relative to WINDOW_BASE) into buffer ``buf`` (W, X or Q) entries
-  ``sram .. sram+count-1``. Each entry occupies ``layout.entry_beats`` beats in memory.
-* ``STORE sram, dram, count``: copy output-buffer entries to the window, same layout rules.
-* ``GEMM``: for m in 0..m_count-1:
-  ``s = (0 if reset else ACC[acc_base+m]) + sum_k W[w_base+k] (.) X[x_base+m*k_count+k]``
-  over k in 0..k_count-1, where (.) is, for every PE row r, the dot product of row r's weight codes
-  (decoded by the row's format) with the ``cols`` activations. If ``final``, ``OUT[o_base+m][r] =
-  requant(s[r], Q[q_base][r], lo, hi)``; otherwise ``ACC[acc_base+m] = s`` (wrapped to acc_bits).
+Semantics of each opcode (the golden model in ``rmsmp.sim.golden`` executes exactly this):
 
-Operand checks (any failure stops with ERR_BAD_OPERAND before the instruction has any effect):
-counts are >= 1 and every touched entry lies inside its buffer; ``lo <= hi``.
+* ``LOAD buf, sram, dram, y_size, x_size, x_stride``: copy a 2-D block of entries from the DMA
+  window into buffer ``buf`` (W, X or Q): row y (0 <= y < y_size) is the ``x_size`` entries at
+  entry offset ``y*x_stride`` from beat offset ``dram`` (8-byte units relative to WINDOW_BASE);
+  it lands at ``sram + y*x_size`` on chip (rows are packed). Each entry occupies
+  ``layout.entry_beats`` beats in memory.
+* ``STORE sram, dram, y_size, x_size, x_stride``: the inverse, from the output buffer: OUT entry
+  ``sram + y*x_size + x`` goes to entry ``y*x_stride + x`` after beat offset ``dram``.
+* ``GEMM`` (a convolution window walk; a plain GEMM is the 1x1 case): for every output position
+  ``m = oy*ow_count + ox`` (0 <= oy < oh_count, 0 <= ox < ow_count)::
+
+      s[m] = (0 if reset else ACC[acc_base+m])
+             + sum over c < c_count, i < kh, j < kw of
+               W[w_base + (c*kh + i)*kw + j] (.) Xv(c, oy*stride_y + i - pad_top,
+                                                      ox*stride_x + j - pad_left)
+
+  where ``Xv(c, y, x) = X[x_base + c*c_stride + y*tile_w + x]`` if ``0 <= y < tile_h`` and
+  ``0 <= x < tile_w``, else the zero vector (padding), and (.) is, for every PE row r, the dot
+  product of row r's weight codes (decoded by the row's format) with the ``cols`` activations.
+  If ``final``: ``OUT[o_base+m][r] = requant(s[m][r], Q[q_base][r], lo, hi)``; otherwise
+  ``ACC[acc_base+m] = s[m]`` (wrapped to acc_bits).
+* ``SYNC``: only its tokens (the compute unit passes a store->compute token on to the load unit,
+  so a load can wait for a store to reach DDR).
+
+Ending a run: it is over when fetch has stopped (it dispatched INSN_COUNT instructions, or the
+next one failed ``check``, or its unit's queue is full) and no unit can make progress (each is
+idle with an empty queue or waits for tokens that cannot come). Then STATUS is DONE, and ERROR is
+the ``check`` failure if fetch stopped on one (PC = its index), else DEADLOCK if any instruction
+is left (PC = the number of instructions dispatched), else NONE (PC = INSN_COUNT). Because a unit
+never loses an enabled action to another unit, this end state does not depend on timing. An AXI
+error response or a stalled handshake (``watchdog_cycles`` without progress) stops the run with
+AXI_RESP or AXI_TIMEOUT; PC is then the faulting instruction and FAULT_UNIT its unit.
 """
 
 from __future__ import annotations
@@ -30,7 +62,16 @@ if TYPE_CHECKING:
 
 DRAM_BITS = 32
 """Width of a DMA beat offset field (8-byte units inside the window)."""
+STRIDE_BITS = 16
+"""Width of a DDR row stride, in entries."""
 OPCODE_BITS = 4
+KERNEL_BITS = 3
+"""Kernel sizes 1..7."""
+CONV_STRIDE_BITS = 2
+"""Convolution strides 1..3."""
+PAD_BITS = 3
+TOKEN_FLAGS = ("pop_prev", "pop_next", "push_prev", "push_next")
+"""The dependency-token flags, right after the opcode in every instruction."""
 
 
 class Opcode(enum.IntEnum):
@@ -39,6 +80,25 @@ class Opcode(enum.IntEnum):
     LOAD = 1
     STORE = 2
     GEMM = 3
+    SYNC = 4
+
+
+class Unit(enum.IntEnum):
+    """The units of the core, as FAULT_UNIT reports them."""
+
+    FETCH = 0
+    LOAD = 1
+    COMPUTE = 2
+    STORE = 3
+
+
+UNIT_OF: dict[Opcode, Unit] = {
+    Opcode.LOAD: Unit.LOAD,
+    Opcode.STORE: Unit.STORE,
+    Opcode.GEMM: Unit.COMPUTE,
+    Opcode.SYNC: Unit.COMPUTE,
+}
+"""Which unit's command queue each opcode goes to."""
 
 
 class Buf(enum.IntEnum):
@@ -60,6 +120,9 @@ class Error(enum.IntEnum):
     BAD_OPERAND = 2
     DMA_WINDOW = 3
     AXI_RESP = 4
+    DEADLOCK = 5
+    AXI_TIMEOUT = 6
+    BAD_WINDOW = 7
 
 
 def addr_bits(depth: int) -> int:
@@ -85,17 +148,23 @@ class Field:
 def _fields(cfg: AccelConfig) -> dict[Opcode, list[tuple[str, int, bool]]]:
     mdepth = max(cfg.acc_depth, cfg.out_depth)
     abuf = max(cfg.w_depth, cfg.x_depth, cfg.q_depth)
+    block = [
+        ("y_size", count_bits(abuf), False),
+        ("x_size", count_bits(abuf), False),
+        ("x_stride", STRIDE_BITS, False),
+    ]
+    xc = count_bits(cfg.x_depth)
     return {
         Opcode.LOAD: [
             ("buf", BUF_BITS, False),
             ("sram", addr_bits(abuf), False),
             ("dram", DRAM_BITS, False),
-            ("count", count_bits(abuf), False),
+            *block,
         ],
         Opcode.STORE: [
             ("sram", addr_bits(cfg.out_depth), False),
             ("dram", DRAM_BITS, False),
-            ("count", count_bits(cfg.out_depth), False),
+            *block,
         ],
         Opcode.GEMM: [
             ("reset", 1, False),
@@ -105,21 +174,32 @@ def _fields(cfg: AccelConfig) -> dict[Opcode, list[tuple[str, int, bool]]]:
             ("acc_base", addr_bits(cfg.acc_depth), False),
             ("o_base", addr_bits(cfg.out_depth), False),
             ("q_base", addr_bits(cfg.q_depth), False),
-            ("m_count", count_bits(mdepth), False),
-            ("k_count", count_bits(cfg.w_depth), False),
+            ("oh_count", count_bits(mdepth), False),
+            ("ow_count", count_bits(mdepth), False),
+            ("c_count", count_bits(cfg.w_depth), False),
+            ("kh", KERNEL_BITS, False),
+            ("kw", KERNEL_BITS, False),
+            ("stride_y", CONV_STRIDE_BITS, False),
+            ("stride_x", CONV_STRIDE_BITS, False),
+            ("pad_top", PAD_BITS, False),
+            ("pad_left", PAD_BITS, False),
+            ("tile_h", xc, False),
+            ("tile_w", xc, False),
+            ("c_stride", xc, False),
             ("lo", cfg.act_bits, True),
             ("hi", cfg.act_bits, True),
         ],
+        Opcode.SYNC: [],
     }
 
 
 def layout(cfg: AccelConfig) -> dict[Opcode, dict[str, Field]]:
-    """Field layout of every opcode; the opcode itself is bits [0, OPCODE_BITS)."""
+    """Field layout of every opcode: bits [0, OPCODE_BITS) are the opcode, then the token flags."""
     out = {}
     for op, fl in _fields(cfg).items():
         off = OPCODE_BITS
         d = {}
-        for name, w, s in fl:
+        for name, w, s in [*((t, 1, False) for t in TOKEN_FLAGS), *fl]:
             d[name] = Field(name, off, w, s)
             off += w
         out[op] = d
@@ -156,10 +236,19 @@ class Insn:
         except KeyError:
             raise AttributeError(k) from None
 
+    @property
+    def unit(self) -> Unit:
+        """The unit that executes it."""
+        return UNIT_OF[self.op]
+
 
 def encode(cfg: AccelConfig, op: Opcode, **args: int) -> int:
-    """Pack one instruction into an int of ``insn_bits`` bits; every field must be given."""
+    """Pack one instruction into an int of ``insn_bits`` bits.
+
+    Every field must be given, except the token flags, which default to 0.
+    """
     lay = layout(cfg)[op]
+    args = {**{t: 0 for t in TOKEN_FLAGS}, **args}
     if set(args) != set(lay):
         raise IsaError(f"{op.name} takes fields {sorted(lay)}, got {sorted(args)}")
     word = int(op)
@@ -189,6 +278,64 @@ def decode(cfg: AccelConfig, word: int) -> Insn | None:
             v -= 1 << f.width
         args[name] = v
     return Insn(op, args)
+
+
+def block_entries(y_size: int, x_size: int, x_stride: int) -> int:
+    """Entries from the first to one past the last entry a LOAD/STORE block touches in DDR."""
+    return (y_size - 1) * x_stride + x_size
+
+
+def check(cfg: AccelConfig, insn: Insn | None, window_bytes: int) -> Error:
+    """The operand check fetch applies before dispatch: the one definition (RTL mirrors it).
+
+    ``window_bytes`` is WINDOW_LIMIT - WINDOW_BASE. Returns Error.NONE for a legal instruction.
+    """
+    from .layout import BUF_ENTRY, Entry, entry_bytes
+
+    if insn is None:
+        return Error.ILLEGAL_OPCODE
+    a = insn.args
+    unit = UNIT_OF[insn.op]
+    if unit is Unit.LOAD and (a["pop_prev"] or a["push_prev"]):
+        return Error.BAD_OPERAND
+    if unit is Unit.STORE and (a["pop_next"] or a["push_next"]):
+        return Error.BAD_OPERAND
+    if insn.op in (Opcode.LOAD, Opcode.STORE):
+        if insn.op is Opcode.LOAD:
+            if a["buf"] not in tuple(Buf):
+                return Error.BAD_OPERAND
+            buf = Buf(a["buf"])
+            depth = {Buf.W: cfg.w_depth, Buf.X: cfg.x_depth, Buf.Q: cfg.q_depth}[buf]
+            kind = BUF_ENTRY[buf]
+        else:
+            depth, kind = cfg.out_depth, Entry.OUT
+        ys, xs, st = a["y_size"], a["x_size"], a["x_stride"]
+        if ys < 1 or xs < 1 or (ys > 1 and st < xs) or a["sram"] + ys * xs > depth:
+            return Error.BAD_OPERAND
+        end = a["dram"] * (cfg.axi_data_bits // 8) + block_entries(ys, xs, st) * entry_bytes(
+            cfg, kind
+        )
+        return Error.NONE if end <= window_bytes else Error.DMA_WINDOW
+    if insn.op is Opcode.SYNC:
+        return Error.NONE
+    m = a["oh_count"] * a["ow_count"]
+    k = a["c_count"] * a["kh"] * a["kw"]
+    ok = (
+        m >= 1
+        and k >= 1
+        and a["stride_y"] >= 1
+        and a["stride_x"] >= 1
+        and a["tile_h"] >= 1
+        and a["tile_w"] >= 1
+        and a["w_base"] + k <= cfg.w_depth
+        and a["x_base"] + (a["c_count"] - 1) * a["c_stride"] + a["tile_h"] * a["tile_w"]
+        <= cfg.x_depth
+        and a["q_base"] < cfg.q_depth
+        and a["lo"] <= a["hi"]
+        and (a["reset"] and a["final"] or a["acc_base"] + m <= cfg.acc_depth)
+        and (not a["final"] or a["o_base"] + m <= cfg.out_depth)
+    )
+    return Error.NONE if ok else Error.BAD_OPERAND
 
 
 def to_bytes(cfg: AccelConfig, words: list[int]) -> bytes:

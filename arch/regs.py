@@ -40,10 +40,18 @@ REGS: tuple[Reg, ...] = (
     Reg("CYCLES_HI", 0x20, Access.RO, "cycles of the last run, high word"),
     Reg("CONFIG_HASH_LO", 0x24, Access.RO, "AccelConfig.hash, low word"),
     Reg("CONFIG_HASH_HI", 0x28, Access.RO, "AccelConfig.hash, high word"),
-    Reg("PC", 0x2C, Access.RO, "index of the instruction running, or that faulted"),
+    Reg(
+        "PC",
+        0x2C,
+        Access.RO,
+        "instructions dispatched, or the index of the one that ended the run in error",
+    ),
     Reg("MAGIC", 0x30, Access.RO, "0x524D5350 ('RMSP'): this is an rmsmp accelerator"),
     Reg("MAC_CYCLES", 0x34, Access.RO, "cycles in the last run in which the MAC array issued"),
     Reg("DMA_BEATS", 0x38, Access.RO, "AXI data beats moved in the last run"),
+    Reg("FAULT_UNIT", 0x3C, Access.RO, "unit (isa.Unit) whose instruction ended the run in error"),
+    Reg("LOAD_CYCLES", 0x40, Access.RO, "cycles in the last run in which the load unit worked"),
+    Reg("STORE_CYCLES", 0x44, Access.RO, "cycles in the last run in which the store unit worked"),
 )
 
 REG: dict[str, Reg] = {r.name: r for r in REGS}
