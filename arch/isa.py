@@ -48,12 +48,14 @@ the ``check`` failure if fetch stopped on one (PC = its index), else DEADLOCK if
 is left (PC = the number of instructions dispatched), else NONE (PC = INSN_COUNT). Because a unit
 never loses an enabled action to another unit, this end state does not depend on timing. An AXI
 error response or a stalled handshake (``watchdog_cycles`` without progress) stops the run with
-AXI_RESP or AXI_TIMEOUT; PC is then the faulting instruction and FAULT_UNIT its unit.
+AXI_RESP or AXI_TIMEOUT; PC is then the faulting instruction and FAULT_UNIT its unit. Every
+other ending reports FAULT_UNIT = FETCH. ``schedule`` is the executable form of these rules.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -336,6 +338,81 @@ def check(cfg: AccelConfig, insn: Insn | None, window_bytes: int) -> Error:
         and (not a["final"] or a["o_base"] + m <= cfg.out_depth)
     )
     return Error.NONE if ok else Error.BAD_OPERAND
+
+
+_POPS = {
+    Unit.LOAD: {"pop_next": "c2l"},
+    Unit.COMPUTE: {"pop_prev": "l2c", "pop_next": "s2c"},
+    Unit.STORE: {"pop_prev": "c2s"},
+}
+_PUSHES = {
+    Unit.LOAD: {"push_next": "l2c"},
+    Unit.COMPUTE: {"push_prev": "c2l", "push_next": "c2s"},
+    Unit.STORE: {"push_prev": "s2c"},
+}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One legal execution order of a run and how it ended.
+
+    ``order`` lists the indices of the instructions executed, in an order the units may take;
+    ``dispatched`` counts the instructions fetch dispatched; ``deadlock`` says some dispatched or
+    pending instruction could never run.
+    """
+
+    order: list[int]
+    dispatched: int
+    deadlock: bool
+
+
+def schedule(cfg: AccelConfig, insns: list[Insn]) -> Schedule:
+    """Run the fetch/queue/token rules of the module docstring on checked instructions.
+
+    ``insns`` are the instructions fetch may dispatch, in program order (everything before the
+    first ``check`` failure). The end state does not depend on the order units are visited in.
+    """
+    queues: dict[Unit, deque[int]] = {u: deque() for u in _POPS}
+    cur: dict[Unit, tuple[int, bool] | None] = dict.fromkeys(_POPS)
+    tokens = dict.fromkeys(("l2c", "c2l", "c2s", "s2c"), 0)
+    order: list[int] = []
+    fetched = 0
+    progress = True
+    while progress:
+        progress = False
+        while fetched < len(insns):
+            q = queues[insns[fetched].unit]
+            if len(q) >= cfg.cmd_depth:
+                break
+            q.append(fetched)
+            fetched += 1
+            progress = True
+        for u, q in queues.items():
+            if cur[u] is None and q:
+                cur[u] = (q.popleft(), False)
+                progress = True
+            if cur[u] is None:
+                continue
+            i, executed = cur[u]
+            a = insns[i].args
+            if not executed:
+                pops = [t for f, t in _POPS[u].items() if a[f]]
+                if any(tokens[t] < 1 for t in pops):
+                    continue
+                for t in pops:
+                    tokens[t] -= 1
+                order.append(i)
+                cur[u] = (i, True)
+                progress = True
+            pushes = [t for f, t in _PUSHES[u].items() if a[f]]
+            if any(tokens[t] >= cfg.token_depth for t in pushes):
+                continue
+            for t in pushes:
+                tokens[t] += 1
+            cur[u] = None
+            progress = True
+    idle = all(c is None for c in cur.values()) and not any(queues.values())
+    return Schedule(order, fetched, not (idle and fetched == len(insns)))
 
 
 def to_bytes(cfg: AccelConfig, words: list[int]) -> bytes:

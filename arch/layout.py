@@ -124,3 +124,33 @@ def unpack(cfg: AccelConfig, kind: Entry, blob: bytes, signed: bool = True) -> n
         out[:, i] = v
         off += w
     return out
+
+
+def fmap_entry(chunks: int, h: int, w: int, b: int, c: int, y: int, x: int) -> int:
+    """Entry index of pixel (y, x) of channel chunk ``c`` of image ``b`` in a feature map.
+
+    The DDR layout of every feature map is channel-blocked, [B][chunks][H][W] entries of ``cols``
+    channels (an X entry, which is also an OUT entry since cols == rows): a row of one chunk is
+    one contiguous burst, and so are whole rows of a full-width tile.
+    """
+    return ((b * chunks + c) * h + y) * w + x
+
+
+def to_fmap(cfg: AccelConfig, x: np.ndarray, chunks: int) -> np.ndarray:
+    """[B, C, H, W] integers as the [B*chunks*H*W, cols] X entries of ``fmap_entry``'s layout.
+
+    Channels beyond C (up to ``chunks * cols``) are zero.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    b, c, h, w = x.shape
+    if c > chunks * cfg.cols:
+        raise ValueError(f"{c} channels do not fit {chunks} chunks of {cfg.cols}")
+    xp = np.zeros((b, chunks * cfg.cols, h, w), dtype=np.int64)
+    xp[:, :c] = x
+    return xp.reshape(b, chunks, cfg.cols, h, w).transpose(0, 1, 3, 4, 2).reshape(-1, cfg.cols)
+
+
+def from_fmap(cfg: AccelConfig, entries: np.ndarray, b: int, chunks: int, h: int, w: int):
+    """Inverse of ``to_fmap``: [B, chunks*cols, H, W] (channel slots, padding included)."""
+    e = np.asarray(entries).reshape(b, chunks, h, w, cfg.cols)
+    return e.transpose(0, 1, 4, 2, 3).reshape(b, chunks * cfg.cols, h, w)

@@ -1,10 +1,16 @@
 """Lowering an IntGraph to a Program for one AccelConfig: row mapping, tiling, instructions.
 
-Each layer is a GEMM ``out[M, N] = A[M, K] @ W[N, K]^T``. Output rows are placed by weight format
-into the PE row groups of successive row tiles ("slots"); the host keeps every intermediate tensor
-in slot order, padding slots dropped, and the next layer's weight columns are permuted to match,
-so no data is ever reordered between layers. Only the final output is gathered back to logical
-order (by the runtime, from ``Program.output_slots``).
+Every layer is a convolution walked on chip (a Linear is the convolution whose kernel covers its
+whole input map). Output rows are placed by weight format into the PE row groups of successive
+row tiles ("slots"); feature maps stay in DDR between layers in ``arch.layout``'s channel-blocked
+layout with their channels in slot order, and the next layer's weights are permuted to match, so
+nothing is reordered between layers and the host touches only the network input and output.
+
+Per layer the compiler cuts the input map into tiles (bands of output rows, and of columns when
+a row does not fit) and the weights into groups of row tiles, picks the loop order that moves
+fewer DDR bytes (weights outer with input tiles streamed, or input tiles outer with weight groups
+streamed; whatever fits the buffer stays resident), double-buffers whatever streams, and leaves
+the ordering to dependency tokens (``compiler.tokens``).
 """
 
 from __future__ import annotations
@@ -18,29 +24,51 @@ from ..arch import AccelConfig, isa, layout, numerics
 from ..arch.isa import Buf, Opcode
 from ..arch.layout import Entry
 from ..host.program import LayerRecord, Program, Segment, align
-from ..host.tensors import chunks, conv_out_hw, k_tiles, x_entry_index
+from ..host.tensors import chunks, conv_out_hw
 from .ir import IntGraph, IntLayer
+from .tokens import Op, Range, add_tokens
 
 
 class CompileError(ValueError):
     """A graph that cannot run on the given AccelConfig; the message names the layer and fix."""
 
 
-@dataclass
-class _Insn:
-    """An instruction whose ``dram`` field is an entry offset inside a named region."""
+@dataclass(frozen=True)
+class _Geom:
+    """A layer as a convolution over a channel-blocked map."""
 
-    op: Opcode
-    args: dict[str, int]
-    region: str | None = None
-    entry: int = 0
-    entry_bytes: int = 0
+    in_chunks: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    pad: tuple[int, int]
+    oh: int
+    ow: int
+    n_tiles: int
+
+
+@dataclass(frozen=True)
+class _XTile:
+    """Input rows [y0, y0+th) x columns [x0, x0+tw) of one image, for output rows
+    [oy0, oy0+rows) x columns [ox0, ox0+cols)."""
+
+    b: int
+    oy0: int
+    rows: int
+    ox0: int
+    cols: int
+    y0: int
+    th: int
+    x0: int
+    tw: int
 
 
 @dataclass
 class _Plan:
     rec: LayerRecord
-    insns: list[_Insn]
+    ops: list[Op]
     w_blob: bytes
     q_blob: bytes
     slots: np.ndarray
@@ -72,24 +100,6 @@ def _place_rows(layer: IntLayer, cfg: AccelConfig) -> tuple[int, np.ndarray]:
     return n_tiles, slot
 
 
-def _slot_weight(layer: IntLayer, in_map: np.ndarray | None) -> np.ndarray:
-    """Weight [N, K] with K in the slot order of the tensor the layer consumes.
-
-    ``in_map`` gives the logical channel of every input slot (-1 for padding); None means the
-    input is in logical order. Input channels are the leading axis of the per-sample input, so a
-    flattened (C_slots, H, W) input keeps its H*W positions per slot.
-    """
-    w = layer.weight.astype(np.int64)
-    n = w.shape[0]
-    if in_map is None:
-        return w.reshape(n, -1)
-    wv = w.reshape(n, int(in_map.max()) + 1, -1)
-    out = np.zeros((n, len(in_map), wv.shape[2]), dtype=np.int64)
-    valid = np.flatnonzero(in_map >= 0)
-    out[:, valid] = wv[:, in_map[valid]]
-    return out.reshape(n, -1)
-
-
 def _check_numerics(layer: IntLayer, cfg: AccelConfig, x_max: int) -> None:
     a_lo, a_hi = numerics.act_range(cfg.act_bits, signed=True)
     if not (a_lo <= layer.lo and layer.hi <= a_hi):
@@ -111,8 +121,7 @@ def _check_numerics(layer: IntLayer, cfg: AccelConfig, x_max: int) -> None:
                 f"[{v.min()}, {v.max()}]; re-export with numerics.requant_multiplier"
             )
     row_abs = np.abs(layer.weight.astype(np.int64)).reshape(layer.out_channels, -1).sum(axis=1)
-    acc = row_abs * x_max
-    bound = int(acc.max())
+    bound = int((row_abs * x_max).max())
     if bound >= 1 << (cfg.acc_bits - 1):
         raise CompileError(
             f"layer {layer.name}: accumulators may reach {bound} (sum|w| * {x_max}), which "
@@ -121,151 +130,345 @@ def _check_numerics(layer: IntLayer, cfg: AccelConfig, x_max: int) -> None:
         )
 
 
-def _split(cfg: AccelConfig, op: Opcode, total: int) -> int:
-    field = isa.layout(cfg)[op]["count"]
-    return min(total, (1 << field.width) - 1)
+def _weight4(layer: IntLayer, h: int, w: int) -> np.ndarray:
+    """The layer's weight as [N, C, kh, kw] of the convolution it runs as (a Linear's kernel is
+    its whole h x w input map, in torch's flatten order)."""
+    wt = layer.weight.astype(np.int64)
+    if layer.kind == "conv":
+        return wt
+    return wt.reshape(layer.out_channels, -1, h, w)
 
 
-def _load(
-    cfg: AccelConfig, buf: Buf, sram: int, region: str, entry: int, count: int
-) -> list[_Insn]:
-    kind = {Buf.W: Entry.W, Buf.X: Entry.X, Buf.Q: Entry.Q}[buf]
-    eb = layout.entry_bytes(cfg, kind)
-    out, done = [], 0
-    while done < count:
-        n = _split(cfg, Opcode.LOAD, count - done)
-        args = {"buf": int(buf), "sram": sram + done, "count": n}
-        out.append(_Insn(Opcode.LOAD, args, region, entry + done, eb))
-        done += n
+def _slot_weight(w4: np.ndarray, in_map: np.ndarray | None, slots: int) -> np.ndarray:
+    """[N, slots, kh, kw]: input channels moved to the slot order of the map the layer reads."""
+    n, c = w4.shape[:2]
+    out = np.zeros((n, slots, *w4.shape[2:]), dtype=np.int64)
+    if in_map is None:
+        out[:, :c] = w4
+    else:
+        valid = np.flatnonzero(in_map >= 0)
+        out[:, valid] = w4[:, in_map[valid]]
     return out
 
 
-def _store(cfg: AccelConfig, sram: int, entry: int, count: int) -> list[_Insn]:
-    eb = layout.entry_bytes(cfg, Entry.OUT)
-    out, done = [], 0
-    while done < count:
-        n = _split(cfg, Opcode.STORE, count - done)
-        out.append(_Insn(Opcode.STORE, {"sram": sram + done, "count": n}, "out", entry + done, eb))
-        done += n
-    return out
+def _geometry(layer: IntLayer, cfg: AccelConfig, in_shape: tuple[int, int, int], nt: int) -> _Geom:
+    in_c, h, w = in_shape
+    ck = chunks(in_c, cfg.cols)
+    if layer.kind == "conv":
+        kh, kw = (int(i) for i in layer.weight.shape[2:])
+        stride = tuple(int(i) for i in layer.stride)
+        pad = tuple(int(i) for i in layer.padding)
+    else:
+        if layer.weight.shape[1] % (h * w):
+            raise CompileError(
+                f"layer {layer.name}: Linear takes {layer.weight.shape[1]} inputs, not a multiple "
+                f"of its {h}x{w} input map"
+            )
+        kh, kw, stride, pad = h, w, (1, 1), (0, 0)
+    kmax = (1 << isa.KERNEL_BITS) - 1
+    if kh > kmax or kw > kmax:
+        raise CompileError(
+            f"layer {layer.name}: kernel {kh}x{kw} is larger than {kmax}x{kmax} (a Linear's "
+            "kernel is its whole input map); pool the map down first"
+        )
+    smax = (1 << isa.CONV_STRIDE_BITS) - 1
+    if max(stride) > smax:
+        raise CompileError(f"layer {layer.name}: stride {stride} exceeds {smax}")
+    if pad[0] >= kh or pad[1] >= kw:
+        raise CompileError(
+            f"layer {layer.name}: padding {pad} must be smaller than the {kh}x{kw} kernel (an "
+            "output that sees only padding is not supported); pad the input map instead"
+        )
+    try:
+        oh, ow = conv_out_hw(h, w, kh, kw, stride, pad)
+    except ValueError as e:
+        raise CompileError(f"layer {layer.name}: {e}") from None
+    return _Geom(ck, h, w, kh, kw, stride, pad, oh, ow, nt)
+
+
+def _x_tiles(g: _Geom, batch: int, cap: int, out_cap: int, max_out: int, name: str) -> list[_XTile]:
+    """Input tiles of at most ``cap`` entries and ``max_out`` outputs covering every image."""
+    sy, sx = g.stride
+    py, px = g.pad
+
+    def span(o0: int, n: int, s: int, p: int, k: int, size: int) -> tuple[int, int]:
+        lo = max(0, o0 * s - p)
+        return lo, min(size, (o0 + n - 1) * s - p + k) - lo
+
+    cols = min(g.ow, out_cap)
+    while cols > 1 and g.in_chunks * g.kh * span(0, cols, sx, px, g.kw, g.w)[1] > cap:
+        cols = max(1, cols // 2)
+    x0, tw = span(0, cols, sx, px, g.kw, g.w)
+    rows = 1
+    while (
+        rows < g.oh
+        and (rows + 1) * cols <= max_out
+        and g.in_chunks * span(0, rows + 1, sy, py, g.kh, g.h)[1] * tw <= cap
+    ):
+        rows += 1
+    if g.in_chunks * span(0, 1, sy, py, g.kh, g.h)[1] * tw > cap:
+        raise CompileError(
+            f"layer {name}: one output row's input window ({g.in_chunks} chunks x {g.kh} rows x "
+            f"{tw} columns) does not fit half the X buffer ({cap} entries); use a config with a "
+            "deeper x_depth"
+        )
+    tiles = []
+    for b in range(batch):
+        for oy0 in range(0, g.oh, rows):
+            r = min(rows, g.oh - oy0)
+            y0, th = span(oy0, r, sy, py, g.kh, g.h)
+            for ox0 in range(0, g.ow, cols):
+                c = min(cols, g.ow - ox0)
+                xx0, xtw = span(ox0, c, sx, px, g.kw, g.w)
+                tiles.append(_XTile(b, oy0, r, ox0, c, y0, th, xx0, xtw))
+    return tiles
+
+
+def _w_groups(g: _Geom, cfg: AccelConfig, name: str) -> list[list[tuple[int, int, int]]]:
+    """Weight groups: lists of (row tile, first chunk, chunk count) that fit half of W and Q."""
+    per_chunk = g.kh * g.kw
+    w_half, q_half = cfg.w_depth // 2, max(1, cfg.q_depth // 2)
+    if per_chunk > w_half:
+        raise CompileError(
+            f"layer {name}: one channel chunk of a {g.kh}x{g.kw} kernel needs {per_chunk} W "
+            f"entries, more than half the W buffer ({w_half}); use a config with a deeper w_depth"
+        )
+    full = g.in_chunks * per_chunk
+    if full <= w_half:
+        per = min(w_half // full, q_half)
+        return [
+            [(t, 0, g.in_chunks) for t in range(t0, min(g.n_tiles, t0 + per))]
+            for t0 in range(0, g.n_tiles, per)
+        ]
+    cs = w_half // per_chunk
+    return [
+        [(t, c0, min(cs, g.in_chunks - c0))]
+        for t in range(g.n_tiles)
+        for c0 in range(0, g.in_chunks, cs)
+    ]
+
+
+def _block(region: str, first: int, y_size: int, x_size: int, x_stride: int, eb: int) -> Range:
+    """The DDR bytes a 2-D block spans (gaps between its rows included)."""
+    return (region, first * eb, (first + isa.block_entries(y_size, x_size, x_stride)) * eb)
 
 
 def _plan_layer(
+    idx: int,
     layer: IntLayer,
     cfg: AccelConfig,
     batch: int,
-    in_shape: tuple[int, ...],
+    in_shape: tuple[int, int, int],
     in_map: np.ndarray | None,
     x_max: int,
 ) -> _Plan:
     _check_numerics(layer, cfg, x_max)
-    n_tiles, slot = _place_rows(layer, cfg)
+    nt, slot = _place_rows(layer, cfg)
+    g = _geometry(layer, cfg, in_shape, nt)
     rows, cols = cfg.rows, cfg.cols
-    wk = _slot_weight(layer, in_map)
-    k = wk.shape[1]
-    if layer.kind == "conv":
-        kh, kw = (int(i) for i in layer.weight.shape[2:])
-        oh, ow = conv_out_hw(in_shape[1], in_shape[2], kh, kw, layer.stride, layer.padding)
-        m, out_shape = batch * oh * ow, (layer.out_channels, oh, ow)
-    else:
-        kh = kw = 1
-        m, out_shape = batch, (layer.out_channels,)
-    kc = chunks(k, cols)
+    w4 = _slot_weight(_weight4(layer, *in_shape[1:]), in_map, g.in_chunks * cols)
 
-    levels = np.zeros((n_tiles * rows, kc * cols), dtype=np.int64)
-    levels[slot, :k] = wk
-    levels = levels.reshape(n_tiles, rows, kc, cols)
-    codes = np.empty_like(levels)
-    offs = cfg.group_offsets()
-    for g in cfg.groups:
-        r0, size = offs[g.fmt]
-        codes[:, r0 : r0 + size] = numerics.weight_format(g.fmt).encode(levels[:, r0 : r0 + size])
-    w_entries = codes.transpose(0, 2, 1, 3).reshape(n_tiles * kc, rows * cols)
-    w_blob = layout.pack(cfg, Entry.W, w_entries)
-
-    q = np.zeros((n_tiles * rows, 3), dtype=np.int64)
+    levels = np.zeros((nt * rows, g.in_chunks * cols, g.kh, g.kw), dtype=np.int64)
+    levels[slot] = w4
+    lv = levels.reshape(nt, rows, g.in_chunks, cols, g.kh, g.kw).transpose(0, 2, 4, 5, 1, 3)
+    codes = np.empty_like(lv)
+    for grp in cfg.groups:
+        r0, size = cfg.group_offsets()[grp.fmt]
+        fmt = numerics.weight_format(grp.fmt)
+        codes[..., r0 : r0 + size, :] = fmt.encode(lv[..., r0 : r0 + size, :])
+    per_tile = g.in_chunks * g.kh * g.kw
+    w_blob = layout.pack(cfg, Entry.W, codes.reshape(nt * per_tile, rows * cols))
+    q = np.zeros((nt * rows, 3), dtype=np.int64)
     q[slot, 0], q[slot, 1], q[slot, 2] = layer.bias, layer.mult, layer.shift
-    q_blob = layout.pack(cfg, Entry.Q, q.reshape(n_tiles, rows * 3))
+    q_blob = layout.pack(cfg, Entry.Q, q.reshape(nt, rows * 3))
 
-    kt = min(kc, cfg.w_depth, cfg.x_depth)
-    tiles = k_tiles(kc, kt)
-    nk = len(tiles)
-    if nk == 1:
-        mt = min(m, cfg.out_depth, cfg.x_depth // kc)
+    out_half, x_half, w_half, q_half = (
+        cfg.out_depth // 2,
+        cfg.x_depth // 2,
+        cfg.w_depth // 2,
+        max(1, cfg.q_depth // 2),
+    )
+    groups = _w_groups(g, cfg, layer.name)
+    split = groups[0][0][2] < g.in_chunks
+    max_out = cfg.acc_depth if split else g.oh * g.ow
+    tiles = _x_tiles(g, batch, x_half, min(out_half, max_out), max_out, layer.name)
+    eb_x, eb_w, eb_q = (layout.entry_bytes(cfg, k) for k in (Entry.X, Entry.W, Entry.Q))
+    x_sizes = [g.in_chunks * t.th * t.tw for t in tiles]
+    w_sizes = [sum(n for _, _, n in grp) * g.kh * g.kw for grp in groups]
+    x_res = sum(x_sizes) <= cfg.x_depth
+    w_res = sum(w_sizes) <= cfg.w_depth and nt <= cfg.q_depth
+    x_bytes, w_bytes = sum(x_sizes) * eb_x, sum(w_sizes) * eb_w + nt * eb_q
+    w_outer_cost = w_bytes + x_bytes * (1 if x_res else len(groups))
+    x_outer_cost = x_bytes + w_bytes * (1 if w_res else len(tiles))
+    w_outer = w_outer_cost <= x_outer_cost and not split
+
+    src, dst = f"fm{idx}", f"fm{idx + 1}"
+    ops: list[Op] = []
+    toggles = {"X": 0, "W": 0, "OUT": 0}
+
+    def slot_of(kind: str, i: int, resident: bool, sizes: list[int], half: int) -> int:
+        if resident:
+            return sum(sizes[:i])
+        toggles[kind] ^= 1
+        return (1 - toggles[kind]) * half
+
+    def load_x(i: int) -> int:
+        t = tiles[i]
+        base = slot_of("X", i, x_res and w_outer, x_sizes, x_half)
+        if t.tw == g.w:  # full-width rows: every chunk's band is one contiguous run
+            blocks = [(0, g.in_chunks, t.th * t.tw, g.h * g.w)]
+        elif g.in_chunks == 1:
+            blocks = [(0, t.th, t.tw, g.w)]
+        else:
+            blocks = [(c, t.th, t.tw, g.w) for c in range(g.in_chunks)]
+        for c, ys, xs, st in blocks:
+            f = layout.fmap_entry(g.in_chunks, g.h, g.w, t.b, c, t.y0, t.x0)
+            sram = base + c * t.th * t.tw
+            args = dict(buf=int(Buf.X), sram=sram, y_size=ys, x_size=xs, x_stride=st)
+            rd = _block(src, f, ys, xs, st, eb_x)
+            ops.append(Op(Opcode.LOAD, args, (rd,), (("X", sram, sram + ys * xs),), src, f * eb_x))
+        return base
+
+    def load_w(i: int) -> tuple[int, int]:
+        grp = groups[i]
+        wb = slot_of("W", i, w_res and not w_outer, w_sizes, w_half)
+        qb = grp[0][0] if w_res and not w_outer else (wb // w_half) * q_half
+        t0, c0, _ = grp[0]
+        first = t0 * per_tile + c0 * g.kh * g.kw
+        n = w_sizes[i]
+        args = dict(buf=int(Buf.W), sram=wb, y_size=1, x_size=n, x_stride=n)
+        ops.append(Op(Opcode.LOAD, args, (), (("W", wb, wb + n),), "w", first * eb_w))
+        tiles_in = sorted({t for t, _, _ in grp})
+        nq = len(tiles_in)
+        args = dict(buf=int(Buf.Q), sram=qb, y_size=1, x_size=nq, x_stride=nq)
+        ops.append(Op(Opcode.LOAD, args, (), (("Q", qb, qb + nq),), "q", tiles_in[0] * eb_q))
+        return wb, qb
+
+    def compute(i_x: int, xb: int, i_w: int, wb: int, qb: int) -> None:
+        """GEMMs (and stores) of one X tile with one W group, band by band of output rows."""
+        t = tiles[i_x]
+        sy, sx = g.stride
+        tiles_in = sorted({tt for tt, _, _ in groups[i_w]})
+        c_stride = t.th * t.tw
+        pad_left = t.x0 - (t.ox0 * sx - g.pad[1])
+        band = max(1, out_half // t.cols)
+        w_off = 0
+        for tt, c0, cn in groups[i_w]:
+            wbase = wb + w_off
+            w_off += cn * g.kh * g.kw
+            first, last = c0 == 0, c0 + cn == g.in_chunks
+            q_base = qb + tiles_in.index(tt)
+            for oy1 in range(t.oy0, t.oy0 + t.rows, band):
+                rb = min(band, t.oy0 + t.rows - oy1)
+                m = rb * t.cols
+                acc = (oy1 - t.oy0) * t.cols if split else 0
+                rel = oy1 * sy - g.pad[0] - t.y0
+                off, th, pad_top = (rel * t.tw, t.th - rel, 0) if rel >= 0 else (0, t.th, -rel)
+                ob = slot_of("OUT", 0, False, [], out_half) if last else 0
+                args = dict(
+                    reset=int(first),
+                    final=int(last),
+                    w_base=wbase,
+                    x_base=xb + c0 * c_stride + off,
+                    acc_base=acc,
+                    o_base=ob,
+                    q_base=q_base,
+                    oh_count=rb,
+                    ow_count=t.cols,
+                    c_count=cn,
+                    kh=g.kh,
+                    kw=g.kw,
+                    stride_y=sy,
+                    stride_x=sx,
+                    pad_top=pad_top,
+                    pad_left=pad_left,
+                    tile_h=th,
+                    tile_w=t.tw,
+                    c_stride=c_stride,
+                    lo=layer.lo,
+                    hi=layer.hi,
+                )
+                reads = [
+                    ("W", wbase, wbase + cn * g.kh * g.kw),
+                    ("X", xb + c0 * c_stride, xb + (c0 + cn) * c_stride),
+                    ("Q", q_base, q_base + 1),
+                ]
+                if not first:
+                    reads.append(("ACC", acc, acc + m))
+                writes = [("OUT", ob, ob + m)] if last else [("ACC", acc, acc + m)]
+                ops.append(Op(Opcode.GEMM, args, tuple(reads), tuple(writes)))
+                if last:
+                    first_out = layout.fmap_entry(nt, g.oh, g.ow, t.b, tt, oy1, t.ox0)
+                    args = dict(sram=ob, y_size=rb, x_size=t.cols, x_stride=g.ow)
+                    wr = _block(dst, first_out, rb, t.cols, g.ow, eb_x)
+                    reads = (("OUT", ob, ob + m),)
+                    ops.append(Op(Opcode.STORE, args, reads, (wr,), dst, first_out * eb_x))
+
+    if w_outer:
+        x_bases: dict[int, int] = {}
+        for i_w in range(len(groups)):
+            wb, qb = load_w(i_w)
+            for i_x in range(len(tiles)):
+                if i_x not in x_bases or not x_res:
+                    x_bases[i_x] = load_x(i_x)
+                compute(i_x, x_bases[i_x], i_w, wb, qb)
     else:
-        mt = min(m, cfg.out_depth, cfg.acc_depth, cfg.x_depth // kt)
-    w_res = n_tiles * kc <= cfg.w_depth
-    q_res = n_tiles <= cfg.q_depth
+        w_bases: dict[int, tuple[int, int]] = {}
+        for i_x in range(len(tiles)):
+            xb = load_x(i_x)
+            for i_w in range(len(groups)):
+                if i_w not in w_bases or not w_res:
+                    w_bases[i_w] = load_w(i_w)
+                compute(i_x, xb, i_w, *w_bases[i_w])
 
-    insns: list[_Insn] = []
-    if w_res:
-        insns += _load(cfg, Buf.W, 0, "w", 0, n_tiles * kc)
-    if q_res:
-        insns += _load(cfg, Buf.Q, 0, "q", 0, n_tiles)
-    for m0 in range(0, m, mt):
-        mc = min(mt, m - m0)
-        if nk == 1:
-            insns += _load(cfg, Buf.X, 0, "in", m0 * kc, mc * kc)
-        for t in range(n_tiles):
-            if not q_res:
-                insns += _load(cfg, Buf.Q, 0, "q", t, 1)
-            for j, (k0, kn) in enumerate(tiles):
-                if not w_res:
-                    insns += _load(cfg, Buf.W, 0, "w", t * kc + k0, kn)
-                if nk > 1:
-                    insns += _load(cfg, Buf.X, 0, "in", x_entry_index(m, kt, kc, j, m0), mc * kn)
-                gemm = {
-                    "reset": int(j == 0),
-                    "final": int(j == nk - 1),
-                    "w_base": t * kc + k0 if w_res else 0,
-                    "x_base": 0,
-                    "acc_base": 0,
-                    "o_base": 0,
-                    "q_base": t if q_res else 0,
-                    "m_count": mc,
-                    "k_count": kn,
-                    "lo": layer.lo,
-                    "hi": layer.hi,
-                }
-                insns.append(_Insn(Opcode.GEMM, gemm))
-            insns += _store(cfg, 0, t * m + m0, mc)
-
-    keep = np.sort(slot)
-    slots = np.argsort(slot)
+    out_shape = (layer.out_channels, g.oh, g.ow) if layer.kind == "conv" else (layer.out_channels,)
+    eb = {int(Buf.X): eb_x, int(Buf.W): eb_w, int(Buf.Q): eb_q}
+    dma = sum(
+        o.args["y_size"] * o.args["x_size"] * eb.get(o.args.get("buf", int(Buf.X)))
+        for o in ops
+        if o.op in (Opcode.LOAD, Opcode.STORE)
+    )
+    in_bytes = batch * g.in_chunks * g.h * g.w * eb_x
+    out_bytes = batch * nt * g.oh * g.ow * eb_x
     rec = LayerRecord(
         name=layer.name,
         kind=layer.kind,
         in_shape=tuple(int(i) for i in in_shape),
-        out_shape=tuple(int(i) for i in out_shape),
-        kernel=(kh, kw),
-        stride=tuple(int(i) for i in layer.stride),
-        padding=tuple(int(i) for i in layer.padding),
-        flatten=bool(layer.flatten),
+        out_shape=out_shape,
+        kernel=(g.kh, g.kw),
+        stride=g.stride,
+        padding=g.pad,
+        in_chunks=g.in_chunks,
+        out_tiles=nt,
+        out_hw=(g.oh, g.ow),
+        order="weights outer" if w_outer else "inputs outer",
+        x_tiles=len(tiles),
+        w_groups=len(groups),
         lo=int(layer.lo),
         hi=int(layer.hi),
-        m=m,
-        k=k,
-        kc=kc,
-        kt=kt,
-        nk=nk,
-        mt=mt,
-        n_tiles=n_tiles,
-        keep=tuple(int(i) for i in keep),
-        w_resident=w_res,
-        q_resident=q_res,
         insn_offset=0,
-        insn_count=len(insns),
+        insn_count=0,
         w_offset=0,
         w_size=len(w_blob),
         q_offset=0,
         q_size=len(q_blob),
         in_offset=0,
-        in_size=m * kc * layout.entry_bytes(cfg, Entry.X),
+        in_size=in_bytes,
         out_offset=0,
-        out_size=n_tiles * m * layout.entry_bytes(cfg, Entry.OUT),
-        macs=m * layer.out_channels * int(np.prod(layer.weight.shape[1:])),
+        out_size=out_bytes,
+        macs=batch * g.oh * g.ow * layer.out_channels * int(np.prod(layer.weight.shape[1:])),
+        array_macs=batch * g.oh * g.ow * nt * rows * g.in_chunks * cols * g.kh * g.kw,
+        dma_bytes=dma,
+        min_dma_bytes=len(w_blob) + len(q_blob) + in_bytes + out_bytes,
     )
-    return _Plan(rec, insns, w_blob, q_blob, slots)
+    return _Plan(rec, ops, w_blob, q_blob, _slot_map(slot, nt, rows))
+
+
+def _slot_map(slot: np.ndarray, nt: int, rows: int) -> np.ndarray:
+    """Logical channel of every output slot, -1 for padding."""
+    m = np.full(nt * rows, -1, dtype=np.int64)
+    m[slot] = np.arange(len(slot))
+    return m
 
 
 def _json_meta(meta: dict) -> dict:
@@ -297,61 +500,90 @@ def lower(graph: IntGraph, cfg: AccelConfig, batch: int) -> Program:
             f"graph input range [{graph.input_lo}, {graph.input_hi}] does not fit the "
             f"{cfg.act_bits}-bit signed activations [{a_lo}, {a_hi}]"
         )
+    shape = tuple(int(i) for i in graph.input_shape)
+    in_shape = shape if len(shape) == 3 else (shape[0], 1, 1)
+    in_map, x_max = None, _act_max(graph.input_lo, graph.input_hi)
     plans: list[_Plan] = []
-    in_shape, in_map = tuple(graph.input_shape), None
-    x_max = _act_max(graph.input_lo, graph.input_hi)
-    for layer in graph.layers:
-        p = _plan_layer(layer, cfg, batch, in_shape, in_map, x_max)
+    for i, layer in enumerate(graph.layers):
+        p = _plan_layer(i, layer, cfg, batch, in_shape, in_map, x_max)
         plans.append(p)
-        in_shape, in_map, x_max = p.rec.out_shape, p.slots, _act_max(layer.lo, layer.hi)
+        oh, ow = p.rec.out_hw
+        in_shape, in_map = (p.rec.out_tiles * cfg.rows, oh, ow), p.slots
+        x_max = _act_max(layer.lo, layer.hi)
+    ops = add_tokens([o for p in plans for o in p.ops])
+    return _assemble(graph, cfg, batch, plans, ops)
 
+
+def _assemble(
+    graph: IntGraph, cfg: AccelConfig, batch: int, plans: list[_Plan], ops: list[Op]
+) -> Program:
     ib = cfg.insn_bits // 8
-    pos = 0
-    for p in plans:
-        p.rec.insn_offset, pos = pos, align(pos + len(p.insns) * ib)
+    pos = align(len(ops) * ib)
     w_start = pos
     for p in plans:
         p.rec.w_offset, pos = pos, align(pos + p.rec.w_size)
     q_start = pos
     for p in plans:
         p.rec.q_offset, pos = pos, align(pos + p.rec.q_size)
-    for p in plans:
+    region = {}
+    for i, p in enumerate(plans):
+        region[f"fm{i}"] = pos
         p.rec.in_offset, pos = pos, align(pos + p.rec.in_size)
-    for p in plans:
-        p.rec.out_offset, pos = pos, align(pos + p.rec.out_size)
+    for i, p in enumerate(plans):
+        p.rec.out_offset = region.get(f"fm{i + 1}", pos)
+    last = plans[-1].rec
+    region[f"fm{len(plans)}"], pos = pos, align(pos + last.out_size)
+    last.out_offset = region[f"fm{len(plans)}"]
     window_size = pos
     if window_size >= 1 << 32:
         raise CompileError(
             f"the program needs a {window_size}-byte DDR window, beyond the 32-bit address "
             "space; compile for a smaller batch"
         )
-
-    insn_img = bytearray(w_start)
+    words, insns = [], []
+    owner = {id(o): i for i, p in enumerate(plans) for o in p.ops}
+    counts = [0] * len(plans)
+    first = [None] * len(plans)
+    cur = 0
+    for n, o in enumerate(ops):
+        cur = owner.get(id(o), cur)
+        counts[cur] += 1
+        if first[cur] is None:
+            first[cur] = n
+        args = {**o.args, **o.flags}
+        if o.region is not None:
+            base = {"w": plans[cur].rec.w_offset, "q": plans[cur].rec.q_offset}.get(o.region)
+            base = region[o.region] if base is None else base
+            args["dram"] = (base + o.offset) // (cfg.axi_data_bits // 8)
+        word = isa.encode(cfg, o.op, **args)
+        words.append(word)
+        insns.append(isa.decode(cfg, word))
+    for p, f, c in zip(plans, first, counts, strict=True):
+        p.rec.insn_offset, p.rec.insn_count = f * ib, c
+    sched = isa.schedule(cfg, insns)
+    if sched.deadlock:
+        raise CompileError(
+            f"internal error: the token schedule deadlocks after {sched.dispatched} of "
+            f"{len(insns)} instructions; please report this with the model"
+        )
+    insn_img = isa.to_bytes(cfg, words)
     w_img = bytearray(q_start - w_start)
     q_img = bytearray(plans[-1].rec.q_offset + plans[-1].rec.q_size - q_start)
     for p in plans:
         r = p.rec
-        base = {"w": r.w_offset, "q": r.q_offset, "in": r.in_offset, "out": r.out_offset}
-        words = []
-        for ins in p.insns:
-            args = dict(ins.args)
-            if ins.region is not None:
-                args["dram"] = (base[ins.region] + ins.entry * ins.entry_bytes) // 8
-            words.append(isa.encode(cfg, ins.op, **args))
-        insn_img[r.insn_offset : r.insn_offset + len(words) * ib] = isa.to_bytes(cfg, words)
         w_img[r.w_offset - w_start : r.w_offset - w_start + r.w_size] = p.w_blob
         q_img[r.q_offset - q_start : r.q_offset - q_start + r.q_size] = p.q_blob
-
     return Program(
         config=cfg,
         batch=batch,
         layers=[p.rec for p in plans],
         segments={
-            "insn": Segment(0, bytes(insn_img)),
+            "insn": Segment(0, insn_img),
             "w": Segment(w_start, bytes(w_img)),
             "q": Segment(q_start, bytes(q_img)),
         },
         window_size=window_size,
+        insn_count=len(words),
         input_shape=tuple(int(i) for i in graph.input_shape),
         input_scale=float(graph.input_scale),
         input_lo=int(graph.input_lo),

@@ -6,12 +6,10 @@ every blob) and one ``<segment>.bin`` per window segment.
 
 Window layout (byte offsets from the window base, every region 64-byte aligned)::
 
-    [instructions of all layers][W blobs][Q blobs][input regions][output regions]
+    [instructions][W blobs][Q blobs][feature map 0 (input)][map 1]...[map L (output)]
 
-with one input and one output region per layer.
-
-The instruction, W and Q regions are the static ``segments``; the input/output regions are
-written and read by the runtime for every run.
+The instruction, W and Q regions are the static ``segments``; the runtime writes the input map
+and reads the output map for every batch, and the maps in between never leave the window.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from ..arch import AccelConfig, ConfigError
 from .errors import ProgramFormatError
 
 MAGIC = "rmsmp-program"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ALIGN = 64
 """Byte alignment of every window region."""
 
@@ -43,15 +41,16 @@ def align(n: int, a: int = ALIGN) -> int:
 
 @dataclass
 class LayerRecord:
-    """Everything the runtime needs to run one layer.
+    """What the runtime and the reports need to know of one layer.
 
-    Shapes are per sample. ``in_shape`` is the tensor the layer consumes as the host holds it
-    (slot order for every layer but the first), ``out_shape`` the slot-ordered tensor it produces:
-    ``(N, OH, OW)`` for a conv, ``(N,)`` for a linear layer. ``keep`` lists the hardware output
-    slots (tile * rows + PE row) that hold a real channel, in hardware order; the host drops the
-    padding slots as it unpacks, so the next layer's K carries no zero columns. Offsets and
-    sizes are bytes in the window; the input region holds ``m*kc`` X entries in the order
-    [k_tile][m][kc_local], the output region ``n_tiles*m`` OUT entries in the order [n_tile][m].
+    Shapes are per sample: ``in_shape`` is the (channel slots, H, W) map the layer reads,
+    ``out_shape`` its logical output. The layer runs as a ``kernel`` convolution over
+    ``in_chunks`` channel chunks into ``out_tiles`` row tiles of ``out_hw`` pixels; its input
+    and output maps live at ``in_offset`` / ``out_offset`` in the window in ``arch.layout``'s
+    feature-map layout (one layer's output region is the next one's input region). ``order``,
+    ``x_tiles`` and ``w_groups`` describe the tiling; ``dma_bytes`` is what its instructions move,
+    ``min_dma_bytes`` the weights, input and output once. ``array_macs`` counts the MACs the
+    array performs, padding slots included; ``macs`` the layer's own.
     """
 
     name: str
@@ -61,19 +60,14 @@ class LayerRecord:
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int]
-    flatten: bool
+    in_chunks: int
+    out_tiles: int
+    out_hw: tuple[int, int]
+    order: str
+    x_tiles: int
+    w_groups: int
     lo: int
     hi: int
-    m: int
-    k: int
-    kc: int
-    kt: int
-    nk: int
-    mt: int
-    n_tiles: int
-    keep: tuple[int, ...]
-    w_resident: bool
-    q_resident: bool
     insn_offset: int
     insn_count: int
     w_offset: int
@@ -85,6 +79,9 @@ class LayerRecord:
     out_offset: int
     out_size: int
     macs: int
+    array_macs: int
+    dma_bytes: int
+    min_dma_bytes: int
 
     def to_dict(self) -> dict:
         """Plain-data form (what the JSON header holds)."""
@@ -100,7 +97,7 @@ class LayerRecord:
                 f"layer record is missing keys {sorted(missing)}; {_RECOMPILE}"
             )
         v = {k: d[k] for k in names}
-        for k in ("in_shape", "out_shape", "kernel", "stride", "padding", "keep"):
+        for k in ("in_shape", "out_shape", "kernel", "stride", "padding", "out_hw"):
             v[k] = tuple(int(i) for i in v[k])
         return cls(**v)
 
@@ -122,6 +119,7 @@ class Program:
     layers: list[LayerRecord]
     segments: dict[str, Segment]
     window_size: int
+    insn_count: int
     input_shape: tuple[int, ...]
     input_scale: float
     input_lo: int
@@ -158,16 +156,19 @@ class Program:
             f"input {self.input_shape} scale {self.input_scale:g} range "
             f"[{self.input_lo}, {self.input_hi}] -> output {self.output_shape} "
             f"scale {self.output_scale:g}",
-            f"window {self.window_size} bytes, {sum(r.insn_count for r in self.layers)} "
-            "instructions",
-            f"{'layer':<16}{'kind':<7}{'M':>7}{'K':>7}{'Kc':>5}{'kt':>5}{'nk':>4}{'mt':>5}"
-            f"{'tiles':>6}{'insns':>7}{'W res':>6}{'Q res':>6}{'MACs':>12}",
+            f"window {self.window_size} bytes, {self.insn_count} instructions; every layer "
+            "runs on the accelerator, the host quantizes the input and gathers the output",
+            f"{'layer':<18}{'kind':<7}{'kernel':>7}{'in map':>14}{'out':>14}{'order':>15}"
+            f"{'X tiles':>8}{'W grps':>7}{'insns':>7}{'MACs':>12}{'DMA/min':>8}",
         ]
         for r in self.layers:
+            kern = f"{r.kernel[0]}x{r.kernel[1]}/{r.stride[0]}"
+            inm = "x".join(map(str, r.in_shape))
+            out = "x".join(map(str, r.out_shape))
             lines.append(
-                f"{r.name:<16}{r.kind:<7}{r.m:>7}{r.k:>7}{r.kc:>5}{r.kt:>5}{r.nk:>4}{r.mt:>5}"
-                f"{r.n_tiles:>6}{r.insn_count:>7}{'yes' if r.w_resident else 'no':>6}"
-                f"{'yes' if r.q_resident else 'no':>6}{r.macs:>12}"
+                f"{r.name:<18}{r.kind:<7}{kern:>7}{inm:>14}{out:>14}{r.order:>15}"
+                f"{r.x_tiles:>8}{r.w_groups:>7}{r.insn_count:>7}{r.macs:>12}"
+                f"{r.dma_bytes / r.min_dma_bytes:>8.2f}"
             )
         return "\n".join(lines)
 
@@ -188,6 +189,7 @@ class Program:
                 for k, s in self.segments.items()
             },
             "window_size": self.window_size,
+            "insn_count": self.insn_count,
             "input_shape": list(self.input_shape),
             "input_scale": self.input_scale,
             "input_lo": self.input_lo,
@@ -268,6 +270,7 @@ class Program:
             layers=[LayerRecord.from_dict(d) for d in h["layers"]],
             segments=segments,
             window_size=int(h["window_size"]),
+            insn_count=int(h["insn_count"]),
             input_shape=tuple(int(i) for i in h["input_shape"]),
             input_scale=float(h["input_scale"]),
             input_lo=int(h["input_lo"]),
@@ -288,6 +291,7 @@ _HEADER_KEYS = (
     "layers",
     "segments",
     "window_size",
+    "insn_count",
     "input_shape",
     "input_scale",
     "input_lo",

@@ -1,4 +1,4 @@
-"""Running a Program on a Device: input quantisation, im2col, DMA images, control, gathering.
+"""Running a Program on a Device: input quantisation and layout, control, output gathering.
 
 numpy only. The same code drives every backend through the ``Device`` interface: ``golden``
 (``rmsmp.sim.golden.GoldenDevice``), ``rtl`` (``rmsmp.sim.verilator.RtlDevice``) or a device
@@ -15,8 +15,7 @@ from ..arch import isa, layout, numerics, regs
 from ..arch.layout import Entry
 from .device import Device, DeviceTimeoutError
 from .errors import AcceleratorError, ConfigMismatchError
-from .program import LayerRecord, Program
-from .tensors import im2col, out_from_entries, x_entries
+from .program import Program
 
 DEFAULT_TIMEOUT_CYCLES = 100_000_000
 """Cycle budget of one layer run unless the caller gives one."""
@@ -31,22 +30,28 @@ _HINTS = {
     "smaller than the Program needs",
     isa.Error.AXI_RESP: "the memory system answered with an AXI error; check the window's "
     "physical address",
+    isa.Error.DEADLOCK: "the units wait for dependency tokens that never come; the Program's "
+    "tokens are inconsistent, recompile it",
+    isa.Error.AXI_TIMEOUT: "an AXI handshake stalled past the watchdog; the memory port does not "
+    "answer (check the HP port and its clock)",
+    isa.Error.BAD_WINDOW: "WINDOW_BASE must be burst-aligned and WINDOW_LIMIT >= WINDOW_BASE; "
+    "allocate the window on a burst boundary",
 }
 
 
 @dataclass
 class RunResult:
-    """Output of a run and what it cost.
+    """Output of a run and what it cost (counters summed over batch chunks).
 
-    ``layer_cycles[i]`` are the accelerator cycles of ``program.layers[i]`` summed over batch
-    chunks; ``placement`` lists every step and where it ran ("host" or the device's name).
+    ``placement`` lists every step and where it ran ("host" or the device's name).
     """
 
     output: np.ndarray
-    layer_cycles: list[int]
     total_cycles: int
     mac_cycles: int
     dma_beats: int
+    load_cycles: int
+    store_cycles: int
     placement: list[tuple[str, str]]
 
 
@@ -110,46 +115,66 @@ def check_identity(program: Program, device: Device) -> None:
         )
 
 
-def _describe(program: Program, rec: LayerRecord, pc: int) -> str:
+def _layer_at(program: Program, pc: int) -> str:
+    """Name of the layer whose instructions hold index ``pc`` (the last layer past the end)."""
+    at = pc * (program.config.insn_bits // 8)
+    for r in program.layers:
+        if r.insn_offset <= at < r.insn_offset + r.insn_count * (program.config.insn_bits // 8):
+            return r.name
+    return program.layers[-1].name
+
+
+def _describe(program: Program, pc: int) -> str:
+    """The instruction at index ``pc`` and the layer it belongs to, for error messages."""
     seg = program.segments["insn"]
     n = program.config.insn_bits // 8
-    at = rec.insn_offset + pc * n - seg.offset
-    if not (0 <= pc < rec.insn_count and 0 <= at and at + n <= len(seg.data)):
+    at = pc * n - seg.offset
+    if not (0 <= pc < program.insn_count and 0 <= at and at + n <= len(seg.data)):
         return ""
     insn = isa.decode(program.config, int.from_bytes(seg.data[at : at + n], "little"))
     if insn is None:
         return ""
-    return f"{insn.op.name} " + " ".join(f"{k}={v}" for k, v in insn.args.items())
+    layer = _layer_at(program, pc)
+    return f"layer {layer}: {insn.op.name} " + " ".join(f"{k}={v}" for k, v in insn.args.items())
 
 
-def _run_layer(
-    device: Device, program: Program, rec: LayerRecord, y: np.ndarray, timeout_cycles: int
-) -> tuple[np.ndarray, tuple[int, int, int]]:
+def _counters(device: Device) -> np.ndarray:
+    return np.array(
+        [
+            (device.read_reg("CYCLES_HI") << 32) | device.read_reg("CYCLES_LO"),
+            device.read_reg("MAC_CYCLES"),
+            device.read_reg("DMA_BEATS"),
+            device.read_reg("LOAD_CYCLES"),
+            device.read_reg("STORE_CYCLES"),
+        ],
+        dtype=np.int64,
+    )
+
+
+def _run_chunk(
+    device: Device, program: Program, xq: np.ndarray, timeout_cycles: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One batch chunk: input map in, every layer on the device, output map out."""
     cfg = program.config
-    if rec.kind == "conv":
-        a = im2col(y, rec.kernel[0], rec.kernel[1], rec.stride, rec.padding)
-    else:
-        a = y.reshape(y.shape[0], -1)
-    if a.shape != (rec.m, rec.k):
-        raise ValueError(
-            f"layer {rec.name}: GEMM input is {a.shape}, the Program expects ({rec.m}, {rec.k}); "
-            "the Program file is inconsistent, re-run rmsmp compile"
-        )
-    device.write(rec.in_offset, layout.pack(cfg, Entry.X, x_entries(a, cfg.cols, rec.kt)))
-    device.write_reg("INSN_ADDR", rec.insn_offset)
-    device.write_reg("INSN_COUNT", rec.insn_count)
+    first, last = program.layers[0], program.layers[-1]
+    x = xq if xq.ndim == 4 else xq.reshape(*xq.shape, 1, 1)
+    device.write(
+        first.in_offset, layout.pack(cfg, Entry.X, layout.to_fmap(cfg, x, first.in_chunks))
+    )
+    device.write_reg("INSN_ADDR", 0)
+    device.write_reg("INSN_COUNT", program.insn_count)
     device.write_reg("CTRL", regs.CTRL_START)
     try:
         device.wait(timeout_cycles)
     except DeviceTimeoutError as e:
         raise TimeoutError(
-            f"layer {rec.name!r} did not finish within {timeout_cycles} cycles on "
-            f"{device.name!r}; pass a larger timeout_cycles or check the hardware"
+            f"the Program did not finish within {timeout_cycles} cycles on {device.name!r}; "
+            "pass a larger timeout_cycles or check the hardware"
         ) from e
     status = device.read_reg("STATUS")
     if status & regs.Status.ERROR or not status & regs.Status.DONE:
-        code = device.read_reg("ERROR")
-        pc = device.read_reg("PC")
+        code, pc = device.read_reg("ERROR"), device.read_reg("PC")
+        unit = device.read_reg("FAULT_UNIT")
         try:
             err = isa.Error(code)
             name, hint = err.name, _HINTS.get(err, "")
@@ -157,20 +182,17 @@ def _run_layer(
             name, hint = f"UNKNOWN({code})", ""
         if not status & regs.Status.ERROR:
             name, hint = "NOT_DONE", f"STATUS {status:#x} after wait"
-        detail = "; ".join(s for s in (_describe(program, rec, pc), hint) if s)
-        raise AcceleratorError(name, pc, rec.name, detail)
-    out = layout.unpack(cfg, Entry.OUT, device.read(rec.out_offset, rec.out_size))
-    g = out_from_entries(out, rec.n_tiles, rec.m)[:, list(rec.keep)]
-    b = y.shape[0]
-    if rec.kind == "conv":
-        _, oh, ow = rec.out_shape
-        g = g.reshape(b, oh, ow, -1).transpose(0, 3, 1, 2)
-    stats = (
-        (device.read_reg("CYCLES_HI") << 32) | device.read_reg("CYCLES_LO"),
-        device.read_reg("MAC_CYCLES"),
-        device.read_reg("DMA_BEATS"),
-    )
-    return np.ascontiguousarray(g), stats
+        try:
+            where = f"{isa.Unit(unit).name.lower()} unit"
+        except ValueError:
+            where = f"unit {unit}"
+        detail = "; ".join(s for s in (where, _describe(program, pc), hint) if s)
+        layer = _layer_at(program, pc)
+        raise AcceleratorError(name, pc, layer, detail)
+    oh, ow = last.out_hw
+    out = layout.unpack(cfg, Entry.OUT, device.read(last.out_offset, last.out_size))
+    y = layout.from_fmap(cfg, out, xq.shape[0], last.out_tiles, oh, ow)
+    return y, _counters(device)
 
 
 def run_with_stats(
@@ -180,11 +202,12 @@ def run_with_stats(
     device: Device | None = None,
     timeout_cycles: int = DEFAULT_TIMEOUT_CYCLES,
 ) -> RunResult:
-    """Run ``program`` on a batch ``x`` and return the int64 output with cycle counts.
+    """Run ``program`` on a batch ``x`` and return the int64 output with the device counters.
 
     Float inputs are quantized with the Program's input scale; integer inputs are taken as
     already quantized. Any batch size works: the input is cut into chunks of ``program.batch``
-    (the last one zero padded). ``device`` overrides ``backend`` and is left open.
+    (the last one zero padded), and each chunk runs every layer in one device run. ``device``
+    overrides ``backend`` and is left open.
     """
     if not isinstance(timeout_cycles, int) or timeout_cycles < 1:
         raise ValueError(f"timeout_cycles must be a positive int, got {timeout_cycles!r}")
@@ -209,33 +232,29 @@ def run_with_stats(
         dev.write_reg("WINDOW_LIMIT", limit)
         for seg in program.segments.values():
             dev.write(seg.offset, seg.data)
+        placement.append(("input map layout", "host"))
         for rec in program.layers:
-            prep = "im2col + pack X" if rec.kind == "conv" else "pack X"
-            placement += [
-                (f"{rec.name}: {prep}", "host"),
-                (f"{rec.name}: GEMM + requant", dev.name),
-                (f"{rec.name}: unpack OUT", "host"),
-            ]
+            k = f"{rec.kernel[0]}x{rec.kernel[1]}"
+            placement.append((f"{rec.name}: {rec.kind} {k} window walk + requant", dev.name))
         placement.append(("gather output channels", "host"))
-        cycles = [0] * len(program.layers)
-        mac = dma = 0
+        totals = np.zeros(5, dtype=np.int64)
         outs = []
         b = program.batch
         for c0 in range(0, xq.shape[0], b):
             chunk = xq[c0 : c0 + b]
             n = chunk.shape[0]
-            y = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), np.int64)])
-            for i, rec in enumerate(program.layers):
-                y, (cyc, mc, beats) = _run_layer(dev, program, rec, y, timeout_cycles)
-                cycles[i] += cyc
-                mac += mc
-                dma += beats
+            padded = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), np.int64)])
+            y, stats = _run_chunk(dev, program, padded, timeout_cycles)
+            totals += stats
             outs.append(y[:n])
     finally:
         if owned:
             dev.close()
-    out = np.concatenate(outs)[:, program.output_gather()]
-    return RunResult(out.astype(np.int64), cycles, sum(cycles), mac, dma, placement)
+    y = np.concatenate(outs)[:, program.output_gather()]
+    if len(program.output_shape) == 1:
+        y = y.reshape(y.shape[0], -1)
+    cyc, mac, dma, ld, st = (int(v) for v in totals)
+    return RunResult(y.astype(np.int64), cyc, mac, dma, ld, st, placement)
 
 
 def run(

@@ -1,8 +1,9 @@
 """GoldenDevice: an instruction-level numpy model of the accelerator, built only from ``arch``.
 
-It executes the ISA exactly as ``arch.isa`` specifies it (operand checks, DMA window checks,
-wrapping accumulators, requantisation from ``arch.numerics``) on buffers that persist between runs
-like on-chip memory. It does not model time: CYCLES, MAC_CYCLES and DMA_BEATS read 0.
+It executes the ISA exactly as ``arch.isa`` specifies it (``isa.check`` at fetch, one legal
+execution order from ``isa.schedule``, DMA window checks, the convolution window walk, wrapping
+accumulators, requantisation from ``arch.numerics``) on buffers that persist between runs like
+on-chip memory. It does not model time: CYCLES, MAC_CYCLES and DMA_BEATS read 0.
 """
 
 from __future__ import annotations
@@ -137,84 +138,110 @@ class GoldenDevice(Device):
             return Error.AXI_RESP
         return i
 
+    def _end(self, err: Error, pc: int, unit: isa.Unit = isa.Unit.FETCH) -> None:
+        status = regs.Status.DONE | (regs.Status.ERROR if err is not Error.NONE else 0)
+        self._regs.update(STATUS=int(status), ERROR=int(err), PC=pc, FAULT_UNIT=int(unit))
+
     def _run(self) -> None:
+        """Fetch and check in program order, then execute in an order ``isa.schedule`` allows."""
+        cfg = self.config
+        base, limit = self._regs["WINDOW_BASE"], self._regs["WINDOW_LIMIT"]
+        if base % cfg.window_align or limit < base:
+            return self._end(Error.BAD_WINDOW, 0)
         start, count = self._regs["INSN_ADDR"], self._regs["INSN_COUNT"]
-        nbytes = self.config.insn_bits // 8
-        err, pc = Error.NONE, count
+        nbytes = cfg.insn_bits // 8
+        insns: list[isa.Insn] = []
+        fetch_err = Error.NONE
         for i in range(count):
             at = self._mem_span(start + i * nbytes, nbytes)
             if isinstance(at, Error):
-                err = at
-            else:
-                insn = self._decode(int.from_bytes(self.mem[at : at + nbytes], "little"))
-                err = Error.ILLEGAL_OPCODE if insn is None else self._execute(insn)
-            if err is not Error.NONE:
-                pc = i
+                fetch_err = at
                 break
-        status = regs.Status.DONE | (regs.Status.ERROR if err is not Error.NONE else 0)
-        self._regs.update(STATUS=int(status), ERROR=int(err), PC=pc)
+            insn = self._decode(int.from_bytes(self.mem[at : at + nbytes], "little"))
+            fetch_err = isa.check(cfg, insn, limit - base)
+            if fetch_err is not Error.NONE:
+                break
+            insns.append(insn)
+        sched = isa.schedule(cfg, insns)
+        for i in sched.order:
+            err = self._execute(insns[i])
+            if err is not Error.NONE:
+                return self._end(err, i, insns[i].unit)
+        if fetch_err is not Error.NONE:
+            self._end(fetch_err, len(insns))
+        elif sched.deadlock:
+            self._end(Error.DEADLOCK, sched.dispatched)
+        else:
+            self._end(Error.NONE, count)
 
     def _execute(self, insn: isa.Insn) -> Error:
         if insn.op is Opcode.LOAD:
             return self._load(insn)
         if insn.op is Opcode.STORE:
             return self._store(insn)
-        return self._gemm(insn)
+        if insn.op is Opcode.GEMM:
+            self._gemm(insn)
+        return Error.NONE
+
+    def _rows(self, i: isa.Insn, kind: Entry) -> list[int | Error]:
+        """Window indices of the ``y_size`` rows of a LOAD/STORE block (or the error)."""
+        eb = layout.entry_bytes(self.config, kind)
+        first = i.dram * (self.config.axi_data_bits // 8)
+        return [self._mem_span(first + y * i.x_stride * eb, i.x_size * eb) for y in range(i.y_size)]
 
     def _load(self, i: isa.Insn) -> Error:
-        if i.buf not in _BUF_ENTRY:
-            return Error.BAD_OPERAND
-        buf = Buf(i.buf)
-        if i.count < 1 or i.sram + i.count > self._depth[buf]:
-            return Error.BAD_OPERAND
-        kind = _BUF_ENTRY[buf]
-        n = i.count * layout.entry_bytes(self.config, kind)
-        at = self._mem_span(i.dram * 8, n)
-        if isinstance(at, Error):
-            return at
-        raw = self._unpack(kind, bytes(self.mem[at : at + n]))
-        dst = slice(i.sram, i.sram + i.count)
         cfg = self.config
-        if buf is Buf.W:
-            self.w[dst] = raw.reshape(i.count, cfg.rows, cfg.cols)
-        elif buf is Buf.X:
-            self.x[dst] = numerics.wrap(raw, cfg.act_bits)
-        else:
-            q = raw.reshape(i.count, cfg.rows, 3).copy()
-            q[..., 0] = numerics.wrap(q[..., 0], numerics.BIAS_BITS)
-            q[..., 1] = numerics.wrap(q[..., 1], numerics.MULT_BITS)
-            q[..., 2] &= (1 << numerics.SHIFT_BITS) - 1
-            self.q[dst] = q
+        buf = Buf(i.buf)
+        kind = _BUF_ENTRY[buf]
+        n = i.x_size * layout.entry_bytes(cfg, kind)
+        for y, at in enumerate(self._rows(i, kind)):
+            if isinstance(at, Error):
+                return at
+            raw = self._unpack(kind, bytes(self.mem[at : at + n]))
+            dst = slice(i.sram + y * i.x_size, i.sram + (y + 1) * i.x_size)
+            if buf is Buf.W:
+                self.w[dst] = raw.reshape(i.x_size, cfg.rows, cfg.cols)
+            elif buf is Buf.X:
+                self.x[dst] = numerics.wrap(raw, cfg.act_bits)
+            else:
+                q = raw.reshape(i.x_size, cfg.rows, 3).copy()
+                q[..., 0] = numerics.wrap(q[..., 0], numerics.BIAS_BITS)
+                q[..., 1] = numerics.wrap(q[..., 1], numerics.MULT_BITS)
+                q[..., 2] &= (1 << numerics.SHIFT_BITS) - 1
+                self.q[dst] = q
         return Error.NONE
 
     def _store(self, i: isa.Insn) -> Error:
         cfg = self.config
-        if i.count < 1 or i.sram + i.count > cfg.out_depth:
-            return Error.BAD_OPERAND
-        n = i.count * layout.entry_bytes(cfg, Entry.OUT)
-        at = self._mem_span(i.dram * 8, n)
-        if isinstance(at, Error):
-            return at
-        self.mem[at : at + n] = layout.pack(cfg, Entry.OUT, self.out[i.sram : i.sram + i.count])
+        n = i.x_size * layout.entry_bytes(cfg, Entry.OUT)
+        for y, at in enumerate(self._rows(i, Entry.OUT)):
+            if isinstance(at, Error):
+                return at
+            src = self.out[i.sram + y * i.x_size : i.sram + (y + 1) * i.x_size]
+            self.mem[at : at + n] = layout.pack(cfg, Entry.OUT, src)
         return Error.NONE
 
-    def _gemm(self, i: isa.Insn) -> Error:
+    def _window(self, i: isa.Insn) -> np.ndarray:
+        """The [m, k, cols] inputs of a GEMM's window walk, zero outside the tile."""
+        oy = np.arange(i.oh_count)[:, None, None, None, None]
+        ox = np.arange(i.ow_count)[None, :, None, None, None]
+        c = np.arange(i.c_count)[None, None, :, None, None]
+        ki = np.arange(i.kh)[None, None, None, :, None]
+        kj = np.arange(i.kw)[None, None, None, None, :]
+        y = oy * i.stride_y + ki - i.pad_top
+        x = ox * i.stride_x + kj - i.pad_left
+        addr = i.x_base + c * i.c_stride + y * i.tile_w + x
+        valid = np.broadcast_to((y >= 0) & (y < i.tile_h) & (x >= 0) & (x < i.tile_w), addr.shape)
+        addr = np.where(valid, addr, 0)
+        m, k = i.oh_count * i.ow_count, i.c_count * i.kh * i.kw
+        xs = self.x[addr.reshape(m, k)]
+        return np.where(valid.reshape(m, k)[..., None], xs, 0)
+
+    def _gemm(self, i: isa.Insn) -> None:
         """Per row group: ``numerics.dot`` of decoded levels and X, as one exact int64 matmul."""
         cfg = self.config
-        m, k = i.m_count, i.k_count
-        ok = (
-            m >= 1
-            and k >= 1
-            and i.w_base + k <= cfg.w_depth
-            and i.x_base + m * k <= cfg.x_depth
-            and i.q_base < cfg.q_depth
-            and i.lo <= i.hi
-            and (i.reset and i.final or i.acc_base + m <= cfg.acc_depth)
-            and (not i.final or i.o_base + m <= cfg.out_depth)
-        )
-        if not ok:
-            return Error.BAD_OPERAND
-        xs = self.x[i.x_base : i.x_base + m * k].reshape(m, k * cfg.cols)
+        m, k = i.oh_count * i.ow_count, i.c_count * i.kh * i.kw
+        xs = self._window(i).reshape(m, k * cfg.cols)
         ws = self.w[i.w_base : i.w_base + k]
         s = np.empty((m, cfg.rows), dtype=np.int64)
         for fmt, r0, n in self._groups:
@@ -230,4 +257,3 @@ class GoldenDevice(Device):
             )
         else:
             self.acc[i.acc_base : i.acc_base + m] = s
-        return Error.NONE

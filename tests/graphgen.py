@@ -97,17 +97,20 @@ def random_specs(
     specs, sp = [], shape
     for _ in range(convs):
         k = int(rng.integers(1, 4))
-        pad = int(rng.integers(0, 2))
+        pad = int(rng.integers(0, min(2, k)))
         stride = int(rng.integers(1, 3))
         if min(sp[1], sp[2]) + 2 * pad < k:
-            k = 1
+            k, pad = 1, 0
         specs.append(
             dict(kind="conv", n=int(rng.integers(1, max_ch)), kernel=k, stride=stride, padding=pad)
         )
         oh = (sp[1] + 2 * pad - k) // stride + 1
         ow = (sp[2] + 2 * pad - k) // stride + 1
         sp = (specs[-1]["n"], oh, ow)
-    for j in range(int(rng.integers(0 if convs else 1, 3))):
+    linears = int(rng.integers(0 if convs else 1, 3))
+    if len(sp) == 3 and max(sp[1:]) > 7:  # a Linear's kernel is its whole input map, at most 7x7
+        linears = 0
+    for j in range(linears):
         specs.append(dict(kind="linear", n=int(rng.integers(1, 2 * max_ch)), flatten=j == 0))
     specs[-1].update(lo=-128, hi=127)
     return shape, specs
@@ -121,8 +124,18 @@ GEMM_DEFAULTS = dict(
     acc_base=0,
     o_base=0,
     q_base=0,
-    m_count=1,
-    k_count=1,
+    oh_count=1,
+    ow_count=1,
+    c_count=1,
+    kh=1,
+    kw=1,
+    stride_y=1,
+    stride_x=1,
+    pad_top=0,
+    pad_left=0,
+    tile_h=1,
+    tile_w=1,
+    c_stride=1,
     lo=-128,
     hi=127,
 )

@@ -1,0 +1,105 @@
+"""Dependency tokens for a program: from what each instruction reads and writes to the push/pop
+flags of ``arch.isa``, with a SYNC wherever a load and a store must be ordered.
+
+Every instruction lists the on-chip buffer ranges and DDR ranges it reads and writes. Two
+instructions of different units that touch an overlapping range, one of them writing, are a
+hazard: the later one must wait for the earlier one. Neighbouring units (load-compute,
+compute-store) wait through a token; a load and a store wait through a SYNC that the compute unit
+runs between them. Tokens are counted, so a consumer pops one token whenever the newest producer
+instruction it must wait for moves forward, and that producer instruction pushes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..arch.isa import UNIT_OF, Opcode, Unit
+
+Range = tuple[str, int, int]
+"""(space, first, one past last): a buffer ("W", "X", "Q", "ACC", "OUT") or a DDR region."""
+
+_ORDER = (Unit.LOAD, Unit.COMPUTE, Unit.STORE)
+
+
+@dataclass
+class Op:
+    """One instruction before encoding: its fields, what it touches, and its token flags."""
+
+    op: Opcode
+    args: dict[str, int]
+    reads: tuple[Range, ...] = ()
+    writes: tuple[Range, ...] = ()
+    region: str | None = None
+    """DDR region its ``dram`` field is relative to (resolved when the window is laid out)."""
+    offset: int = 0
+    """Byte offset inside ``region``."""
+    flags: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unit(self) -> Unit:
+        """The unit that runs it."""
+        return UNIT_OF[self.op]
+
+
+class _Tracker:
+    """Who touched which range last, pruned so that lookups stay short."""
+
+    def __init__(self) -> None:
+        self.spaces: dict[str, list[tuple[int, int, int, bool, Unit]]] = {}
+
+    def conflicts(self, op: Op) -> set[int]:
+        out = set()
+        for acc, write in ((op.reads, False), (op.writes, True)):
+            for space, lo, hi in acc:
+                for a, b, idx, w, _ in self.spaces.get(space, ()):
+                    if a < hi and lo < b and (w or write):
+                        out.add(idx)
+        return out
+
+    def record(self, op: Op, idx: int) -> None:
+        for acc, write in ((op.reads, False), (op.writes, True)):
+            for space, lo, hi in acc:
+                keep = [
+                    e
+                    for e in self.spaces.get(space, ())
+                    if not (lo <= e[0] and e[1] <= hi and (write or (not e[3] and e[4] == op.unit)))
+                ]
+                keep.append((lo, hi, idx, write, op.unit))
+                self.spaces[space] = keep
+
+
+def add_tokens(ops: list[Op]) -> list[Op]:
+    """The program with SYNCs inserted and every instruction's token flags set."""
+    out: list[Op] = []
+    deps: list[set[int]] = []
+    tracker = _Tracker()
+    for op in ops:
+        near, far = set(), set()
+        for j in tracker.conflicts(op):
+            u = out[j].unit
+            if u is not op.unit:
+                (far if abs(_ORDER.index(u) - _ORDER.index(op.unit)) == 2 else near).add(j)
+        if far:
+            out.append(Op(Opcode.SYNC, {}))
+            deps.append(far)
+            near.add(len(out) - 1)
+        tracker.record(op, len(out))
+        out.append(op)
+        deps.append(near)
+    pos, count = [], dict.fromkeys(_ORDER, 0)
+    for op in out:
+        op.flags = {}
+        pos.append(count[op.unit])
+        count[op.unit] += 1
+    by_pos = {(op.unit, p): op for op, p in zip(out, pos, strict=True)}
+    newest: dict[tuple[Unit, Unit], int] = {}
+    for op, dep in zip(out, deps, strict=True):
+        for prod in _ORDER:
+            need = max((pos[j] for j in dep if out[j].unit is prod), default=-1)
+            key = (prod, op.unit)
+            if need > newest.get(key, -1):
+                newest[key] = need
+                toward_prev = _ORDER.index(prod) < _ORDER.index(op.unit)
+                op.flags["pop_prev" if toward_prev else "pop_next"] = 1
+                by_pos[(prod, need)].flags["push_next" if toward_prev else "push_prev"] = 1
+    return out
