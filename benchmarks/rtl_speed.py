@@ -1,7 +1,16 @@
-"""RTL backend speed: simulated cycles per second, and MACs per cycle on a 256x256x256 GEMM.
+"""Convolution speed on the accelerator: every conv layer shape of ResNet-20 and ResNet-18.
 
-Runs one integer Linear layer (M = K = N = 256 by default) compiled for a board preset on the
-Verilated RTL, prints a table and writes benchmarks/results/rtl_speed.json.
+For each distinct conv shape (random rmsmp-ratio weights, random inputs), compiled for a board
+preset and run on the Verilated RTL (bit-exact against the golden model), it prints:
+
+* MAC/cycle against the array's peak;
+* the occupancy the shape allows (output channels over the PE row slots they occupy, input
+  channels over the column lanes), and the utilisation against that bound;
+* DMA bytes moved against the minimum (weights once + input map once + output map once);
+* simulated cycles per second of the Verilator model.
+
+Writes benchmarks/results/rtl_speed.json. ``--backend golden`` reports the DMA and shape
+columns without RTL cycles (no Verilator needed).
 """
 
 from __future__ import annotations
@@ -18,86 +27,143 @@ from rmsmp.arch import AccelConfig, numerics
 from rmsmp.compiler.ir import IntGraph, IntLayer
 from rmsmp.compiler.lower import lower
 from rmsmp.host.runtime import run_with_stats
-from rmsmp.sim.verilator import RtlDevice, build
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# (network, name, in channels, out channels, input H=W, kernel, stride, padding)
+SHAPES = [
+    ("resnet20", "conv1", 3, 16, 32, 3, 1, 1),
+    ("resnet20", "layer1.conv", 16, 16, 32, 3, 1, 1),
+    ("resnet20", "layer2.0.conv1", 16, 32, 32, 3, 2, 1),
+    ("resnet20", "layer2.conv", 32, 32, 16, 3, 1, 1),
+    ("resnet20", "layer3.0.conv1", 32, 64, 16, 3, 2, 1),
+    ("resnet20", "layer3.conv", 64, 64, 8, 3, 1, 1),
+    ("resnet18", "conv1", 3, 64, 224, 7, 2, 3),
+    ("resnet18", "layer1.conv", 64, 64, 56, 3, 1, 1),
+    ("resnet18", "layer2.0.conv1", 64, 128, 56, 3, 2, 1),
+    ("resnet18", "layer2.0.downsample", 64, 128, 56, 1, 2, 0),
+    ("resnet18", "layer2.conv", 128, 128, 28, 3, 1, 1),
+    ("resnet18", "layer3.0.conv1", 128, 256, 28, 3, 2, 1),
+    ("resnet18", "layer3.0.downsample", 128, 256, 28, 1, 2, 0),
+    ("resnet18", "layer3.conv", 256, 256, 14, 3, 1, 1),
+    ("resnet18", "layer4.0.conv1", 256, 512, 14, 3, 2, 1),
+    ("resnet18", "layer4.0.downsample", 256, 512, 14, 1, 2, 0),
+    ("resnet18", "layer4.conv", 512, 512, 7, 3, 1, 1),
+]
 
-def gemm_graph(
-    cfg: AccelConfig, m: int, k: int, n: int, seed: int = 0
-) -> tuple[IntGraph, np.ndarray]:
-    """A single Linear layer with rows split between the config's formats by its group ratio."""
+
+def conv_graph(
+    cfg: AccelConfig, cin: int, cout: int, hw: int, k: int, s: int, p: int, seed: int = 0
+) -> IntGraph:
+    """One conv layer, its rows split between the config's formats by the group ratio."""
     rng = np.random.default_rng(seed)
-    counts = [round(n * g.rows / cfg.rows) for g in cfg.groups]
-    counts[0] += n - sum(counts)
-    fmts = [g.fmt for g, c in zip(cfg.groups, counts, strict=False) for _ in range(c)]
-    w = np.stack([rng.choice(numerics.weight_format(f).levels(), size=k) for f in fmts])
-    mult, shift = numerics.requant_multiplier(1.0 / (4 * k))
+    counts = [round(cout * g.rows / cfg.rows) for g in cfg.groups]
+    counts[0] += cout - sum(counts)
+    fmts = [g.fmt for g, c in zip(cfg.groups, counts, strict=True) for _ in range(c)]
+    w = np.stack([rng.choice(numerics.weight_format(f).levels(), size=(cin, k, k)) for f in fmts])
+    mult, shift = numerics.requant_multiplier(1.0 / (8 * cin * k * k))
     layer = IntLayer(
-        "gemm",
-        "linear",
+        "conv",
+        "conv",
         w,
         fmts,
-        np.zeros(n, np.int64),
-        np.full(n, mult),
-        np.full(n, shift),
-        -128,
+        np.zeros(cout, np.int64),
+        np.full(cout, mult),
+        np.full(cout, shift),
+        0,
         127,
         1.0,
         1.0,
+        (s, s),
+        (p, p),
     )
-    x = rng.integers(0, 16, size=(m, k))
-    return IntGraph([layer], (k,), 1.0), x
+    return IntGraph([layer], (cin, hw, hw), 1.0, input_lo=0, input_hi=127)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--board", default="pynq-z1")
-    p.add_argument("--size", type=int, default=256, help="M = K = N")
+    p.add_argument("--backend", default="rtl", choices=["rtl", "golden"])
+    p.add_argument("--only", default="", help="comma-separated network names (resnet20,resnet18)")
     args = p.parse_args()
     cfg = AccelConfig.for_board(args.board)
-    s = args.size
-    t0 = time.perf_counter()
-    build(cfg)
-    t_build = time.perf_counter() - t0
-    graph, x = gemm_graph(cfg, s, s, s)
-    program = lower(graph, cfg, batch=s)
-    dev = RtlDevice(cfg, program.window_size)
-    c0 = dev.sim_cycles
-    t0 = time.perf_counter()
-    res = run_with_stats(program, x, device=dev)
-    t_rtl = time.perf_counter() - t0
-    sim_cycles = dev.sim_cycles - c0
-    dev.close()
-    t0 = time.perf_counter()
-    gold = run_with_stats(program, x, backend="golden")
-    t_gold = time.perf_counter() - t0
-    assert np.array_equal(res.output, gold.output), "RTL and golden disagree"
-    macs = s * s * s
-    row = {
+    nets = set(args.only.split(",")) if args.only else {"resnet20", "resnet18"}
+    rows = []
+    head = (
+        f"{'layer':<30}{'MAC/cyc':>8}{'peak':>6}{'util':>7}{'shape':>7}{'of shape':>9}"
+        f"{'DMA/min':>8}{'cycles':>11}{'sim c/s':>10}"
+    )
+    print(f"{args.board} (config {cfg.hash}), backend {args.backend}")
+    print(head)
+    for net, name, cin, cout, hw, k, s, pad in SHAPES:
+        if net not in nets:
+            continue
+        graph = conv_graph(cfg, cin, cout, hw, k, s, pad)
+        prog = lower(graph, cfg, batch=1)
+        rec = prog.layers[0]
+        x = np.random.default_rng(1).integers(0, 128, size=(1, cin, hw, hw))
+        row = {
+            "layer": f"{net}.{name}",
+            "shape": [cin, cout, hw, k, s, pad],
+            "macs": rec.macs,
+            "shape_occupancy": rec.macs / rec.array_macs,
+            "dma_bytes": rec.dma_bytes,
+            "min_dma_bytes": rec.min_dma_bytes,
+            "dma_over_min": rec.dma_bytes / rec.min_dma_bytes,
+            "order": rec.order,
+            "x_tiles": rec.x_tiles,
+            "w_groups": rec.w_groups,
+        }
+        if args.backend == "rtl":
+            from rmsmp.sim.verilator import RtlDevice
+
+            dev = RtlDevice(cfg, prog.window_size)
+            c0, t0 = dev.sim_cycles, time.perf_counter()
+            res = run_with_stats(prog, x, device=dev)
+            wall = time.perf_counter() - t0
+            sim_cycles = dev.sim_cycles - c0
+            dev.close()
+            gold = run_with_stats(prog, x, backend="golden")
+            if not np.array_equal(res.output, gold.output):
+                raise SystemExit(f"{net}.{name}: RTL and golden disagree")
+            mpc = rec.macs / res.total_cycles
+            row.update(
+                cycles=res.total_cycles,
+                mac_cycles=res.mac_cycles,
+                dma_beats=res.dma_beats,
+                load_cycles=res.load_cycles,
+                store_cycles=res.store_cycles,
+                macs_per_cycle=mpc,
+                utilization=mpc / cfg.peak_macs_per_cycle,
+                of_shape=mpc / (cfg.peak_macs_per_cycle * row["shape_occupancy"]),
+                sim_cycles_per_s=sim_cycles / wall,
+            )
+        rows.append(row)
+        r = row
+        if "cycles" in r:
+            print(
+                f"{r['layer']:<30}{r['macs_per_cycle']:>8.1f}{cfg.peak_macs_per_cycle:>6}"
+                f"{r['utilization']:>7.0%}{r['shape_occupancy']:>7.0%}{r['of_shape']:>9.0%}"
+                f"{r['dma_over_min']:>8.2f}{r['cycles']:>11}{r['sim_cycles_per_s']:>10.3g}"
+            )
+        else:
+            print(
+                f"{r['layer']:<30}{'-':>8}{cfg.peak_macs_per_cycle:>6}{'-':>7}"
+                f"{r['shape_occupancy']:>7.0%}{'-':>9}{r['dma_over_min']:>8.2f}"
+            )
+    out = {
         "board": args.board,
         "config_hash": cfg.hash,
-        "gemm": [s, s, s],
-        "accelerator_cycles": res.total_cycles,
-        "mac_array_cycles": res.mac_cycles,
-        "dma_beats": res.dma_beats,
-        "macs_per_cycle": macs / res.total_cycles,
+        "backend": args.backend,
         "peak_macs_per_cycle": cfg.peak_macs_per_cycle,
-        "utilization": macs / res.total_cycles / cfg.peak_macs_per_cycle,
-        "sim_cycles": sim_cycles,
-        "rtl_wall_s": t_rtl,
-        "sim_cycles_per_s": sim_cycles / t_rtl,
-        "golden_wall_s": t_gold,
-        "build_s": t_build,
-        "time_at_clock_ms": res.total_cycles / (cfg.clock_mhz * 1e3),
+        "clock_mhz": cfg.clock_mhz,
+        "layers": rows,
         "machine": platform.processor() or platform.machine(),
-        "command": f"python benchmarks/rtl_speed.py --board {args.board} --size {s}",
+        "command": f"python benchmarks/rtl_speed.py --board {args.board} --backend {args.backend}",
     }
-    width = max(map(len, row))
-    for k, v in row.items():
-        print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "rtl_speed.json").write_text(json.dumps(row, indent=1) + "\n")
+    name = "rtl_speed.json" if args.backend == "rtl" else "rtl_speed_golden.json"
+    (RESULTS / name).write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
 
