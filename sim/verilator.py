@@ -13,8 +13,10 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 from ..arch import AccelConfig, regs
 from ..host.device import Device, DeviceTimeoutError
@@ -24,6 +26,8 @@ HARNESS = Path(__file__).with_name("harness.cpp")
 DEFAULT_LATENCY = 20
 """Cycles from an AXI address handshake to the first data beat in the DDR model."""
 WINDOW_BASE = 0x1000_0000
+TOP_NAME = "rmsmp_top"
+"""The module the harness drives (``Vrmsmp_top.h``); ``hw.generate`` names its top so."""
 
 
 class ToolchainError(RuntimeError):
@@ -79,11 +83,24 @@ def lint(verilog: Path) -> str:
 
 def build(cfg: AccelConfig) -> Path:
     """Build (or reuse) the Verilated shared library for ``cfg``; returns its path."""
-    from ..hw.generate import TOP_NAME, verilog_text
+    from ..hw.generate import verilog_text
 
-    harness = HARNESS.read_bytes()
-    key = hashlib.sha256(cfg.hash.encode() + harness + _hw_source_digest()).hexdigest()[:16]
-    out = cache_dir() / "verilator" / f"{cfg.hash}-{key}"
+    key = hashlib.sha256(cfg.hash.encode() + _hw_source_digest()).digest()
+    return _build(cfg.hash, key, lambda: verilog_text(cfg))
+
+
+def build_verilog(verilog: str, tag: str) -> Path:
+    """Build (or reuse) the harness around any Verilog whose top ``rmsmp_top`` has the
+    accelerator's ports (``s_axil_*``, ``m_axi_*``, ``irq``): lets tests drive stand-in DUTs
+    through the same DDR model and protocol checker. ``tag`` names the cache entry."""
+    return _build(tag, hashlib.sha256(verilog.encode()).digest(), lambda: verilog)
+
+
+def _build(tag: str, key: bytes, verilog: Callable[[], str]) -> Path:
+    """Verilate ``verilog()`` (called only on a cache miss) with the harness; cached by ``key``
+    and the harness source."""
+    digest = hashlib.sha256(key + HARNESS.read_bytes()).hexdigest()[:16]
+    out = cache_dir() / "verilator" / f"{tag}-{digest}"
     lib = out / "librmsmp_sim.so"
     if lib.exists():
         return lib
@@ -95,7 +112,7 @@ def build(cfg: AccelConfig) -> Path:
         env = verilator_env()
         if shutil.which("g++") is None:
             raise ToolchainError("g++ is needed to build the RTL simulator: apt-get install g++")
-        (out / f"{TOP_NAME}.v").write_text(verilog_text(cfg))
+        (out / f"{TOP_NAME}.v").write_text(verilog())
         obj = out / "obj"
         _run(
             [
@@ -165,34 +182,67 @@ def _hw_source_digest() -> bytes:
     return h.digest()
 
 
+RESP_NAMES = ("OKAY", "EXOKAY", "SLVERR", "DECERR")
+"""AXI response codes (BRESP/RRESP) by value."""
+OKAY = 0
+SLVERR = 2
+WriteOrder = Literal["together", "aw_first", "w_first"]
+_ORDERS: dict[str, int] = {"together": 0, "aw_first": 1, "w_first": 2}
+"""AXI4-Lite write orders, as sim_axil_write numbers them."""
+_VIOLATION_TEXT_BYTES = 4096
+
+
+class AxiResponseError(RuntimeError):
+    """An AXI4-Lite register access was answered with an error response (SLVERR, DECERR)."""
+
+
 class RtlDevice(Device):
-    """The generated Verilog, Verilated, behind the same Device interface as the board."""
+    """The generated Verilog, Verilated, behind the same Device interface as the board.
+
+    Besides the Device interface it exposes the simulated bus: DDR model modes
+    (``set_ddr_mode``), error injection (``inject_error``), stalls (``set_stall``), raw AXI4-Lite
+    accesses with their response codes (``axil_write``/``axil_read``) and the AXI protocol
+    checker's findings (``protocol_violations``).
+    """
 
     name = "rtl"
 
-    def __init__(self, cfg: AccelConfig, size: int, latency: int = DEFAULT_LATENCY) -> None:
+    def __init__(
+        self,
+        cfg: AccelConfig,
+        size: int,
+        latency: int = DEFAULT_LATENCY,
+        library: Path | None = None,
+    ) -> None:
+        """``library`` replaces the build of ``cfg`` with a prebuilt one (``build_verilog``)."""
         if size <= 0:
             raise ValueError(f"window size must be positive, got {size}")
         self.config = cfg
         self.window_base = WINDOW_BASE
         self.window_size = size
-        self._lib = ctypes.CDLL(str(build(cfg)))
+        self._sim = None
+        self._lib = ctypes.CDLL(str(library or build(cfg)))
         lib = self._lib
-        lib.sim_new.restype = ctypes.c_void_p
-        lib.sim_new.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32]
-        lib.sim_free.argtypes = [ctypes.c_void_p]
+        ptr, u32, u64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
+        lib.sim_new.restype = ptr
+        lib.sim_new.argtypes = [u64, u64, u32]
+        lib.sim_free.argtypes = [ptr]
         for f in (lib.sim_mem_write, lib.sim_mem_read):
-            f.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_uint64]
+            f.argtypes = [ptr, u64, ctypes.c_char_p, u64]
             f.restype = ctypes.c_int
-        lib.sim_reg_write.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
-        lib.sim_reg_write.restype = ctypes.c_int
-        lib.sim_reg_read.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-        lib.sim_reg_read.restype = ctypes.c_int64
-        lib.sim_wait.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+        lib.sim_axil_write.argtypes = [ptr, u32, u32, u32, ctypes.c_int]
+        lib.sim_axil_write.restype = ctypes.c_int
+        lib.sim_axil_read.argtypes = [ptr, u32]
+        lib.sim_axil_read.restype = ctypes.c_int64
+        lib.sim_wait.argtypes = [ptr, u64]
         lib.sim_wait.restype = ctypes.c_int64
-        lib.sim_set_stall.argtypes = [ctypes.c_void_p, ctypes.c_int]
-        lib.sim_cycles.argtypes = [ctypes.c_void_p]
-        lib.sim_cycles.restype = ctypes.c_uint64
+        lib.sim_set_stall.argtypes = [ptr, ctypes.c_int]
+        lib.sim_set_ddr_mode.argtypes = [ptr, ctypes.c_int, u64, u32, u32, ctypes.c_double]
+        lib.sim_inject_error.argtypes = [ptr, ctypes.c_int, u64]
+        lib.sim_protocol_violations.argtypes = [ptr, ctypes.c_char_p, u64]
+        lib.sim_protocol_violations.restype = u64
+        lib.sim_cycles.argtypes = [ptr]
+        lib.sim_cycles.restype = u64
         self._sim = lib.sim_new(WINDOW_BASE, size, latency)
 
     def _check(self, off: int, n: int) -> None:
@@ -209,15 +259,35 @@ class RtlDevice(Device):
         self._lib.sim_mem_read(self._sim, offset, buf, n)
         return buf.raw
 
+    def axil_write(
+        self, offset: int, value: int, strb: int = 0xF, order: WriteOrder = "together"
+    ) -> int:
+        """One AXI4-Lite write of ``value`` with byte lanes ``strb`` to byte ``offset``, its AW
+        and W raised together or one after the other's handshake; returns BRESP."""
+        resp = self._lib.sim_axil_write(
+            self._sim, offset, value & 0xFFFF_FFFF, strb & 0xF, _ORDERS[order]
+        )
+        if resp < 0:
+            raise DeviceTimeoutError(f"AXI4-Lite write to {offset:#x} got no response")
+        return int(resp)
+
+    def axil_read(self, offset: int) -> tuple[int, int]:
+        """One AXI4-Lite read of byte ``offset``; returns (RDATA, RRESP)."""
+        v = self._lib.sim_axil_read(self._sim, offset)
+        if v < 0:
+            raise DeviceTimeoutError(f"AXI4-Lite read of {offset:#x} got no response")
+        return int(v) & 0xFFFF_FFFF, int(v) >> 32
+
     def write_reg(self, name: str, value: int) -> None:
-        if self._lib.sim_reg_write(self._sim, regs.offset(name), value & 0xFFFF_FFFF):
-            raise DeviceTimeoutError(f"AXI4-Lite write to {name} got no response")
+        resp = self.axil_write(regs.offset(name), value)
+        if resp != OKAY:
+            raise AxiResponseError(f"AXI4-Lite write to {name} answered {RESP_NAMES[resp]}")
 
     def read_reg(self, name: str) -> int:
-        v = self._lib.sim_reg_read(self._sim, regs.offset(name))
-        if v < 0:
-            raise DeviceTimeoutError(f"AXI4-Lite read of {name} got no response")
-        return int(v)
+        value, resp = self.axil_read(regs.offset(name))
+        if resp != OKAY:
+            raise AxiResponseError(f"AXI4-Lite read of {name} answered {RESP_NAMES[resp]}")
+        return value
 
     def wait(self, timeout_cycles: int) -> None:
         if self._lib.sim_wait(self._sim, timeout_cycles) < 0:
@@ -226,8 +296,52 @@ class RtlDevice(Device):
             )
 
     def set_stall(self, stall: bool) -> None:
-        """Make the DDR model stop answering (to test that a hang times out cleanly)."""
+        """Make the DDR model stop answering (to test that a hang times out cleanly); an R beat
+        or B response already on the bus stays there until taken, as AXI requires."""
         self._lib.sim_set_stall(self._sim, int(stall))
+
+    def set_ddr_mode(
+        self,
+        random: bool = False,
+        seed: int = 0,
+        min_latency: int = 20,
+        max_latency: int = 100,
+        backpressure: float = 0.3,
+    ) -> None:
+        """Switch the DDR model to random timing, or back to the fixed ``latency`` (random=False).
+
+        Random: each burst's latency (AR handshake to first R beat, last W beat to B) is uniform
+        in [min_latency, max_latency] cycles, and every cycle each READY the model drives (AR,
+        AW, W) is low, and each R beat or B response not yet shown is held back, with probability
+        ``backpressure``. The AXI4-Lite driver is jittered too: 0-3 idle cycles before each
+        VALID, BREADY/RREADY low with probability ``backpressure``. Same seed, same timing.
+        """
+        if not 0 <= min_latency <= max_latency:
+            raise ValueError(f"latency range [{min_latency}, {max_latency}] is empty or negative")
+        if not 0 <= backpressure < 1:
+            raise ValueError(f"backpressure {backpressure} is not a probability in [0, 1)")
+        self._lib.sim_set_ddr_mode(
+            self._sim, int(random), seed & (2**64 - 1), min_latency, max_latency, backpressure
+        )
+
+    def inject_error(self, channel: Literal["read", "write"], nth: int = 0) -> None:
+        """Answer SLVERR on the ``nth`` (0: the next) read or write burst the DDR model accepts
+        from now on: every R beat of that read, or its B response (its data is not stored)."""
+        if channel not in ("read", "write") or nth < 0:
+            raise ValueError(f"inject_error({channel!r}, {nth}): channel read/write, nth >= 0")
+        self._lib.sim_inject_error(self._sim, int(channel == "write"), nth)
+
+    def protocol_violations(self) -> list[str]:
+        """AXI protocol violations seen so far on either port (first 16, each "cycle N: what");
+        empty if the bus has been clean. ``protocol_violation_count`` has the total."""
+        buf = ctypes.create_string_buffer(_VIOLATION_TEXT_BYTES)
+        self._lib.sim_protocol_violations(self._sim, buf, _VIOLATION_TEXT_BYTES)
+        return buf.value.decode().splitlines()
+
+    @property
+    def protocol_violation_count(self) -> int:
+        """Total AXI protocol violations seen so far (``protocol_violations`` lists the first)."""
+        return int(self._lib.sim_protocol_violations(self._sim, None, 0))
 
     @property
     def sim_cycles(self) -> int:
