@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from graphgen import random_graph
 
-from rmsmp.arch import AccelConfig
+from rmsmp.arch import AccelConfig, layout
+from rmsmp.arch.layout import Entry
 from rmsmp.compiler.lower import lower
 from rmsmp.host.program import ALIGN, Program
 from rmsmp.host.runtime import run
@@ -35,6 +36,7 @@ def test_save_load_round_trip(tmp_path):
     for name in ("batch", "window_size", "input_shape", "input_scale", "input_lo", "input_hi"):
         assert getattr(back, name) == getattr(prog, name)
     assert back.output_shape == prog.output_shape and back.output_slots == prog.output_slots
+    assert back.insn_count == prog.insn_count > 0
     x = rng.integers(-128, 128, size=(3, 5, 4, 4))
     assert np.array_equal(run(back, x), graph.evaluate(x))
     assert back.summary() == prog.summary()
@@ -42,20 +44,53 @@ def test_save_load_round_trip(tmp_path):
 
 def test_window_regions_aligned_and_disjoint():
     _, prog = _program(np.random.default_rng(1))
-    spans = [(s.offset, s.offset + len(s.data)) for s in prog.segments.values()]
+    ib = TINY.insn_bits // 8
+    assert prog.segments["insn"].offset == 0
+    assert len(prog.segments["insn"].data) == prog.insn_count * ib
+    # the layers' instructions cut the one instruction stream into consecutive pieces
+    at = 0
     for r in prog.layers:
-        spans += [(r.in_offset, r.in_offset + r.in_size), (r.out_offset, r.out_offset + r.out_size)]
-        assert r.insn_offset % ALIGN == 0 and r.w_offset % ALIGN == 0 and r.q_offset % ALIGN == 0
-    spans.sort()
+        assert r.insn_offset == at and r.insn_count > 0
+        at += r.insn_count * ib
+    assert at == prog.insn_count * ib
+    # one layer's output map is the next one's input map
+    for a, b in zip(prog.layers, prog.layers[1:], strict=False):
+        assert (a.out_offset, a.out_size) == (b.in_offset, b.in_size)
+    seg = {k: (s.offset, s.offset + len(s.data)) for k, s in prog.segments.items()}
+    blobs = {"w": [], "q": []}
+    for r in prog.layers:
+        blobs["w"].append((r.w_offset, r.w_offset + r.w_size))
+        blobs["q"].append((r.q_offset, r.q_offset + r.q_size))
+    for k, spans in blobs.items():  # each layer's W and Q blob lies in the segment
+        assert all(seg[k][0] <= a0 and a1 <= seg[k][1] for a0, a1 in spans)
+        _assert_disjoint_aligned(spans)
+    maps = [(r.in_offset, r.in_offset + r.in_size) for r in prog.layers]
+    last = prog.layers[-1]
+    maps.append((last.out_offset, last.out_offset + last.out_size))
+    eb = layout.entry_bytes(TINY, Entry.X)
+    for r in prog.layers:
+        assert r.out_size == prog.batch * r.out_tiles * r.out_hw[0] * r.out_hw[1] * eb
+    regions = [*seg.values(), *maps]
+    _assert_disjoint_aligned(regions)
+    assert max(a1 for _, a1 in regions) <= prog.window_size
+
+
+def _assert_disjoint_aligned(spans):
+    spans = sorted(spans)
     for (a0, a1), (b0, _) in zip(spans, spans[1:], strict=False):
         assert a0 % ALIGN == 0 and a1 <= b0
-    assert spans[-1][1] <= prog.window_size
+    assert spans[-1][0] % ALIGN == 0
 
 
 def test_summary_and_dequantize():
     _, prog = _program(np.random.default_rng(2))
     text = prog.summary()
     assert prog.config_hash in text and all(r.name in text for r in prog.layers)
+    assert f"{prog.insn_count} instructions" in text
+    rows = text.splitlines()[-len(prog.layers) :]
+    for r, row in zip(prog.layers, rows, strict=True):
+        assert row.split()[:3] == [r.name, r.kind, f"{r.kernel[0]}x{r.kernel[1]}/{r.stride[0]}"]
+        assert r.order in row
     y = np.array([[-3, 0, 7]])
     deq = prog.dequantize(y)
     assert deq.dtype == np.float32
