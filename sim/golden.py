@@ -167,8 +167,8 @@ class GoldenDevice(Device):
             err = self._execute(insns[i])
             if err is not Error.NONE:
                 return self._end(err, i, insns[i].unit)
-        if fetch_err is not Error.NONE:
-            self._end(fetch_err, len(insns))
+        if fetch_err is not Error.NONE and sched.dispatched == len(insns):
+            self._end(fetch_err, len(insns))  # fetch got as far as the failing instruction
         elif sched.deadlock:
             self._end(Error.DEADLOCK, sched.dispatched)
         else:
