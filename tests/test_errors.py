@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 
@@ -74,18 +75,41 @@ def test_small_device_window(prog):
         run(prog, np.zeros((1, 6), np.int8), device=dev)
 
 
-def test_accelerator_error_names_code_pc_layer(prog):
-    insn = prog.segments["insn"]
-    bad = bytearray(insn.data)
-    n = TINY.insn_bits // 8
-    pc = prog.layers[0].insn_count - 1
-    bad[pc * n : (pc + 1) * n] = bytes(n)
-    broken = Program(
-        **{**prog.__dict__, "segments": {**prog.segments, "insn": Segment(0, bytes(bad))}}
-    )
+def _patched(prog, pc, word):
+    """``prog`` with instruction ``pc`` replaced by ``word``."""
+    n = prog.config.insn_bits // 8
+    data = bytearray(prog.segments["insn"].data)
+    data[pc * n : (pc + 1) * n] = word.to_bytes(n, "little")
+    return Program(**{**prog.__dict__, "segments": {**prog.segments, "insn": Segment(0, data)}})
+
+
+@pytest.fixture(scope="module")
+def prog2():
+    rng = np.random.default_rng(1)
+    specs = [dict(kind="linear", n=9), dict(kind="linear", n=5, lo=-128, hi=127)]
+    return lower(random_graph(rng, TINY, (6,), specs), TINY, 2)
+
+
+def test_accelerator_error_names_code_pc_layer(prog2):
+    x = np.zeros((1, 6), np.int8)
+    first = prog2.layers[0].insn_count
+    for pc, layer in ((first - 1, "l0"), (first + 1, "l1")):
+        with pytest.raises(AcceleratorError) as e:
+            run(_patched(prog2, pc, 0), x)
+        assert (e.value.code, e.value.pc, e.value.layer) == ("ILLEGAL_OPCODE", pc, layer)
+        assert "fetch unit" in str(e.value) and "re-run rmsmp compile" in str(e.value)
+
+
+def test_inconsistent_tokens_are_a_deadlock(prog2):
+    """Dropping a producer's push leaves one more pop than pushes on that counter: DEADLOCK."""
+    insns = [isa.decode(TINY, w) for w in isa.from_bytes(TINY, prog2.segments["insn"].data)]
+    pc = next(i for i, n in enumerate(insns) if n.op is Opcode.LOAD and n.push_next)
+    word = isa.encode(TINY, Opcode.LOAD, **{**insns[pc].args, "push_next": 0})
     with pytest.raises(AcceleratorError) as e:
-        run(broken, np.zeros((1, 6), np.int8))
-    assert (e.value.code, e.value.pc, e.value.layer) == ("ILLEGAL_OPCODE", pc, "l0")
+        run(_patched(prog2, pc, word), np.zeros((1, 6), np.int8))
+    assert e.value.code == "DEADLOCK"
+    assert "dependency tokens" in str(e.value)
+    assert 0 <= e.value.pc <= prog2.insn_count
 
 
 class _HangingDevice(GoldenDevice):
@@ -95,7 +119,7 @@ class _HangingDevice(GoldenDevice):
 
 def test_timeout_is_reported(prog):
     dev = _HangingDevice(TINY, prog.window_size)
-    with pytest.raises(TimeoutError, match=r"layer 'l0'.*1234 cycles.*larger timeout_cycles"):
+    with pytest.raises(TimeoutError, match=r"did not finish within 1234 cycles.*larger timeout"):
         run(prog, np.zeros((1, 6), np.int8), device=dev, timeout_cycles=1234)
 
 
@@ -134,6 +158,10 @@ def test_program_file_errors(prog, tmp_path):
         Program.load(rewrite("magic.rmsmp", lambda h: h.update(magic="npz")))
     with pytest.raises(ProgramFormatError, match="version 99 is not supported"):
         Program.load(rewrite("ver.rmsmp", lambda h: h.update(version=99)))
+    with pytest.raises(ProgramFormatError, match="version 1 is not supported.*this rmsmp"):
+        Program.load(rewrite("v1.rmsmp", lambda h: h.update(version=1)))
+    with pytest.raises(ProgramFormatError, match=r"missing keys \['insn_count'\]"):
+        Program.load(rewrite("nocount.rmsmp", lambda h: h.pop("insn_count")))
     with pytest.raises(ProgramFormatError, match="checksum mismatch"):
         Program.load(rewrite("sum.rmsmp", blob_fn=lambda d: bytes([d[0] ^ 1]) + d[1:]))
     with pytest.raises(ProgramFormatError, match=r"missing keys \['batch'\]"):
@@ -158,7 +186,7 @@ def test_compile_errors():
         CompileError, match=r"fc.*'sp2-4'.*'pynq-z1'.*\['pot4', 'fixed4', 'fixed8'\]"
     ):
         lower(g, PYNQ, 1)
-    wide = AccelConfig("w24", (RowGroup("fixed8", 2),), cols=8, acc_bits=24, requant_lanes=2)
+    wide = AccelConfig("w24", (RowGroup("fixed8", 8),), cols=8, acc_bits=24, requant_lanes=2)
     big = IntGraph([_linear("big", np.full((2, 600), 127, np.int64), ["fixed8"] * 2)], (600,), 1.0)
     with pytest.raises(CompileError, match="big.*overflows the 24-bit accumulator"):
         lower(big, wide, 1)
@@ -174,8 +202,8 @@ def test_compile_errors():
 SIZE = 4096
 
 
-def _dev():
-    dev = GoldenDevice(TINY, SIZE)
+def _dev(cfg=TINY):
+    dev = GoldenDevice(cfg, SIZE)
     dev.write_reg("WINDOW_BASE", dev.window_base)
     dev.write_reg("WINDOW_LIMIT", dev.window_base + SIZE)
     return dev
@@ -185,21 +213,31 @@ def _gemm(**kw):
     return gemm_word(TINY, **kw)
 
 
-def _load(buf=Buf.X, sram=0, dram=0, count=1):
-    return isa.encode(TINY, Opcode.LOAD, buf=buf, sram=sram, dram=dram, count=count)
+def _load(buf=Buf.X, sram=0, dram=0, x_size=1, y_size=1, x_stride=0, **flags):
+    args = dict(buf=buf, sram=sram, dram=dram, y_size=y_size, x_size=x_size, x_stride=x_stride)
+    return isa.encode(TINY, Opcode.LOAD, **args, **flags)
 
 
-def _store(sram=0, dram=0, count=1):
-    return isa.encode(TINY, Opcode.STORE, sram=sram, dram=dram, count=count)
+def _store(sram=0, dram=0, x_size=1, y_size=1, x_stride=0, **flags):
+    args = dict(sram=sram, dram=dram, y_size=y_size, x_size=x_size, x_stride=x_stride)
+    return isa.encode(TINY, Opcode.STORE, **args, **flags)
+
+
+def _sync(**flags):
+    return isa.encode(TINY, Opcode.SYNC, **flags)
 
 
 def _run(dev, words, insn_addr=1024):
-    dev.write(insn_addr, isa.to_bytes(TINY, words))
+    dev.write(insn_addr, isa.to_bytes(dev.config, words))
     dev.write_reg("INSN_ADDR", insn_addr)
     dev.write_reg("INSN_COUNT", len(words))
     dev.write_reg("CTRL", 1)
     dev.wait(10)
     return Error(dev.read_reg("ERROR")), dev.read_reg("PC"), dev.read_reg("STATUS")
+
+
+DONE, FAILED = 2, 6
+"""STATUS after a run: done, and done with the error bit."""
 
 
 def test_golden_identity_registers():
@@ -213,43 +251,165 @@ def test_golden_identity_registers():
         dev.read_reg("FOO")
 
 
+def _chain():
+    """LOAD -> GEMM -> STORE, ordered by tokens."""
+    return [_load(push_next=1), _gemm(pop_prev=1, push_next=1), _store(dram=256, pop_prev=1)]
+
+
 def test_golden_ok_run_sets_done():
-    err, pc, status = _run(_dev(), [_load(), _gemm(), _store(dram=256)])
-    assert (err, pc, status) == (Error.NONE, 3, 2)
+    dev = _dev()
+    assert _run(dev, _chain()) == (Error.NONE, 3, DONE)
+    assert dev.read_reg("FAULT_UNIT") == isa.Unit.FETCH
 
 
 @pytest.mark.parametrize(
     "word",
     [
-        _gemm(m_count=0),
-        _gemm(k_count=0),
-        _gemm(w_base=TINY.w_depth - 1, k_count=2),
-        _gemm(x_base=TINY.x_depth - 4, m_count=2, k_count=3),
+        _gemm(oh_count=0),
+        _gemm(c_count=0),
+        _gemm(kh=0),
+        _gemm(stride_x=0),
+        _gemm(tile_w=0),
+        _gemm(w_base=TINY.w_depth - 1, c_count=2),
+        _gemm(w_base=TINY.w_depth - 8, kh=3, kw=3),
+        _gemm(x_base=TINY.x_depth - 4, c_count=2, c_stride=3, tile_w=2),
         _gemm(lo=5, hi=4),
-        _gemm(final=0, acc_base=TINY.acc_depth - 1, m_count=2),
-        _gemm(reset=0, acc_base=TINY.acc_depth - 2, m_count=3),
-        _gemm(o_base=TINY.out_depth - 1, m_count=2),
+        _gemm(final=0, acc_base=TINY.acc_depth - 1, ow_count=2),
+        _gemm(reset=0, acc_base=TINY.acc_depth - 2, oh_count=3),
+        _gemm(o_base=TINY.out_depth - 1, ow_count=2),
         _load(buf=3),
-        _load(count=0),
-        _load(buf=Buf.Q, sram=1, count=2),
-        _load(buf=Buf.W, sram=TINY.w_depth - 2, count=3),
-        _store(count=0),
-        _store(sram=TINY.out_depth - 1, count=2),
+        _load(x_size=0),
+        _load(y_size=0),
+        _load(y_size=2, x_size=2, x_stride=1),
+        _load(buf=Buf.Q, sram=1, x_size=2),
+        _load(buf=Buf.W, sram=TINY.w_depth - 2, x_size=3),
+        _load(pop_prev=1),
+        _store(x_size=0),
+        _store(sram=TINY.out_depth - 1, x_size=2),
+        _store(sram=TINY.out_depth - 4, y_size=2, x_size=3, x_stride=3),
+        _store(push_next=1),
     ],
 )
 def test_golden_bad_operand(word):
     dev = _dev()
-    err, pc, status = _run(dev, [_load(), word, _load()])
-    assert (err, pc, status) == (Error.BAD_OPERAND, 1, 6)
+    assert _run(dev, [_load(), word, _load()]) == (Error.BAD_OPERAND, 1, FAILED)
+    assert dev.read_reg("FAULT_UNIT") == isa.Unit.FETCH
 
 
 def test_golden_gemm_in_range_edges_are_accepted():
     dev = _dev()
     words = [
-        _gemm(reset=1, final=1, acc_base=TINY.acc_depth - 1, m_count=2, o_base=TINY.out_depth - 2),
-        _gemm(w_base=TINY.w_depth - 2, k_count=2, x_base=TINY.x_depth - 4, m_count=2),
+        _gemm(reset=1, final=1, acc_base=TINY.acc_depth - 1, ow_count=2, o_base=TINY.out_depth - 2),
+        _gemm(w_base=TINY.w_depth - 2, c_count=2, x_base=TINY.x_depth - 4, c_stride=2, tile_w=2),
+        _gemm(w_base=TINY.w_depth - 9, kh=3, kw=3, pad_top=2, pad_left=2),
     ]
-    assert _run(dev, words)[0] is Error.NONE
+    assert _run(dev, words) == (Error.NONE, 3, DONE)
+
+
+def test_golden_check_failure_after_executed_instructions():
+    """Fetch stops at the failing instruction (PC = its index); what it dispatched before runs."""
+    dev = _dev()
+    dev.write(64, layout.pack(TINY, Entry.X, np.full((1, TINY.cols), 7)))
+    q = np.tile([0, 1, numerics.BIAS_FRAC_BITS], TINY.rows)[None]
+    dev.write(128, layout.pack(TINY, Entry.Q, q))
+    fmts = [numerics.weight_format(f) for f in layout.row_formats(TINY)]
+    w = np.concatenate([np.full(TINY.cols, f.encode(1)) for f in fmts])[None]
+    dev.write(256, layout.pack(TINY, Entry.W, w))
+    words = [
+        _load(Buf.W, dram=32),
+        _load(Buf.Q, dram=16),
+        _load(Buf.X, dram=8, push_next=1),
+        _gemm(pop_prev=1, push_next=1),
+        _store(dram=64, pop_prev=1),
+        _gemm(c_count=0),
+        _load(Buf.X, dram=8, sram=1),
+    ]
+    assert _run(dev, words) == (Error.BAD_OPERAND, 5, FAILED)
+    assert dev.read_reg("FAULT_UNIT") == isa.Unit.FETCH
+    out = layout.unpack(TINY, Entry.OUT, dev.read(512, layout.entry_bytes(TINY, Entry.OUT)))
+    assert out.tolist() == [[7 * TINY.cols] * TINY.rows]
+    assert not dev.x[1].any()  # the LOAD after the failing GEMM was never dispatched
+    words[5] = 0
+    assert _run(dev, words)[:2] == (Error.ILLEGAL_OPCODE, 5)
+
+
+# --- dependency tokens and deadlocks --------------------------------------------------------
+
+
+def test_pop_with_nothing_pushed_deadlocks():
+    """A GEMM pops a token no LOAD pushed: DEADLOCK, PC = the instructions fetch dispatched."""
+    dev = _dev()
+    dev.write(64, layout.pack(TINY, Entry.X, np.full((1, TINY.cols), 3)))
+    dev.write(512, bytes(range(8)))
+    words = [_load(dram=8), _gemm(pop_prev=1, push_next=1), _store(dram=64, pop_prev=1)]
+    assert _run(dev, words) == (Error.DEADLOCK, 3, FAILED)
+    assert dev.read_reg("FAULT_UNIT") == isa.Unit.FETCH
+    assert dev.x[0].tolist() == [3] * TINY.cols  # the LOAD ran
+    assert dev.read(512, 8) == bytes(range(8))  # the STORE never did
+    words[0] = _load(dram=8, push_next=1)
+    assert _run(dev, words) == (Error.NONE, 3, DONE)
+
+
+def test_full_command_queue_with_a_blocked_unit_deadlocks():
+    """The LOAD that would unblock the compute unit sits behind a full compute queue.
+
+    TINY has two-entry queues: the blocked GEMM is the unit's current instruction, two more wait
+    in the queue, and fetch stops at the fourth; with deeper queues the same program runs.
+    """
+    words = [_gemm(pop_prev=1), _gemm(), _gemm(), _gemm(), _load(push_next=1)]
+    assert TINY.cmd_depth == 2
+    assert _run(_dev(), words) == (Error.DEADLOCK, 3, FAILED)
+    deep = dataclasses.replace(TINY, cmd_depth=3)
+    assert _run(_dev(deep), words) == (Error.NONE, 5, DONE)
+    # an instruction that fails the check behind the stall is never reached
+    assert _run(_dev(), [*words[:4], _gemm(lo=1, hi=0)]) == (Error.DEADLOCK, 3, FAILED)
+    assert _run(_dev(deep), [*words[:4], _gemm(lo=1, hi=0)]) == (Error.BAD_OPERAND, 4, FAILED)
+
+
+def test_full_token_counter_blocks_the_producer():
+    """Three pushes into a two-token counter that nobody pops: the third LOAD runs but cannot
+    push, so the run ends with DEADLOCK; with one consumer it ends normally."""
+    assert TINY.token_depth == 2
+    loads = [_load(sram=i, push_next=1) for i in range(3)]
+    assert _run(_dev(), loads) == (Error.DEADLOCK, 3, FAILED)
+    assert _run(_dev(), [*loads[:2]]) == (Error.NONE, 2, DONE)  # leftover tokens are fine
+    assert _run(_dev(), [*loads, _gemm(pop_prev=1)]) == (Error.NONE, 4, DONE)
+
+
+def test_sync_orders_store_before_load():
+    """STORE -> SYNC -> LOAD through the store->compute and compute->load counters: the LOAD
+    reads what the STORE wrote."""
+    dev = _dev()
+    dev.out[0] = np.arange(TINY.rows) - 4
+    words = [
+        _store(dram=64, push_prev=1),
+        _sync(pop_next=1, push_prev=1),
+        _load(dram=64, pop_next=1),
+    ]
+    assert _run(dev, words) == (Error.NONE, 3, DONE)
+    assert dev.x[0].tolist() == (np.arange(TINY.rows) - 4).tolist()
+    assert _run(_dev(), words[:1] + words[2:]) == (Error.DEADLOCK, 2, FAILED)
+
+
+def test_bad_window_registers():
+    """WINDOW_BASE must be burst-aligned and WINDOW_LIMIT not below it: BAD_WINDOW, PC 0,
+    nothing runs."""
+    assert TINY.window_align == TINY.max_burst * TINY.axi_data_bits // 8
+    dev = GoldenDevice(TINY, SIZE + TINY.window_align)
+    dev.write(TINY.window_align + 64, layout.pack(TINY, Entry.X, np.full((1, TINY.cols), 9)))
+    for base_off, limit_off in ((64, SIZE), (8, SIZE), (TINY.window_align - 8, SIZE), (0, -8)):
+        dev.write_reg("WINDOW_BASE", dev.window_base + base_off)
+        dev.write_reg("WINDOW_LIMIT", dev.window_base + limit_off)
+        assert _run(dev, [_load(dram=8)]) == (Error.BAD_WINDOW, 0, FAILED)
+        assert not dev.x.any()
+    dev.write_reg("WINDOW_BASE", dev.window_base + TINY.window_align)
+    dev.write_reg("WINDOW_LIMIT", dev.window_base + SIZE + TINY.window_align)
+    # INSN_ADDR and dram are offsets from WINDOW_BASE
+    dev.write(TINY.window_align + 1024, isa.to_bytes(TINY, [_load(dram=8)]))
+    dev.write_reg("INSN_ADDR", 1024)
+    dev.write_reg("CTRL", 1)
+    assert (dev.read_reg("ERROR"), dev.read_reg("PC"), dev.read_reg("STATUS")) == (0, 1, DONE)
+    assert dev.x[0].tolist() == [9] * TINY.cols
 
 
 def test_golden_dma_window_errors():
@@ -257,36 +417,45 @@ def test_golden_dma_window_errors():
     xb = layout.entry_bytes(TINY, Entry.X)
     last = SIZE // 8 - 1
     assert _run(dev, [_load(dram=(SIZE - xb) // 8)])[0] is Error.NONE
-    assert _run(dev, [_load(), _load(dram=last, count=2)])[:2] == (Error.DMA_WINDOW, 1)
+    assert _run(dev, [_load(), _load(dram=last, x_size=2)])[:2] == (Error.DMA_WINDOW, 1)
     assert _run(dev, [_store(dram=last + 1)])[:2] == (Error.DMA_WINDOW, 0)
     wb = layout.entry_bytes(TINY, Entry.W)
     assert _run(dev, [_load(buf=Buf.W, dram=(SIZE - wb) // 8 + 1)])[0] is Error.DMA_WINDOW
+    # a 2-D block ends with its last row: 3 rows of 2 at stride 5 span 12 entries
+    end = (SIZE - 12 * xb) // 8
+    assert _run(dev, [_load(dram=end, y_size=3, x_size=2, x_stride=5)])[0] is Error.NONE
+    assert _run(dev, [_load(dram=end + 1, y_size=3, x_size=2, x_stride=5)])[0] is Error.DMA_WINDOW
 
 
 def test_golden_dma_window_error_has_no_effect():
     dev = _dev()
     dev.write(64, layout.pack(TINY, Entry.X, np.arange(1, 2 * TINY.cols + 1).reshape(2, -1)))
     dev.write_reg("WINDOW_LIMIT", dev.window_base + 72)
-    assert _run(dev, [_load(dram=8, count=2)], insn_addr=0)[:2] == (Error.DMA_WINDOW, 0)
+    assert _run(dev, [_load(dram=8, x_size=2)], insn_addr=0)[:2] == (Error.DMA_WINDOW, 0)
     assert not dev.x.any()
-    assert _run(dev, [_load(dram=8, count=1)], insn_addr=0)[0] is Error.NONE
+    assert _run(dev, [_load(dram=8, x_size=1)], insn_addr=0)[0] is Error.NONE
     assert dev.x[0].tolist() == list(range(1, TINY.cols + 1))
 
 
 def test_golden_fetch_outside_window_and_axi_resp():
     dev = _dev()
-    dev.write_reg("INSN_ADDR", SIZE - 16)
-    dev.write(SIZE - 16, isa.to_bytes(TINY, [_load()]))
+    n = TINY.insn_bits // 8
+    dev.write_reg("INSN_ADDR", SIZE - n)
+    dev.write(SIZE - n, isa.to_bytes(TINY, [_load()]))
     dev.write_reg("INSN_COUNT", 2)
     dev.write_reg("CTRL", 1)
     assert (dev.read_reg("ERROR"), dev.read_reg("PC")) == (Error.DMA_WINDOW, 1)
+    assert dev.read_reg("FAULT_UNIT") == isa.Unit.FETCH
     dev.write_reg("WINDOW_LIMIT", dev.window_base + 2 * SIZE)
     assert _run(dev, [_load(dram=SIZE // 8)])[:2] == (Error.AXI_RESP, 0)
+    assert dev.read_reg("FAULT_UNIT") == isa.Unit.LOAD
+    assert _run(dev, [_load(), _store(dram=SIZE // 8)])[:2] == (Error.AXI_RESP, 1)
+    assert dev.read_reg("FAULT_UNIT") == isa.Unit.STORE
 
 
 def test_golden_illegal_opcode():
     dev = _dev()
-    for word in (0, 0xF, 4):
+    for word in (0, 0xF, 5, 0xFFFF_FFF0):
         assert _run(dev, [_load(), word])[:2] == (Error.ILLEGAL_OPCODE, 1)
 
 
@@ -299,6 +468,6 @@ def test_golden_buffers_persist_between_runs():
     q = np.tile([0, 1, numerics.BIAS_FRAC_BITS], TINY.rows)[None]
     dev.write(512, layout.pack(TINY, Entry.Q, q))
     assert _run(dev, [_load(Buf.W), _load(Buf.X, dram=32), _load(Buf.Q, dram=64)])[0] is Error.NONE
-    assert _run(dev, [_gemm(), _store(dram=96)])[0] is Error.NONE
+    assert _run(dev, [_gemm(push_next=1), _store(dram=96, pop_prev=1)])[0] is Error.NONE
     out = layout.unpack(TINY, Entry.OUT, dev.read(768, layout.entry_bytes(TINY, Entry.OUT)))
     assert out.tolist() == [[3 * TINY.cols] * TINY.rows]
