@@ -1,8 +1,9 @@
 """Verilator build of the generated accelerator and the ``rtl`` backend device.
 
 The generated Verilog is compiled with Verilator together with a C++ harness (``harness.cpp``: a
-DDR model behind the AXI4 master and an AXI4-Lite driver) into a shared library, loaded through
-ctypes. Builds are cached by config hash under the user cache dir.
+DDR model behind the AXI4 master, fixed-latency or seeded-random, an AXI4-Lite driver, and an AXI
+protocol checker watching both ports every cycle) into a shared library, loaded through ctypes.
+Builds are cached by config hash under the user cache dir.
 """
 
 from __future__ import annotations
