@@ -19,6 +19,8 @@ from rmsmp.arch.regs import REGS, Access
 
 OKAY = 0
 """AXI response code of a successful transfer."""
+SLVERR = 2
+"""AXI response code of a refused transfer (unmapped address, read-only register)."""
 WORD_MASK = 0xFFFF_FFFF
 CLOCK_NS = 10
 TIMEOUT_CYCLES = 50
@@ -209,7 +211,7 @@ async def test_constant_registers(dut: HierarchyObject) -> None:
 
 @cocotb.test()
 async def test_read_only_registers_ignore_writes(dut: HierarchyObject) -> None:
-    """Writes to RO registers are acknowledged and change neither them nor any RW register."""
+    """Writes to RO registers answer SLVERR and change neither them nor any RW register."""
     bus, rng = await _setup(dut)
     written = await _write_rw(bus, rng)
     driven = dict(zip((r.name for r in STATUS_REGS), _words(rng, len(STATUS_REGS)), strict=True))
@@ -218,7 +220,7 @@ async def test_read_only_registers_ignore_writes(dut: HierarchyObject) -> None:
     expected = driven | _constants()
     ro_regs = [r for r in REGS if r.access is Access.RO]
     for reg, junk in zip(ro_regs, _words(rng, len(ro_regs)), strict=True):
-        await _write_ok(bus, reg.offset, junk)
+        assert await bus.write(reg.offset, junk) == SLVERR, f"write to {reg.name} not refused"
     for reg in ro_regs:
         got = await _read_ok(bus, reg.offset)
         assert got == expected[reg.name], f"{reg.name} read {got:#x} after a write"
@@ -249,7 +251,7 @@ async def test_ctrl_start_pulse(dut: HierarchyObject) -> None:
 
 @cocotb.test()
 async def test_unmapped_addresses(dut: HierarchyObject) -> None:
-    """Unmapped word addresses read 0 with OKAY; writes there are acknowledged and ignored."""
+    """Unmapped word addresses answer SLVERR (reads give 0); writes there change nothing."""
     bus, rng = await _setup(dut)
     mapped = {r.offset for r in REGS}
     unmapped = [a for a in range(0, 1 << regs.AXIL_ADDR_BITS, regs.REG_BYTES) if a not in mapped]
@@ -259,9 +261,8 @@ async def test_unmapped_addresses(dut: HierarchyObject) -> None:
     for reg in STATUS_REGS:
         getattr(dut, reg.name.lower()).value = WORD_MASK
     for addr in unmapped:
-        got = await _read_ok(bus, addr)
-        assert got == 0, f"unmapped {addr:#04x} read {got:#x}"
+        assert await bus.read(addr) == (0, SLVERR), f"unmapped read at {addr:#04x} not refused"
     for addr in unmapped:
-        await _write_ok(bus, addr, WORD_MASK)
+        assert await bus.write(addr, WORD_MASK) == SLVERR, f"unmapped write at {addr:#04x}"
     await _expect_rw(dut, bus, written)
     assert start.high_at == [], f"start pulsed at {start.high_at} ns after unmapped writes"
