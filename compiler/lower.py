@@ -195,23 +195,27 @@ def _x_tiles(g: _Geom, batch: int, cap: int, out_cap: int, max_out: int, name: s
         lo = max(0, o0 * s - p)
         return lo, min(size, (o0 + n - 1) * s - p + k) - lo
 
+    def widest(n: int, s: int, k: int, size: int) -> int:
+        """Input extent of ``n`` outputs anywhere in the map (padding clips only the edges)."""
+        return min(size, (n - 1) * s + k)
+
     cols = min(g.ow, out_cap)
-    while cols > 1 and g.in_chunks * g.kh * span(0, cols, sx, px, g.kw, g.w)[1] > cap:
+    while cols > 1 and g.in_chunks * g.kh * widest(cols, sx, g.kw, g.w) > cap:
         cols = max(1, cols // 2)
-    x0, tw = span(0, cols, sx, px, g.kw, g.w)
-    rows = 1
-    while (
-        rows < g.oh
-        and (rows + 1) * cols <= max_out
-        and g.in_chunks * span(0, rows + 1, sy, py, g.kh, g.h)[1] * tw <= cap
-    ):
-        rows += 1
-    if g.in_chunks * span(0, 1, sy, py, g.kh, g.h)[1] * tw > cap:
+    tw = widest(cols, sx, g.kw, g.w)
+    if g.in_chunks * widest(1, sy, g.kh, g.h) * tw > cap:
         raise CompileError(
             f"layer {name}: one output row's input window ({g.in_chunks} chunks x {g.kh} rows x "
             f"{tw} columns) does not fit half the X buffer ({cap} entries); use a config with a "
             "deeper x_depth"
         )
+    rows = 1
+    while (
+        rows < g.oh
+        and (rows + 1) * cols <= max_out
+        and g.in_chunks * widest(rows + 1, sy, g.kh, g.h) * tw <= cap
+    ):
+        rows += 1
     tiles = []
     for b in range(batch):
         for oy0 in range(0, g.oh, rows):
