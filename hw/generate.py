@@ -7,7 +7,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from ..arch import AccelConfig, isa, regs
-from .core import Accelerator
+from .shell import Accelerator
 
 TOP_NAME = "rmsmp_top"
 

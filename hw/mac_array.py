@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Module, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,33 +12,47 @@ from .pe import DotRow
 
 
 class MacArray(wiring.Component):
-    """Dot products of every PE row with one input vector; combinational.
+    """Dot products of every PE row with one input vector, ``latency`` cycles after the input.
 
-    ``w`` is one W buffer entry and ``x`` one X entry (``arch.layout``); ``dots[r]`` is row r's
-    dot product, sign-extended to ``acc_bits``.
+    ``w`` is one W buffer entry and ``x`` one X entry (``arch.layout``); ``x_valid`` low makes the
+    input vector zero (padding outside the tile). ``dots[r]`` is row r's dot product,
+    sign-extended to ``acc_bits``. The inputs are registered first (they come straight from the
+    buffers' read ports and fan out to every row), then each row is a pipelined DotRow.
     """
 
     def __init__(self, cfg: AccelConfig) -> None:
         self.cfg = cfg
+        self.rows = [
+            DotRow(weight_format(fmt), cfg.cols, cfg.act_bits, pipelined=True)
+            for fmt in row_formats(cfg)
+        ]
         super().__init__(
             {
                 "w": In(entry_bits(cfg, Entry.W)),
                 "x": In(entry_bits(cfg, Entry.X)),
+                "x_valid": In(1),
                 "dots": Out(data.ArrayLayout(signed(cfg.acc_bits), cfg.rows)),
             }
         )
 
+    @property
+    def latency(self) -> int:
+        """Cycles from ``w``/``x`` to ``dots``."""
+        return 1 + self.rows[0].latency
+
     def elaborate(self, platform) -> Module:
         m = Module()
         cfg = self.cfg
+        w = Signal.like(self.w)
+        x = Signal.like(self.x)
+        m.d.sync += [w.eq(self.w), x.eq(Mux(self.x_valid, self.x, 0))]
         offs, bits = w_row_offsets(cfg), row_bits(cfg)
-        for r, fmt in enumerate(row_formats(cfg)):
-            row = DotRow(weight_format(fmt), cfg.cols, cfg.act_bits)
+        for r, row in enumerate(self.rows):
             m.submodules[f"row{r}"] = row
             lo = int(offs[r])
             m.d.comb += [
-                row.w.eq(self.w[lo : lo + cfg.cols * int(bits[r])]),
-                row.x.eq(self.x),
+                row.w.eq(w[lo : lo + cfg.cols * int(bits[r])]),
+                row.x.eq(x),
                 self.dots[r].eq(row.dot),
             ]
         return m

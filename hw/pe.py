@@ -1,7 +1,9 @@
 """Processing elements: one PE row computes a ``cols``-wide dot product with one weight format.
 
 PoT rows are a shift and a negate per column, SP2 rows two shifts and an add: LUTs only. Fixed
-rows use a real multiply, which Yosys maps to DSP48E1 slices.
+rows use a real multiply, which Yosys maps to DSP48E1 slices. A pipelined row registers the
+products (the DSP48's M register for fixed rows) and the adder tree part way, so that the tree's
+last levels and the accumulator's add that follows them fit in one cycle.
 """
 
 from __future__ import annotations
@@ -23,23 +25,38 @@ def dot_bits(fmt: WeightFormat, act_bits: int, cols: int) -> int:
     return product_bits(fmt, act_bits) + max(1, (cols - 1).bit_length())
 
 
-def tree_sum(values: list) -> object:
-    """Balanced adder tree (shallower than a chain)."""
-    while len(values) > 1:
+def tree_levels(n: int) -> int:
+    """Levels of a balanced adder tree over ``n`` values."""
+    return max(0, (n - 1).bit_length())
+
+
+def tree_sum(values: list, levels: int | None = None) -> list:
+    """Add ``values`` pairwise for ``levels`` levels (all the way down to one value by default)."""
+    done = 0
+    while len(values) > 1 and (levels is None or done < levels):
         values = [
             values[i] + values[i + 1] if i + 1 < len(values) else values[i]
             for i in range(0, len(values), 2)
         ]
-    return values[0]
+        done += 1
+    return values
 
 
 class DotRow(wiring.Component):
-    """``dot = sum_c level(w[c]) * x[c]`` for one PE row of format ``fmt``."""
+    """``dot = sum_c level(w[c]) * x[c]`` for one PE row of format ``fmt``.
 
-    def __init__(self, fmt: WeightFormat, cols: int, act_bits: int) -> None:
+    Combinational unless ``pipelined``; then ``dot`` follows ``w``/``x`` by ``latency`` cycles.
+    """
+
+    def __init__(
+        self, fmt: WeightFormat, cols: int, act_bits: int, pipelined: bool = False
+    ) -> None:
         if cols < 1 or act_bits < 2:
             raise ValueError(f"DotRow needs cols >= 1 and act_bits >= 2, got {cols}, {act_bits}")
-        self.fmt, self.cols, self.act_bits = fmt, cols, act_bits
+        self.fmt, self.cols, self.act_bits, self.pipelined = fmt, cols, act_bits, pipelined
+        levels = tree_levels(cols)
+        self.split = min(levels, (levels + 2) // 2)
+        """Adder-tree levels before the middle register (the rest follow it)."""
         super().__init__(
             {
                 "w": In(cols * fmt.bits),
@@ -47,6 +64,11 @@ class DotRow(wiring.Component):
                 "dot": Out(signed(dot_bits(fmt, act_bits, cols))),
             }
         )
+
+    @property
+    def latency(self) -> int:
+        """Cycles from ``w``/``x`` to ``dot``."""
+        return 2 if self.pipelined else 0
 
     def _product(self, m: Module, code, x) -> Signal:
         pb = product_bits(self.fmt, self.act_bits)
@@ -76,6 +98,17 @@ class DotRow(wiring.Component):
         m.d.comb += prod.eq(Mux(code[3], -mag, mag))
         return prod
 
+    def _stage(self, m: Module, values: list, name: str) -> list:
+        """``values`` registered when pipelined (as they are otherwise)."""
+        if not self.pipelined:
+            return values
+        regs = []
+        for i, v in enumerate(values):
+            r = Signal(signed(len(v)), name=f"{name}{i}")
+            m.d.sync += r.eq(v)
+            regs.append(r)
+        return regs
+
     def elaborate(self, platform) -> Module:
         m = Module()
         bits, ab = self.fmt.bits, self.act_bits
@@ -85,5 +118,7 @@ class DotRow(wiring.Component):
             )
             for c in range(self.cols)
         ]
-        m.d.comb += self.dot.eq(tree_sum(prods))
+        prods = self._stage(m, prods, "prod")
+        partial = self._stage(m, tree_sum(prods, self.split), "part")
+        m.d.comb += self.dot.eq(tree_sum(partial)[0])
         return m

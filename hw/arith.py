@@ -1,0 +1,20 @@
+"""Small arithmetic helpers that keep narrow or constant products out of the DSP48s."""
+
+from __future__ import annotations
+
+from amaranth import Const, Mux, Value
+
+
+def small_mul(a: Value, b: Value | int) -> Value:
+    """``a * b`` as a sum of shifted copies of ``a``: one per set bit of a constant ``b``, or one
+    (selected by that bit) per bit of a narrow ``b``."""
+    if isinstance(b, int):
+        if b < 0:
+            raise ValueError(f"small_mul takes a non-negative constant, got {b}")
+        terms = [a << i for i in range(b.bit_length()) if b >> i & 1]
+    else:
+        terms = [Mux(b[i], a << i, 0) for i in range(len(b))]
+    total = Const(0, 1)
+    for t in terms:
+        total = total + t
+    return total

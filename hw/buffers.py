@@ -1,0 +1,60 @@
+"""The on-chip buffers (W, X, Q, ACC, OUT): their shapes and the signatures of their ports.
+
+The shell owns the memories; units get typed read/write ports. Read ports are synchronous and
+not transparent (data one cycle after the address, as a block RAM gives it).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth import Shape, unsigned
+from amaranth.lib.memory import Memory, ReadPort, WritePort
+
+from ..arch import AccelConfig
+from ..arch.layout import Entry, entry_bits
+
+
+class Buffer(enum.Enum):
+    """The on-chip buffers."""
+
+    W = "w"
+    X = "x"
+    Q = "q"
+    ACC = "acc"
+    OUT = "out"
+
+
+def shape(cfg: AccelConfig, buf: Buffer) -> tuple[int, int]:
+    """(entry bits, depth) of a buffer."""
+    if buf is Buffer.ACC:
+        return cfg.rows * cfg.acc_bits, cfg.acc_depth
+    kind = {Buffer.W: Entry.W, Buffer.X: Entry.X, Buffer.Q: Entry.Q, Buffer.OUT: Entry.OUT}[buf]
+    depth = {
+        Buffer.W: cfg.w_depth,
+        Buffer.X: cfg.x_depth,
+        Buffer.Q: cfg.q_depth,
+        Buffer.OUT: cfg.out_depth,
+    }[buf]
+    return entry_bits(cfg, kind), depth
+
+
+def addr_width(cfg: AccelConfig, buf: Buffer) -> int:
+    """Address bits of a buffer's ports."""
+    return Shape.cast(range(shape(cfg, buf)[1])).width
+
+
+def read_sig(cfg: AccelConfig, buf: Buffer) -> ReadPort.Signature:
+    """Signature of a read port of ``buf`` (memory view; a unit takes it flipped, with ``In``)."""
+    return ReadPort.Signature(addr_width=addr_width(cfg, buf), shape=unsigned(shape(cfg, buf)[0]))
+
+
+def write_sig(cfg: AccelConfig, buf: Buffer) -> WritePort.Signature:
+    """Signature of a write port of ``buf`` (memory view)."""
+    return WritePort.Signature(addr_width=addr_width(cfg, buf), shape=unsigned(shape(cfg, buf)[0]))
+
+
+def memory(cfg: AccelConfig, buf: Buffer) -> Memory:
+    """The memory of ``buf`` (contents undefined at power-up, kept between runs)."""
+    bits, depth = shape(cfg, buf)
+    return Memory(shape=unsigned(bits), depth=depth, init=[])

@@ -1,0 +1,310 @@
+"""The compute unit: GEMM (a convolution window walk) and SYNC.
+
+GEMM issues one (W entry, X entry) pair per cycle into the MAC array, walking
+``oy, ox, c, i, j`` (``arch.isa``). Every address is kept incrementally: the W address counts up
+through ``(c*kh + i)*kw + j``; the X address, taken modulo ``x_depth`` (only in-tile addresses are
+used), steps by 1 along a kernel row, by ``tile_w`` to the next row, by ``c_stride`` to the next
+channel chunk, by ``stride_x`` / ``stride_y * tile_w`` to the next output. The tile coordinates
+``y``, ``x`` are kept beside it and make the input zero outside the tile. The only products
+(``pad_top * tile_w``, ``stride_y * tile_w``) are formed once, in setup, by shift-and-add.
+
+Pipeline, in cycles after a pair issues: buffer reads (1), the MAC array (``MacArray.latency``),
+accumulate (1). The accumulator starts from 0 or ACC; a finished output goes to ACC, or, if
+``final``, to the requant unit: ``requant_lanes`` lanes take one group of rows per cycle, with
+their parameters rotating through a register loaded once from Q, and the output entry is written
+when its last group leaves the lanes. The array keeps issuing meanwhile; only outputs closer than
+``rows / requant_lanes`` cycles apart (few MACs per output) are spaced out. An instruction ends
+once the pipeline is empty.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..arch import AccelConfig
+from ..arch.isa import CONV_STRIDE_BITS, OPCODE_BITS, Opcode, Unit, layout
+from ..arch.layout import Q_ROW_BITS
+from ..arch.numerics import BIAS_BITS, MULT_BITS, SHIFT_BITS
+from .arith import small_mul
+from .buffers import Buffer, addr_width, read_sig, write_sig
+from .mac_array import MacArray
+from .queues import command_layout, field, sequence, token_members
+from .requant import RequantLane
+
+
+class Compute(wiring.Component):
+    """The compute unit (held in reset between runs). ``mac`` is high when a pair issues."""
+
+    def __init__(self, cfg: AccelConfig) -> None:
+        self.cfg = cfg
+        self.array = MacArray(cfg)
+        super().__init__(
+            {
+                "cmd": In(stream.Signature(command_layout(cfg, Unit.COMPUTE))),
+                "w_rd": In(read_sig(cfg, Buffer.W)),
+                "x_rd": In(read_sig(cfg, Buffer.X)),
+                "q_rd": In(read_sig(cfg, Buffer.Q)),
+                "acc_rd": In(read_sig(cfg, Buffer.ACC)),
+                "acc_wr": In(write_sig(cfg, Buffer.ACC)),
+                "out_wr": In(write_sig(cfg, Buffer.OUT)),
+                "idle": Out(1),
+                "blocked": Out(1),
+                "working": Out(1),
+                "mac": Out(1),
+                **token_members(Unit.COMPUTE),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:  # noqa: C901 - one datapath, kept in one place
+        m = Module()
+        cfg = self.cfg
+        rows, lanes = cfg.rows, cfg.requant_lanes
+        groups = rows // lanes
+        done = Signal()
+        tokens = {n: getattr(self, n) for n in token_members(Unit.COMPUTE)}
+        seq = sequence(m, cfg, Unit.COMPUTE, self.cmd, tokens, done)
+        m.d.comb += [
+            self.idle.eq(seq.idle),
+            self.blocked.eq(seq.blocked),
+            self.working.eq(seq.working),
+        ]
+        insn = seq.cmd.insn
+
+        def f(name: str):
+            return field(cfg, insn, Opcode.GEMM, name)
+
+        is_gemm = insn[:OPCODE_BITS] == Opcode.GEMM
+        reset, final = f("reset"), f("final")
+        lo, hi = f("lo"), f("hi")
+
+        # Walk state.
+        lay = layout(cfg)[Opcode.GEMM]
+        xab = addr_width(cfg, Buffer.X)
+        coord = signed(
+            max(lay["oh_count"].width + CONV_STRIDE_BITS, lay["tile_h"].width, lay["tile_w"].width)
+            + 2
+        )
+        j, i = Signal.like(f("kw")), Signal.like(f("kh"))
+        c = Signal.like(f("c_count"))
+        ox, oy = Signal.like(f("ow_count")), Signal.like(f("oh_count"))
+        x, y, bx, by = (Signal(coord, name=n) for n in ("x", "y", "bx", "by"))
+        xa, xa_row, xa_chan, xa_pos, xa_posrow = (
+            Signal(xab, name=n) for n in ("xa", "xa_row", "xa_chan", "xa_pos", "xa_posrow")
+        )
+        xa_start, sy_tw = Signal(xab), Signal(xab)
+        w_addr = Signal(addr_width(cfg, Buffer.W))
+        mdepth = max(cfg.acc_depth, cfg.out_depth)
+        m_idx = Signal(range(mdepth))
+        first = Signal()
+        gap = Signal(range(groups + 1))
+        qreg = Signal(rows * Q_ROW_BITS)
+
+        last_j, last_i = j == f("kw") - 1, i == f("kh") - 1
+        last_c = c == f("c_count") - 1
+        last_ox, last_oy = ox == f("ow_count") - 1, oy == f("oh_count") - 1
+        last = last_j & last_i & last_c
+        in_tile = (y >= 0) & (y < f("tile_h")) & (x >= 0) & (x < f("tile_w"))
+        issuing = Signal()
+        fire = Signal()
+        m.d.comb += [
+            fire.eq(issuing & ~(final & last & (gap < groups))),
+            self.mac.eq(fire),
+            self.w_rd.addr.eq(w_addr),
+            self.x_rd.addr.eq(xa),
+            self.q_rd.addr.eq(f("q_base")),
+        ]
+
+        # Pipeline: stage k holds the pair issued k cycles ago.
+        step = data.StructLayout({"valid": 1, "in_tile": 1, "first": 1, "last": 1, "m": len(m_idx)})
+        array = m.submodules.array = self.array
+        acc_stage = 1 + array.latency
+        pipe = [Signal(step, name="issue")]
+        m.d.comb += [
+            pipe[0].valid.eq(fire),
+            pipe[0].in_tile.eq(in_tile),
+            pipe[0].first.eq(first),
+            pipe[0].last.eq(last),
+            pipe[0].m.eq(m_idx),
+        ]
+        for k in range(1, acc_stage + 2):
+            pipe.append(Signal(step, name=f"stage{k}"))
+            m.d.sync += pipe[k].eq(pipe[k - 1])
+        m.d.comb += [
+            array.w.eq(self.w_rd.data),
+            array.x.eq(self.x_rd.data),
+            array.x_valid.eq(pipe[1].in_tile),
+        ]
+
+        # Accumulate: from 0 or ACC (read one cycle ahead), into `acc`.
+        acc_layout = data.ArrayLayout(signed(cfg.acc_bits), rows)
+        acc = Signal(acc_layout)
+        init = data.View(acc_layout, self.acc_rd.data)
+        s = pipe[acc_stage]
+        m.d.comb += self.acc_rd.addr.eq(f("acc_base") + pipe[acc_stage - 1].m)
+        with m.If(s.valid):
+            for r in range(rows):
+                start = Mux(s.first, Mux(reset, 0, init[r]), acc[r])
+                m.d.sync += acc[r].eq(start + array.dots[r])
+        done_out = pipe[acc_stage + 1]
+        finished = done_out.valid & done_out.last
+        m.d.comb += [
+            self.acc_wr.addr.eq(f("acc_base") + done_out.m),
+            self.acc_wr.data.eq(acc),
+            self.acc_wr.en.eq(finished & ~final),
+        ]
+
+        # Requant: `groups` cycles per output, `lanes` rows per cycle.
+        hold = Signal(acc_layout)
+        left = Signal(range(groups + 1))
+        rq_m = Signal.like(m_idx)
+        feeding = left != 0
+        with m.If(feeding):
+            m.d.sync += [
+                hold.eq(hold.as_value() >> (lanes * cfg.acc_bits)),
+                qreg.eq(qreg.rotate_right(lanes * Q_ROW_BITS)),
+                left.eq(left - 1),
+            ]
+        with m.If(finished & final):
+            m.d.sync += [hold.eq(acc), left.eq(groups), rq_m.eq(done_out.m)]
+        side = data.StructLayout({"valid": 1, "last": 1, "m": len(m_idx)})
+        tags = [Signal(side, name="rq_in")]
+        m.d.comb += [tags[0].valid.eq(feeding), tags[0].last.eq(left == 1), tags[0].m.eq(rq_m)]
+        for k in range(RequantLane.LATENCY):
+            tags.append(Signal(side, name=f"rq_stage{k + 1}"))
+            m.d.sync += tags[-1].eq(tags[-2])
+        outs = []
+        for lane in range(lanes):
+            ln = RequantLane(cfg.acc_bits, cfg.act_bits)
+            m.submodules[f"rq{lane}"] = ln
+            q = qreg[lane * Q_ROW_BITS : (lane + 1) * Q_ROW_BITS]
+            m.d.comb += [
+                ln.acc.eq(hold[lane]),
+                ln.bias.eq(q[:BIAS_BITS]),
+                ln.mult.eq(q[BIAS_BITS : BIAS_BITS + MULT_BITS]),
+                ln.shift.eq(q[BIAS_BITS + MULT_BITS : BIAS_BITS + MULT_BITS + SHIFT_BITS]),
+                ln.lo.eq(lo),
+                ln.hi.eq(hi),
+            ]
+            outs.append(ln.out)
+        out_tag = tags[-1]
+        group_bits = lanes * cfg.act_bits
+        staging = Signal(rows * cfg.act_bits)
+        entry = Cat(staging[group_bits:], *outs)
+        with m.If(out_tag.valid):
+            m.d.sync += staging.eq(entry)
+        m.d.comb += [
+            self.out_wr.addr.eq(f("o_base") + out_tag.m),
+            self.out_wr.data.eq(entry),
+            self.out_wr.en.eq(out_tag.valid & out_tag.last),
+        ]
+        pipe_busy = (
+            Cat(p.valid for p in pipe[1:]).any() | feeding | Cat(t.valid for t in tags[1:]).any()
+        )
+
+        with m.FSM():
+            with m.State("WAIT"):
+                m.d.comb += done.eq(seq.working)
+                with m.If(seq.start & is_gemm):
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                # The Q entry is read now; the walk's only products are formed once.
+                m.d.sync += [
+                    xa_start.eq(f("x_base") - small_mul(f("tile_w"), f("pad_top")) - f("pad_left")),
+                    sy_tw.eq(small_mul(f("tile_w"), f("stride_y"))),
+                ]
+                m.next = "START"
+            with m.State("START"):
+                m.d.sync += [
+                    qreg.eq(self.q_rd.data),
+                    j.eq(0),
+                    i.eq(0),
+                    c.eq(0),
+                    ox.eq(0),
+                    oy.eq(0),
+                    y.eq(-f("pad_top")),
+                    by.eq(-f("pad_top")),
+                    x.eq(-f("pad_left")),
+                    bx.eq(-f("pad_left")),
+                    xa.eq(xa_start),
+                    xa_row.eq(xa_start),
+                    xa_chan.eq(xa_start),
+                    xa_pos.eq(xa_start),
+                    xa_posrow.eq(xa_start),
+                    w_addr.eq(f("w_base")),
+                    m_idx.eq(0),
+                    first.eq(1),
+                    gap.eq(groups),
+                    issuing.eq(1),
+                ]
+                m.next = "ISSUE"
+            with m.State("ISSUE"):
+                m.d.sync += gap.eq(Mux(fire & last, 1, Mux(gap < groups, gap + 1, gap)))
+                with m.If(fire):
+                    m.d.sync += [w_addr.eq(w_addr + 1), first.eq(0)]
+                    with m.If(~last_j):
+                        m.d.sync += [j.eq(j + 1), x.eq(x + 1), xa.eq(xa + 1)]
+                    with m.Elif(~last_i):
+                        m.d.sync += [
+                            j.eq(0),
+                            i.eq(i + 1),
+                            x.eq(bx),
+                            y.eq(y + 1),
+                            xa_row.eq(xa_row + f("tile_w")),
+                            xa.eq(xa_row + f("tile_w")),
+                        ]
+                    with m.Elif(~last_c):
+                        m.d.sync += [
+                            j.eq(0),
+                            i.eq(0),
+                            c.eq(c + 1),
+                            x.eq(bx),
+                            y.eq(by),
+                            xa_chan.eq(xa_chan + f("c_stride")),
+                            xa_row.eq(xa_chan + f("c_stride")),
+                            xa.eq(xa_chan + f("c_stride")),
+                        ]
+                    with m.Else():
+                        m.d.sync += [
+                            j.eq(0),
+                            i.eq(0),
+                            c.eq(0),
+                            w_addr.eq(f("w_base")),
+                            m_idx.eq(m_idx + 1),
+                            first.eq(1),
+                        ]
+                        with m.If(~last_ox):
+                            nxt = xa_pos + f("stride_x")
+                            m.d.sync += [
+                                ox.eq(ox + 1),
+                                bx.eq(bx + f("stride_x")),
+                                x.eq(bx + f("stride_x")),
+                                y.eq(by),
+                                xa_pos.eq(nxt),
+                                xa_chan.eq(nxt),
+                                xa_row.eq(nxt),
+                                xa.eq(nxt),
+                            ]
+                        with m.Elif(~last_oy):
+                            nxt = xa_posrow + sy_tw
+                            m.d.sync += [
+                                ox.eq(0),
+                                oy.eq(oy + 1),
+                                bx.eq(-f("pad_left")),
+                                x.eq(-f("pad_left")),
+                                by.eq(by + f("stride_y")),
+                                y.eq(by + f("stride_y")),
+                                xa_posrow.eq(nxt),
+                                xa_pos.eq(nxt),
+                                xa_chan.eq(nxt),
+                                xa_row.eq(nxt),
+                                xa.eq(nxt),
+                            ]
+                        with m.Else():
+                            m.d.sync += issuing.eq(0)
+                            m.next = "DRAIN"
+            with m.State("DRAIN"):
+                with m.If(~pipe_busy):
+                    m.next = "WAIT"
+        return m
