@@ -84,7 +84,7 @@ def _load(**kw: int) -> int:
         ([_load(buf=3)], SIZE, Error.BAD_OPERAND, 0),
         ([_load(pop_prev=1)], SIZE, Error.BAD_OPERAND, 0),
         ([_load(buf=1, dram=SIZE // 8)], SIZE, Error.DMA_WINDOW, 0),
-        ([_load(buf=1, y_size=2, x_size=1, x_stride=SIZE // 16)], SIZE, Error.DMA_WINDOW, 0),
+        ([_load(buf=1, y_size=2, x_size=1, x_stride=SIZE // 8)], SIZE, Error.DMA_WINDOW, 0),
         ([_gemm(), _gemm()], 32, Error.DMA_WINDOW, 1),
         ([_gemm(pop_prev=1)], SIZE, Error.DEADLOCK, 1),
     ],
