@@ -5,6 +5,13 @@ from __future__ import annotations
 from amaranth import Const, Mux, Value
 
 
+def log2_exact(n: int) -> int:
+    """log2 of a power of two (a shift that replaces a multiply or divide by ``n``)."""
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"{n} is not a power of two")
+    return n.bit_length() - 1
+
+
 def small_mul(a: Value, b: Value | int) -> Value:
     """``a * b`` as a sum of shifted copies of ``a``: one per set bit of a constant ``b``, or one
     (selected by that bit) per bit of a narrow ``b``."""

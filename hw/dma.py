@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 from ..arch import AccelConfig
 from ..arch.isa import Error, Opcode, Unit, layout
 from ..arch.layout import Entry, entry_beats
+from .arith import log2_exact
 from .axi import (
     AXI_4K,
     AXI_BURST_INCR,
@@ -83,11 +84,11 @@ class WriteClientSignature(wiring.Signature):
 
 def _burst_beats(m: Module, cfg: AccelConfig, addr, remaining) -> Signal:
     """Beats of the next burst: min(remaining, max_burst, beats left in this 4 KiB page)."""
-    beat_bytes = cfg.axi_data_bits // 8
-    page_bits = AXI_4K.bit_length() - 1
-    to_page = Signal(range(AXI_4K // beat_bytes + 1))
+    beat_shift = log2_exact(cfg.axi_data_bits // 8)
+    page_bits = log2_exact(AXI_4K)
+    to_page = Signal(range((AXI_4K >> beat_shift) + 1))
     n = Signal(range(cfg.max_burst + 1))
-    m.d.comb += to_page.eq((AXI_4K - addr[:page_bits]) // beat_bytes)
+    m.d.comb += to_page.eq((AXI_4K >> beat_shift) - addr[beat_shift:page_bits])
     cap = Mux(to_page < cfg.max_burst, to_page, cfg.max_burst)
     m.d.comb += n.eq(Mux(remaining < cap, remaining, cap))
     return n
@@ -118,7 +119,7 @@ class BurstGen(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        bb = self.cfg.axi_data_bits // 8
+        beat_shift = log2_exact(self.cfg.axi_data_bits // 8)
         row_addr = Signal.like(self.addr)
         addr = Signal.like(self.addr)
         left = Signal.like(self.row_beats)
@@ -141,7 +142,7 @@ class BurstGen(wiring.Component):
                     left.eq(beats),
                 ]
             with m.Else():
-                m.d.sync += [addr.eq(addr + n * bb), left.eq(left - n)]
+                m.d.sync += [addr.eq(addr + (n << beat_shift)), left.eq(left - n)]
         with m.If(self.start):
             m.d.sync += [
                 row_addr.eq(self.addr),

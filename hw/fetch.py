@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from ..arch import AccelConfig
 from ..arch.isa import OPCODE_BITS, UNIT_OF, Buf, Error, Opcode, Unit
 from ..arch.layout import BUF_ENTRY, Entry, entry_beats
-from .arith import small_mul
+from .arith import log2_exact, small_mul
 from .dma import BurstGen, ReadClientSignature
 from .queues import ERROR_BITS, PC_BITS, command_layout, field
 
@@ -48,7 +48,7 @@ class Checker(wiring.Component):
     def elaborate(self, platform) -> Module:  # noqa: C901 - one table of checks
         m = Module()
         cfg, insn = self.cfg, self.insn
-        beat_bytes = cfg.axi_data_bits // 8
+        beat_shift = log2_exact(cfg.axi_data_bits // 8)
 
         def f(op: Opcode, name: str) -> Value:
             return field(cfg, insn, op, name)
@@ -137,7 +137,7 @@ class Checker(wiring.Component):
         s3_g_ok = reg(g_ok, "s3_g_ok")
 
         # Stage 4: the window (in beats: end <= window_bytes <=> end/8 <= window_bytes // 8).
-        in_window = s1_dram + s3_extent <= (self.window_bytes // beat_bytes)
+        in_window = s1_dram + s3_extent <= (self.window_bytes >> beat_shift)
         err = Mux(
             ~s1_legal,
             Error.ILLEGAL_OPCODE,

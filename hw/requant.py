@@ -2,14 +2,16 @@
 
 The exact hardware form of ``arch.numerics.requant``, pipelined for the clock:
 
-1. ``v = acc * 2^BIAS_FRAC_BITS + bias`` (the DSP48s' A/B input registers hold its chunks);
+1. ``v = acc * 2^BIAS_FRAC_BITS + bias``, registered (the DSP48s' A/B input registers);
 2. partial products of ``v`` and ``mult``, split into chunks that each fit one DSP48E1
    multiplier (signed 25 x 18), registered (the DSP48's M register);
-3. ``p``, their shifted sum (exact, full width);
-4. the rounding shift and the clamp: ``round_half_up(p / 2^s) = ((2p >> s) + 1) >> 1`` for every
-   ``s >= 0`` (for ``s >= 1``, ``2p >> s = floor(p / 2^(s-1))``), and only the low bits of
-   ``2p >> s`` are needed once it is known to fit in ``act_bits + 2`` bits (otherwise its sign
-   says which bound it clamps to).
+3. ``p``, their shifted sum (exact, full width), and the clamp thresholds, registered;
+4. the rounded, clamped output, registered.
+
+With ``r = round_half_up(p / 2^s) = floor((2p + 2^s) / 2^(s+1))`` (every ``s >= 0``):
+``r > hi`` exactly when ``2p >= (2*hi + 1) * 2^s`` and ``r < lo`` exactly when
+``2p < (2*lo - 1) * 2^s``. Stage 4 compares ``2p`` with those thresholds while it forms the low
+bits of ``r = ((2p >> s) + 1) >> 1``, which are all an unclamped output needs.
 """
 
 from __future__ import annotations
@@ -62,20 +64,15 @@ class RequantLane(wiring.Component):
         m = Module()
         vbits = max(self.acc_bits + BIAS_FRAC_BITS, BIAS_BITS) + 1
         pbits = vbits + MULT_BITS
-        tbits = self.act_bits + 2
+        ab = self.act_bits
 
-        def carry(sig, stages: int) -> list[Signal]:
-            """``sig`` delayed by 1..stages cycles."""
-            out = []
+        def delay(sig, stages: int) -> Signal:
+            """``sig`` ``stages`` cycles ago."""
             for i in range(stages):
                 d = Signal.like(sig, name=f"{sig.name}_d{i + 1}")
-                m.d.sync += d.eq(out[-1] if out else sig)
-                out.append(d)
-            return out
-
-        shift = carry(self.shift, 3)
-        lo = carry(self.lo, 3)
-        hi = carry(self.hi, 3)
+                m.d.sync += d.eq(sig)
+                sig = d
+            return sig
 
         # 1: v and the multiplier operand, registered.
         v = Signal(signed(vbits))
@@ -90,21 +87,24 @@ class RequantLane(wiring.Component):
                 m.d.sync += pp.eq(a * b)
                 parts.append((pp, aoff + boff))
 
-        # 3: the exact product.
-        p = Signal(signed(pbits))
+        # 3: the exact product and the clamp thresholds.
+        shift, lo, hi = delay(self.shift, 2), delay(self.lo, 2), delay(self.hi, 2)
+        p2 = Signal(signed(pbits + 1))
         total = parts[0][0] << parts[0][1]
         for pp, off in parts[1:]:
             total = total + (pp << off)
-        m.d.sync += p.eq(total)
+        tbits = ab + 2 + (1 << SHIFT_BITS)
+        above, below = Signal(signed(tbits)), Signal(signed(tbits))
+        m.d.sync += [
+            p2.eq(total << 1),
+            above.eq((hi * 2 + 1) << shift),
+            below.eq((lo * 2 - 1) << shift),
+        ]
 
-        # 4: rounding shift and clamp.
-        t = Signal(signed(pbits + 1))
-        m.d.comb += t.eq((p << 1) >> shift[2])
-        top = t[tbits - 1 :]
-        fits = top.all() | ~top.any()
-        r = Signal(signed(tbits))
-        m.d.comb += r.eq((t[:tbits].as_signed() + 1) >> 1)
-        lo3, hi3 = lo[2], hi[2]
-        inside = Mux(r < lo3, lo3, Mux(r > hi3, hi3, r))
-        m.d.sync += self.out.eq(Mux(fits, inside, Mux(t[-1], lo3, hi3)))
+        # 4: clamp, or the rounded low bits.
+        shift3, lo3, hi3 = delay(shift, 1), delay(lo, 1), delay(hi, 1)
+        window = Signal(ab + 1)
+        m.d.comb += window.eq(p2 >> shift3)
+        r = (window + 1)[1 : ab + 1].as_signed()
+        m.d.sync += self.out.eq(Mux(p2 >= above, hi3, Mux(p2 < below, lo3, r)))
         return m

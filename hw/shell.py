@@ -27,6 +27,7 @@ from amaranth.lib.wiring import Out
 from ..arch import AccelConfig
 from ..arch.isa import Error, Unit
 from ..arch.regs import AXIL_ADDR_BITS
+from .arith import log2_exact
 from .axi import AxiLiteSignature, AxiReadSignature, AxiWriteSignature, connect_flat, flat_members
 from .buffers import Buffer, memory
 from .compute import Compute
@@ -48,6 +49,11 @@ class Accelerator(wiring.Component):
     """Top level: ``s_axil_*`` control slave, ``m_axi_*`` memory master, ``irq`` (run done)."""
 
     def __init__(self, cfg: AccelConfig) -> None:
+        if cfg.window_align & (cfg.window_align - 1):
+            raise ValueError(
+                f"{cfg.name}: window_align {cfg.window_align} (max_burst {cfg.max_burst} beats) "
+                "must be a power of two for this hardware; pick max_burst 1, 2, 4, 8 or 16"
+            )
         self.cfg = cfg
         super().__init__(
             {
@@ -184,7 +190,8 @@ class Accelerator(wiring.Component):
             m.next = "IDLE"
 
         bad_window = Signal()
-        beat_bytes = cfg.axi_data_bits // 8
+        beat_shift = log2_exact(cfg.axi_data_bits // 8)
+        align_shift = log2_exact(cfg.window_align)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(csr.start):
@@ -204,9 +211,9 @@ class Accelerator(wiring.Component):
                         insn_addr.eq(csr.insn_addr),
                         insn_count.eq(csr.insn_count),
                         bad_window.eq(
-                            (csr.window_base % cfg.window_align != 0)
+                            (csr.window_base[:align_shift] != 0)
                             | (csr.window_limit < csr.window_base)
-                            | (csr.insn_addr % beat_bytes != 0)
+                            | (csr.insn_addr[:beat_shift] != 0)
                         ),
                     ]
                     m.next = "QUIET"
