@@ -93,7 +93,7 @@ class Compute(wiring.Component):
         xa, xa_row, xa_chan, xa_pos, xa_posrow = (
             Signal(xab, name=n) for n in ("xa", "xa_row", "xa_chan", "xa_pos", "xa_posrow")
         )
-        xa_start, sy_tw = Signal(xab), Signal(xab)
+        sy_tw = Signal(xab)
         w_addr = Signal(addr_width(cfg, Buffer.W))
         mdepth = max(cfg.acc_depth, cfg.out_depth)
         m_idx = Signal(range(mdepth))
@@ -203,42 +203,41 @@ class Compute(wiring.Component):
             Cat(p.valid for p in pipe[1:]).any() | feeding | Cat(t.valid for t in tags[1:]).any()
         )
 
+        # The Q entry is read from the start (its port keeps reading Q[q_base]) and kept for the
+        # whole instruction; the walk's only products are formed from the command.
+        xa_start = Signal(xab)
+        m.d.comb += xa_start.eq(f("x_base") - small_mul(f("tile_w"), f("pad_top")) - f("pad_left"))
+        q_load = Signal()
+        m.d.sync += [q_load.eq(seq.start), sy_tw.eq(small_mul(f("tile_w"), f("stride_y")))]
+        with m.If(q_load):
+            m.d.sync += qreg.eq(self.q_rd.data)
+
         with m.FSM():
-            with m.State("WAIT"):
+            with m.State("IDLE"):
                 m.d.comb += done.eq(seq.working)
                 with m.If(seq.start & is_gemm):
-                    m.next = "SETUP"
-            with m.State("SETUP"):
-                # The Q entry is read now; the walk's only products are formed once.
-                m.d.sync += [
-                    xa_start.eq(f("x_base") - small_mul(f("tile_w"), f("pad_top")) - f("pad_left")),
-                    sy_tw.eq(small_mul(f("tile_w"), f("stride_y"))),
-                ]
-                m.next = "START"
-            with m.State("START"):
-                m.d.sync += [
-                    qreg.eq(self.q_rd.data),
-                    j.eq(0),
-                    i.eq(0),
-                    c.eq(0),
-                    ox.eq(0),
-                    oy.eq(0),
-                    y.eq(-f("pad_top")),
-                    by.eq(-f("pad_top")),
-                    x.eq(-f("pad_left")),
-                    bx.eq(-f("pad_left")),
-                    xa.eq(xa_start),
-                    xa_row.eq(xa_start),
-                    xa_chan.eq(xa_start),
-                    xa_pos.eq(xa_start),
-                    xa_posrow.eq(xa_start),
-                    w_addr.eq(f("w_base")),
-                    m_idx.eq(0),
-                    first.eq(1),
-                    gap.eq(groups),
-                    issuing.eq(1),
-                ]
-                m.next = "ISSUE"
+                    m.d.sync += [
+                        j.eq(0),
+                        i.eq(0),
+                        c.eq(0),
+                        ox.eq(0),
+                        oy.eq(0),
+                        y.eq(-f("pad_top")),
+                        by.eq(-f("pad_top")),
+                        x.eq(-f("pad_left")),
+                        bx.eq(-f("pad_left")),
+                        xa.eq(xa_start),
+                        xa_row.eq(xa_start),
+                        xa_chan.eq(xa_start),
+                        xa_pos.eq(xa_start),
+                        xa_posrow.eq(xa_start),
+                        w_addr.eq(f("w_base")),
+                        m_idx.eq(0),
+                        first.eq(1),
+                        gap.eq(groups),
+                        issuing.eq(1),
+                    ]
+                    m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.sync += gap.eq(Mux(fire & last, 1, Mux(gap < groups, gap + 1, gap)))
                 with m.If(fire):
@@ -305,6 +304,7 @@ class Compute(wiring.Component):
                             m.d.sync += issuing.eq(0)
                             m.next = "DRAIN"
             with m.State("DRAIN"):
+                m.d.comb += done.eq(~pipe_busy)
                 with m.If(~pipe_busy):
-                    m.next = "WAIT"
+                    m.next = "IDLE"
         return m

@@ -130,9 +130,11 @@ class TokenCounter(wiring.Component):
 class Sequence:
     """What ``sequence`` gives a unit.
 
-    ``cmd`` is the instruction being run; ``start`` pulses in the cycle its pops are taken (the
-    unit's execution registers load then); ``working`` is high while it executes; ``idle`` (no
-    command, empty queue) and ``blocked`` (waiting for tokens) mean the unit cannot progress.
+    ``cmd`` is the instruction being run (loaded at least one cycle before ``start``); ``start``
+    pulses in the cycle its pops are taken (the unit's execution registers load then);
+    ``working`` is high while it executes; ``idle`` (no command, empty queue) and ``blocked``
+    (waiting for tokens) mean the unit cannot progress. The cycle that adds the pushes also takes
+    the next command, so back-to-back instructions cost two cycles of sequencing.
     """
 
     cmd: data.View
@@ -197,7 +199,12 @@ def sequence(
             m.d.comb += seq.blocked.eq(~pushes_ok)
             with m.If(pushes_ok):
                 m.d.comb += [tokens[n].take.eq(flag(n)) for n in PUSHES[unit]]
-                m.next = "IDLE"
+                m.d.comb += queue.ready.eq(1)
+                with m.If(queue.valid):
+                    m.d.sync += cmd.eq(queue.payload)
+                    m.next = "POP"
+                with m.Else():
+                    m.next = "IDLE"
     return seq
 
 
