@@ -14,8 +14,11 @@ between neighbouring units (``arch.isa``). The shell starts a run, counts cycles
   PC is the number of instructions dispatched (the index of the one fetch stopped on).
 
 Between runs the units, queues and token counters are held in reset and the AXI ports drain
-what is still on the bus; a new run starts once both ports are quiet (a slave that never answers
-keeps them busy: that needs a reset).
+what is still on the bus (read data is dropped; the W beats of bursts already addressed still go
+out). A new run starts once both ports are quiet; if a transfer left over from an earlier run
+still makes no progress for ``watchdog_cycles``, the new run ends at once with AXI_TIMEOUT
+(FAULT_UNIT and PC name that transfer's instruction): a slave that never answers again needs a
+reset, but no run ever waits forever.
 """
 
 from __future__ import annotations
@@ -218,6 +221,9 @@ class Accelerator(wiring.Component):
                     ]
                     m.next = "QUIET"
             with m.State("QUIET"):
+                for t in (wport.timeout, rport.timeout):
+                    with m.If(t.valid):
+                        finish(t.code, t.pc, t.unit)
                 with m.If(rport.quiet & wport.quiet):
                     with m.If(bad_window):
                         finish(Error.BAD_WINDOW, 0)

@@ -305,6 +305,10 @@ def test_stalled_bus_times_out_and_the_next_run_works(rtl) -> None:
     assert got["STATUS"] == Status.DONE | Status.ERROR
     assert got["ERROR"] == Error.AXI_TIMEOUT
     assert got["FAULT_UNIT"] in (Unit.FETCH, Unit.LOAD)
+    # A run started while the abandoned transfer still hangs ends too (it never waits forever).
+    _start(rtl, len(words))
+    rtl.wait(TINY.watchdog_cycles + 1000)
+    assert rtl.read_reg("ERROR") == Error.AXI_TIMEOUT
     rtl.set_stall(False)
     done = {"STATUS": Status.DONE, "ERROR": 0, "PC": len(words), "FAULT_UNIT": 0}
     assert _run(rtl, len(words)) == done
