@@ -37,7 +37,7 @@ def test_cli_run_matches_reference(compiled, tmp_path, backend: str, capsys) -> 
     assert np.array_equal(np.load(out), ref)
     assert np.array_equal(rmsmp.run(rmsmp.Program.load(path), x.numpy(), backend=backend), ref)
     text = capsys.readouterr().out
-    assert "GEMM + requant" in text
+    assert "window walk + requant" in text
     assert ("cycles:" in text) == (backend == "rtl")
 
 
