@@ -316,21 +316,47 @@ def _plan_layer(
         toggles[kind] ^= 1
         return (1 - toggles[kind]) * half
 
+    pending: list[Op] = []
+    """Input loads not emitted yet: each goes just before the first GEMM that reads it, so
+    program order follows the data and the token counters never hold more than they need."""
+
+    def flush(upto: Op | None = None) -> None:
+        n = len(pending)
+        if upto is not None:
+            hit = [
+                i
+                for i, ld in enumerate(pending)
+                if any(a[1] < b[2] and b[1] < a[2] for a in ld.writes for b in upto.reads)
+            ]
+            n = hit[-1] + 1 if hit else 0
+        ops.extend(pending[:n])
+        del pending[:n]
+
     def load_x(i: int) -> int:
+        flush()
         t = tiles[i]
         base = slot_of("X", i, x_res and w_outer, x_sizes, x_half)
-        if t.tw == g.w:  # full-width rows: every chunk's band is one contiguous run
-            blocks = [(0, g.in_chunks, t.th * t.tw, g.h * g.w)]
+        size = t.th * t.tw
+        if t.tw == g.w:  # full-width rows: loaded in row pieces so compute starts on the first
+            step = max(g.kh, -(-t.th // 4))
+            pieces = [(a, min(step, t.th - a)) for a in range(0, t.th, step)]
+            if g.in_chunks == 1 or len(pieces) == 1:
+                blocks = [(0, a, g.in_chunks, n * t.tw, g.h * g.w) for a, n in pieces]
+            else:
+                blocks = [
+                    (c, a, 1, n * t.tw, n * t.tw) for a, n in pieces for c in range(g.in_chunks)
+                ]
         elif g.in_chunks == 1:
-            blocks = [(0, t.th, t.tw, g.w)]
+            blocks = [(0, 0, t.th, t.tw, g.w)]
         else:
-            blocks = [(c, t.th, t.tw, g.w) for c in range(g.in_chunks)]
-        for c, ys, xs, st in blocks:
-            f = layout.fmap_entry(g.in_chunks, g.h, g.w, t.b, c, t.y0, t.x0)
-            sram = base + c * t.th * t.tw
+            blocks = [(c, 0, t.th, t.tw, g.w) for c in range(g.in_chunks)]
+        for c, a, ys, xs, st in blocks:
+            f = layout.fmap_entry(g.in_chunks, g.h, g.w, t.b, c, t.y0 + a, t.x0)
+            sram = base + c * size + a * t.tw
             args = dict(buf=int(Buf.X), sram=sram, y_size=ys, x_size=xs, x_stride=st)
             rd = _block(src, f, ys, xs, st, eb_x)
-            ops.append(Op(Opcode.LOAD, args, (rd,), (("X", sram, sram + ys * xs),), src, f * eb_x))
+            wr = tuple(("X", sram + y * size, sram + y * size + xs) for y in range(ys))
+            pending.append(Op(Opcode.LOAD, args, (rd,), wr, src, f * eb_x))
         return base
 
     def load_w(i: int) -> tuple[int, int]:
@@ -368,6 +394,7 @@ def _plan_layer(
                 acc = (oy1 - t.oy0) * t.cols if split else 0
                 rel = oy1 * sy - g.pad[0] - t.y0
                 off, th, pad_top = (rel * t.tw, t.th - rel, 0) if rel >= 0 else (0, t.th, -rel)
+                r0, r1 = max(0, rel), min(t.th, rel + (rb - 1) * sy + g.kh)
                 ob = slot_of("OUT", 0, False, [], out_half) if last else 0
                 args = dict(
                     reset=int(first),
@@ -394,13 +421,18 @@ def _plan_layer(
                 )
                 reads = [
                     ("W", wbase, wbase + cn * g.kh * g.kw),
-                    ("X", xb + c0 * c_stride, xb + (c0 + cn) * c_stride),
+                    *(
+                        ("X", xb + c * c_stride + r0 * t.tw, xb + c * c_stride + r1 * t.tw)
+                        for c in range(c0, c0 + cn)
+                    ),
                     ("Q", q_base, q_base + 1),
                 ]
                 if not first:
                     reads.append(("ACC", acc, acc + m))
                 writes = [("OUT", ob, ob + m)] if last else [("ACC", acc, acc + m)]
-                ops.append(Op(Opcode.GEMM, args, tuple(reads), tuple(writes)))
+                gemm = Op(Opcode.GEMM, args, tuple(reads), tuple(writes))
+                flush(gemm)
+                ops.append(gemm)
                 if last:
                     first_out = layout.fmap_entry(nt, g.oh, g.ow, t.b, tt, oy1, t.ox0)
                     args = dict(sram=ob, y_size=rb, x_size=t.cols, x_stride=g.ow)
@@ -425,6 +457,7 @@ def _plan_layer(
                     w_bases[i_w] = load_w(i_w)
                 compute(i_x, xb, i_w, *w_bases[i_w])
 
+    flush()
     out_shape = (layer.out_channels, g.oh, g.ow) if layer.kind == "conv" else (layer.out_channels,)
     eb = {int(Buf.X): eb_x, int(Buf.W): eb_w, int(Buf.Q): eb_q}
     dma = sum(
