@@ -82,16 +82,22 @@ class WriteClientSignature(wiring.Signature):
         )
 
 
-def _burst_beats(m: Module, cfg: AccelConfig, addr, remaining) -> Signal:
-    """Beats of the next burst: min(remaining, max_burst, beats left in this 4 KiB page)."""
+def _burst_beats(m: Module, cfg: AccelConfig, addr, remaining) -> tuple[Signal, Signal]:
+    """Beats of the next burst, min(remaining, max_burst, beats left in this 4 KiB page), and
+    whether that is all of ``remaining``. Every comparison is as narrow as a burst length."""
     beat_shift = log2_exact(cfg.axi_data_bits // 8)
-    page_bits = log2_exact(AXI_4K)
-    to_page = Signal(range((AXI_4K >> beat_shift) + 1))
-    n = Signal(range(cfg.max_burst + 1))
-    m.d.comb += to_page.eq((AXI_4K >> beat_shift) - addr[beat_shift:page_bits])
-    cap = Mux(to_page < cfg.max_burst, to_page, cfg.max_burst)
-    m.d.comb += n.eq(Mux(remaining < cap, remaining, cap))
-    return n
+    page_beats = AXI_4K >> beat_shift
+    offset = addr[beat_shift : log2_exact(AXI_4K)]
+    cap = Signal(range(cfg.max_burst + 1))
+    m.d.comb += cap.eq(Mux(offset > page_beats - cfg.max_burst, page_beats - offset, cfg.max_burst))
+    width = len(cap)
+    last = Signal()
+    n = Signal.like(cap)
+    m.d.comb += [
+        last.eq((remaining[width:] == 0) & (remaining[:width] <= cap)),
+        n.eq(Mux(last, remaining, cap)),
+    ]
+    return n, last
 
 
 class BurstGen(wiring.Component):
@@ -126,7 +132,7 @@ class BurstGen(wiring.Component):
         rows = Signal.like(self.rows)
         beats = Signal.like(self.row_beats)
         stride = Signal.like(self.row_stride)
-        n = _burst_beats(m, self.cfg, addr, left)
+        n, row_end = _burst_beats(m, self.cfg, addr, left)
         m.d.comb += [
             self.busy.eq(rows != 0),
             self.req.valid.eq(rows != 0),
@@ -134,7 +140,7 @@ class BurstGen(wiring.Component):
             self.req.payload.beats.eq(n),
         ]
         with m.If(self.req.valid & self.req.ready):
-            with m.If(n == left):
+            with m.If(row_end):
                 m.d.sync += [
                     rows.eq(rows - 1),
                     row_addr.eq(row_addr + stride),

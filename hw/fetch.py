@@ -200,13 +200,15 @@ class Fetch(wiring.Component):
         inflight = Signal(range(ahead + 1))
         off_window = Signal()
         taken = Signal()
-        started = Signal()
+        started = Signal(2)
+        fits = Signal()
         wiring.connect(m, wiring.flipped(self.rd.req), gen.req)
         m.d.comb += self.rd.pc.eq(req_pc)
-        in_window = req_off + insn_bytes <= self.window_bytes
-        want = (req_idx < self.insn_count) & ~off_window & started
+        # Registered: req_off changes only as a read starts, and the next waits for it to go out.
+        m.d.sync += fits.eq(req_off + insn_bytes <= self.window_bytes)
+        want = (req_idx < self.insn_count) & ~off_window & started[1]
         with m.If(want & (inflight < ahead) & ~gen.busy):
-            with m.If(in_window):
+            with m.If(fits):
                 m.d.comb += [
                     gen.start.eq(1),
                     gen.addr.eq(self.window_base + req_off),
@@ -220,9 +222,9 @@ class Fetch(wiring.Component):
                 ]
             with m.Else():
                 m.d.sync += off_window.eq(1)
-        m.d.sync += started.eq(1)
+        m.d.sync += started.eq(Cat(1, started[0]))
         m.d.sync += inflight.eq(inflight + gen.start - taken)
-        with m.If(~started):
+        with m.If(~started[0]):
             m.d.sync += req_off.eq(self.insn_addr)
 
         # Data: beats assemble into instructions (the first beat ends up lowest).

@@ -163,9 +163,11 @@ class Accelerator(wiring.Component):
         ]
         with m.If(busy):
             m.d.sync += cycles.eq(cycles + 1)
+        mac = Signal()
+        m.d.sync += mac.eq(compute.mac)  # registered: the counter's add is a cycle of its own
         with m.If(running):
             m.d.sync += [
-                mac_cycles.eq(mac_cycles + compute.mac),
+                mac_cycles.eq(mac_cycles + mac),
                 dma_beats.eq(dma_beats + rport.beat + wport.beat),
                 load_cycles.eq(load_cycles + load.working),
                 store_cycles.eq(store_cycles + store.working),
