@@ -61,17 +61,29 @@ def test_cli_run_rejects_truncated_program(compiled, tmp_path, capsys) -> None:
 
 
 def test_rtl_run_that_never_finishes_times_out(compiled) -> None:
+    """A memory port that stops answering: with a cycle budget below the watchdog the host gives
+    up (TimeoutError); with a larger one the watchdog ends the run with AXI_TIMEOUT, reported
+    at the first stalled transfer, the fetch of instruction 0."""
+    from rmsmp.host.errors import AcceleratorError
     from rmsmp.sim.verilator import RtlDevice
 
     _, x, path = compiled
     program = rmsmp.Program.load(path)
-    dev = RtlDevice(program.config, program.window_size)
-    try:
-        dev.set_stall(True)
-        with pytest.raises(TimeoutError, match="did not finish within 3000 cycles"):
-            rmsmp.run(program, x.numpy(), device=dev, timeout_cycles=3000)
-    finally:
-        dev.close()
+    watchdog = program.config.watchdog_cycles
+    for budget in (watchdog // 2, 4 * watchdog):
+        dev = RtlDevice(program.config, program.window_size)
+        try:
+            dev.set_stall(True)
+            if budget < watchdog:
+                with pytest.raises(TimeoutError, match=f"did not finish within {budget} cycles"):
+                    rmsmp.run(program, x.numpy(), device=dev, timeout_cycles=budget)
+            else:
+                with pytest.raises(AcceleratorError) as e:
+                    rmsmp.run(program, x.numpy(), device=dev, timeout_cycles=budget)
+                assert (e.value.code, e.value.pc) == ("AXI_TIMEOUT", 0)
+                assert "fetch unit" in str(e.value) and "watchdog" in str(e.value)
+        finally:
+            dev.close()
 
 
 def test_cli_quantize_resumes_and_evaluates(tmp_path, capsys) -> None:
