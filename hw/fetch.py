@@ -251,11 +251,11 @@ class Fetch(wiring.Component):
         m.d.comb += [checker.insn.eq(insn), checker.window_bytes.eq(self.window_bytes)]
         op = insn[:OPCODE_BITS]
         target_ready = Signal()
+        mine = {u: Cat(op == o for o, uu in UNIT_OF.items() if uu is u).any() for u in QUEUED_UNITS}
         for u in QUEUED_UNITS:
             q = self.queue(u)
-            mine = Cat(op == o for o, uu in UNIT_OF.items() if uu is u).any()
             m.d.comb += [q.payload.insn.eq(insn), q.payload.pc.eq(self.dispatched)]
-            with m.If(mine):
+            with m.If(mine[u]):
                 m.d.comb += target_ready.eq(q.ready)
         with m.FSM():
             with m.State("TAKE"):
@@ -281,9 +281,7 @@ class Fetch(wiring.Component):
                     with m.Else():
                         m.next = "DISPATCH"
             with m.State("DISPATCH"):
-                for u in QUEUED_UNITS:
-                    mine = Cat(op == o for o, uu in UNIT_OF.items() if uu is u).any()
-                    m.d.comb += self.queue(u).valid.eq(mine)
+                m.d.comb += [self.queue(u).valid.eq(mine[u]) for u in QUEUED_UNITS]
                 m.d.comb += self.stuck.eq(~target_ready)
                 with m.If(target_ready):
                     m.d.sync += self.dispatched.eq(self.dispatched + 1)
