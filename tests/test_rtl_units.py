@@ -313,3 +313,30 @@ def test_stalled_bus_times_out_and_the_next_run_works(rtl) -> None:
     done = {"STATUS": Status.DONE, "ERROR": 0, "PC": len(words), "FAULT_UNIT": 0}
     assert _run(rtl, len(words)) == done
     assert rtl.protocol_violations() == []
+
+
+def test_full_token_counter_blocks_the_producer(rtl) -> None:
+    """``token_depth`` + 1 LOADs push to compute, which never pops: the last one waits to push
+    forever, so the run ends in DEADLOCK with everything dispatched, as the golden model says."""
+    load = dict(buf=Buf.X, sram=0, dram=512, y_size=1, x_size=2, x_stride=2, push_next=1)
+    words = [isa.encode(TINY, Opcode.LOAD, **load) for _ in range(TINY.token_depth + 1)]
+    gold = GoldenDevice(TINY, SIZE, window_base=rtl.window_base)
+    for dev in (gold, rtl):
+        dev.write(0, isa.to_bytes(TINY, words))
+    want = _run(gold, len(words))
+    assert want["ERROR"] == Error.DEADLOCK and want["PC"] == len(words)
+    assert _run(rtl, len(words)) == want
+    # One GEMM-side SYNC that pops a token lets the same loads finish.
+    words.insert(1, isa.encode(TINY, Opcode.SYNC, pop_prev=1))
+    for dev in (gold, rtl):
+        dev.write(0, isa.to_bytes(TINY, words))
+    assert (
+        _run(rtl, len(words))
+        == _run(gold, len(words))
+        == {
+            "STATUS": Status.DONE,
+            "ERROR": 0,
+            "PC": len(words),
+            "FAULT_UNIT": 0,
+        }
+    )
