@@ -317,28 +317,35 @@ def _plan_layer(
         return (1 - toggles[kind]) * half
 
     pending: list[Op] = []
-    """Input loads not emitted yet: each goes just before the first GEMM that reads it, so
-    program order follows the data and the token counters never hold more than they need."""
+    """Input and weight loads not emitted yet: each goes just before the first GEMM that reads
+    it, so program order follows the data and the token counters never hold more than needed."""
 
-    def flush(upto: Op | None = None) -> None:
-        n = len(pending)
-        if upto is not None:
-            hit = [
-                i
-                for i, ld in enumerate(pending)
-                if any(a[1] < b[2] and b[1] < a[2] for a in ld.writes for b in upto.reads)
-            ]
-            n = hit[-1] + 1 if hit else 0
-        ops.extend(pending[:n])
-        del pending[:n]
+    def flush(upto: Op | None = None, space: str | None = None) -> None:
+        """Emit the pending loads ``upto`` reads (or that write ``space``, or all), in order.
+
+        Loads it does not read stay pending; moving a load later is always safe, because the
+        tokens are derived from the final program order."""
+
+        def needed(ld: Op) -> bool:
+            if upto is not None:
+                return any(
+                    a[0] == b[0] and a[1] < b[2] and b[1] < a[2]
+                    for a in ld.writes
+                    for b in upto.reads
+                )
+            return space is None or ld.writes[0][0] == space
+
+        need = [needed(ld) for ld in pending]
+        ops.extend(ld for ld, n in zip(pending, need, strict=True) if n)
+        pending[:] = [ld for ld, n in zip(pending, need, strict=True) if not n]
 
     def load_x(i: int) -> int:
-        flush()
+        flush(space="X")
         t = tiles[i]
         base = slot_of("X", i, x_res and w_outer, x_sizes, x_half)
         size = t.th * t.tw
         if t.tw == g.w:  # full-width rows: loaded in row pieces so compute starts on the first
-            step = max(g.kh, -(-t.th // 4))
+            step = max(g.kh, -(-t.th // 8))
             pieces = [(a, min(step, t.th - a)) for a in range(0, t.th, step)]
             if g.in_chunks == 1 or len(pieces) == 1:
                 blocks = [(0, a, g.in_chunks, n * t.tw, g.h * g.w) for a, n in pieces]
@@ -363,11 +370,12 @@ def _plan_layer(
         grp = groups[i]
         wb = slot_of("W", i, w_res and not w_outer, w_sizes, w_half)
         qb = grp[0][0] if w_res and not w_outer else (wb // w_half) * q_half
-        t0, c0, _ = grp[0]
-        first = t0 * per_tile + c0 * g.kh * g.kw
-        n = w_sizes[i]
-        args = dict(buf=int(Buf.W), sram=wb, y_size=1, x_size=n, x_stride=n)
-        ops.append(Op(Opcode.LOAD, args, (), (("W", wb, wb + n),), "w", first * eb_w))
+        at = wb
+        for t, c0, cn in grp:  # one load per row tile, so its GEMMs start as soon as it lands
+            first, n = t * per_tile + c0 * g.kh * g.kw, cn * g.kh * g.kw
+            args = dict(buf=int(Buf.W), sram=at, y_size=1, x_size=n, x_stride=n)
+            pending.append(Op(Opcode.LOAD, args, (), (("W", at, at + n),), "w", first * eb_w))
+            at += n
         tiles_in = sorted({t for t, _, _ in grp})
         nq = len(tiles_in)
         args = dict(buf=int(Buf.Q), sram=qb, y_size=1, x_size=nq, x_stride=nq)
