@@ -92,14 +92,22 @@ class AccelConfig:
                 raise ConfigError(f"{k}: must be a positive int, got {v!r}")
         if self.act_bits != 8:
             raise ConfigError("act_bits: only 8-bit activation storage is implemented; set 8")
-        if not 24 <= self.acc_bits <= 48:
-            raise ConfigError(f"acc_bits: must be in [24, 48], got {self.acc_bits}")
+        if not 24 <= self.acc_bits <= 46:
+            raise ConfigError(
+                f"acc_bits: must be in [24, 46], got {self.acc_bits} (requant shifts the "
+                "accumulator left by BIAS_FRAC_BITS and adds the bias in 64-bit arithmetic)"
+            )
         if self.axi_data_bits != 64:
             raise ConfigError("axi_data_bits: the Zynq HP port is 64 bits wide; set 64")
         if self.axi_addr_bits != 32:
             raise ConfigError("axi_addr_bits: Zynq-7000 addresses are 32 bits; set 32")
         if not 1 <= self.max_burst <= 16:
             raise ConfigError("max_burst: Zynq HP ports are AXI3, so bursts are 1..16 beats")
+        if not _pow2(self.max_burst):
+            raise ConfigError(
+                f"max_burst: must be a power of two (1, 2, 4, 8 or 16), got {self.max_burst}: "
+                "WINDOW_BASE is aligned to one full burst"
+            )
         if self.insn_bits % self.axi_data_bits:
             raise ConfigError("insn_bits: must be a multiple of axi_data_bits")
         if self.cols != self.rows:

@@ -41,6 +41,9 @@ Semantics of each opcode (the golden model in ``rmsmp.sim.golden`` executes exac
 * ``SYNC``: only its tokens (the compute unit passes a store->compute token on to the load unit,
   so a load can wait for a store to reach DDR).
 
+Starting a run: a WINDOW_BASE that is not a multiple of ``window_align``, a WINDOW_LIMIT below
+it, or an INSN_ADDR that is not beat-aligned ends the run at once with BAD_WINDOW (PC 0).
+
 Ending a run: it is over when fetch has stopped (it dispatched INSN_COUNT instructions, or the
 next one failed ``check``, or its unit's queue is full) and no unit can make progress (each is
 idle with an empty queue or waits for tokens that cannot come). Then STATUS is DONE, and ERROR is

@@ -195,7 +195,7 @@ def rounding_shift(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
 
 
 def _biased(acc: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """``acc * 2^BIAS_FRAC_BITS + bias`` in int64 (exact for any acc_bits <= 48)."""
+    """``acc * 2^BIAS_FRAC_BITS + bias`` in int64 (exact for acc_bits <= 46, what configs allow)."""
     a = np.asarray(acc, dtype=np.int64)
     return np.left_shift(a, BIAS_FRAC_BITS) + np.asarray(bias, dtype=np.int64)
 

@@ -146,9 +146,9 @@ class GoldenDevice(Device):
         """Fetch and check in program order, then execute in an order ``isa.schedule`` allows."""
         cfg = self.config
         base, limit = self._regs["WINDOW_BASE"], self._regs["WINDOW_LIMIT"]
-        if base % cfg.window_align or limit < base:
-            return self._end(Error.BAD_WINDOW, 0)
         start, count = self._regs["INSN_ADDR"], self._regs["INSN_COUNT"]
+        if base % cfg.window_align or limit < base or start % (cfg.axi_data_bits // 8):
+            return self._end(Error.BAD_WINDOW, 0)
         nbytes = cfg.insn_bits // 8
         insns: list[isa.Insn] = []
         fetch_err = Error.NONE

@@ -27,11 +27,13 @@ def rtl() -> RtlDevice:
     dev.close()
 
 
-def _run(dev, image: bytes, n: int, limit: int = SIZE, base: int | None = None) -> tuple:
+def _run(
+    dev, image: bytes, n: int, limit: int = SIZE, base: int | None = None, insn_addr: int = 0
+) -> tuple:
     dev.write(0, image)
     dev.write_reg("WINDOW_BASE", dev.window_base if base is None else base)
     dev.write_reg("WINDOW_LIMIT", dev.window_base + limit)
-    dev.write_reg("INSN_ADDR", 0)
+    dev.write_reg("INSN_ADDR", insn_addr)
     dev.write_reg("INSN_COUNT", n)
     dev.write_reg("CTRL", 1)
     dev.wait(2_000_000)
@@ -106,6 +108,8 @@ def test_unaligned_window_is_refused(rtl: RtlDevice) -> None:
     want = (int(Status.DONE | Status.ERROR), int(Error.BAD_WINDOW), 0, int(Unit.FETCH))
     assert _run(g, image, 1, base=g.window_base + 8) == want
     assert _run(rtl, image, 1, base=base) == want
+    assert _run(g, image, 1, insn_addr=4) == want  # instructions must be beat-aligned
+    assert _run(rtl, image, 1, insn_addr=4) == want
 
 
 def test_axi_error_responses(rtl: RtlDevice) -> None:
