@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+from readme import replace_block
+
 RESULTS = Path(__file__).resolve().parent / "results"
 JSON = RESULTS / "accuracy.json"
-README = Path(__file__).resolve().parents[1] / "README.md"
-MARKERS = ("<!-- accuracy-table -->\n", "<!-- /accuracy-table -->\n")
 MODEL_TITLES = {
     "resnet20": "ResNet-20 / CIFAR-10 (JPEG copy)",
     "minilm": "MiniLM / SST-2 dev (probe)",
@@ -170,9 +170,7 @@ def markdown() -> str:
 
 def update_readme() -> None:
     """Replace the table between the README's accuracy-table markers."""
-    text = README.read_text()
-    start, end = (text.index(m) for m in MARKERS)
-    README.write_text(text[: start + len(MARKERS[0])] + markdown() + text[end:])
+    replace_block("accuracy-table", markdown())
 
 
 def main() -> int:

@@ -9,8 +9,9 @@ preset and run on the Verilated RTL (bit-exact against the golden model), it pri
 * DMA bytes moved against the minimum (weights once + input map once + output map once);
 * simulated cycles per second of the Verilator model.
 
-Writes benchmarks/results/rtl_speed.json. ``--backend golden`` reports the DMA and shape
-columns without RTL cycles (no Verilator needed).
+Writes benchmarks/results/rtl_speed.json; ``--readme`` rewrites the README's table from it.
+``--backend golden`` prints the DMA and shape columns without RTL cycles (no Verilator needed)
+and writes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from readme import replace_block
 
 from rmsmp.arch import AccelConfig, numerics
 from rmsmp.compiler.ir import IntGraph, IntLayer
@@ -29,6 +31,7 @@ from rmsmp.compiler.lower import lower
 from rmsmp.host.runtime import run_with_stats
 
 RESULTS = Path(__file__).resolve().parent / "results"
+JSON = RESULTS / "rtl_speed.json"
 
 # (network, name, in channels, out channels, input H=W, kernel, stride, padding)
 SHAPES = [
@@ -80,12 +83,36 @@ def conv_graph(
     return IntGraph([layer], (cin, hw, hw), 1.0, input_lo=0, input_hi=127)
 
 
+def markdown(d: dict) -> str:
+    """The RTL rows of rtl_speed.json as the README's table."""
+    lines = [
+        f"`{d['board']}` RTL (config {d['config_hash']}, {d['peak_macs_per_cycle']} MAC/cycle "
+        f"peak, {d['clock_mhz']:g} MHz), batch 1, from `{d['command']}`:",
+        "",
+        "| layer (Cin->Cout, HxW, k/s) | MAC/cycle | of peak | shape allows | of that | "
+        "DMA / min | cycles | sim cycles/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in d["layers"]:
+        cin, cout, hw, k, s, _ = r["shape"]
+        lines.append(
+            f"| {r['layer']} ({cin}->{cout}, {hw}x{hw}, {k}/{s}) | {r['macs_per_cycle']:.1f} | "
+            f"{r['utilization']:.0%} | {r['shape_occupancy']:.0%} | {r['of_shape']:.0%} | "
+            f"{r['dma_over_min']:.2f} | {r['cycles']:,} | {r['sim_cycles_per_s'] / 1e3:.0f}k |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--board", default="pynq-z1")
     p.add_argument("--backend", default="rtl", choices=["rtl", "golden"])
     p.add_argument("--only", default="", help="comma-separated network names (resnet20,resnet18)")
+    p.add_argument("--readme", action="store_true", help="only rewrite the README's table")
     args = p.parse_args()
+    if args.readme:
+        replace_block("rtl-speed-table", markdown(json.loads(JSON.read_text())))
+        return 0
     cfg = AccelConfig.for_board(args.board)
     nets = set(args.only.split(",")) if args.only else {"resnet20", "resnet18"}
     rows = []
@@ -162,8 +189,8 @@ def main() -> int:
         "command": f"python benchmarks/rtl_speed.py --board {args.board} --backend {args.backend}",
     }
     RESULTS.mkdir(exist_ok=True)
-    name = "rtl_speed.json" if args.backend == "rtl" else "rtl_speed_golden.json"
-    (RESULTS / name).write_text(json.dumps(out, indent=1) + "\n")
+    if args.backend == "rtl":
+        JSON.write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
 
