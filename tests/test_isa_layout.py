@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from graphgen import GEMM_DEFAULTS
 
 from rmsmp.arch import PRESETS, AccelConfig, ConfigError, RowGroup, isa, layout
 from rmsmp.arch.isa import IsaError, Opcode
@@ -202,29 +203,7 @@ WINDOW = 4096
 _BASE = {
     Opcode.LOAD: dict(buf=int(isa.Buf.X), sram=0, dram=0, y_size=1, x_size=1, x_stride=0),
     Opcode.STORE: dict(sram=0, dram=0, y_size=1, x_size=1, x_stride=0),
-    Opcode.GEMM: dict(
-        reset=1,
-        final=1,
-        w_base=0,
-        x_base=0,
-        acc_base=0,
-        o_base=0,
-        q_base=0,
-        oh_count=1,
-        ow_count=1,
-        c_count=1,
-        kh=1,
-        kw=1,
-        stride_y=1,
-        stride_x=1,
-        pad_top=0,
-        pad_left=0,
-        tile_h=1,
-        tile_w=1,
-        c_stride=0,
-        lo=-128,
-        hi=127,
-    ),
+    Opcode.GEMM: dict(GEMM_DEFAULTS),
     Opcode.SYNC: {},
 }
 
