@@ -28,6 +28,11 @@ from ..host.tensors import chunks, conv_out_hw
 from .ir import IntGraph, IntLayer
 from .tokens import Op, Range, add_tokens
 
+MIN_GEMM_MACS = 512
+"""Output bands are cut so a GEMM runs at least this many array cycles (when the tile allows):
+small bands let compute start on the first rows of a tile, and this keeps a GEMM's fixed cost
+(pipeline fill and drain, ~20 cycles) a few percent of it."""
+
 
 class CompileError(ValueError):
     """A graph that cannot run on the given AccelConfig; the message names the layer and fix."""
@@ -357,12 +362,18 @@ def _plan_layer(
             blocks = [(0, 0, t.th, t.tw, g.w)]
         else:
             blocks = [(c, 0, t.th, t.tw, g.w) for c in range(g.in_chunks)]
+        claimed = False
         for c, a, ys, xs, st in blocks:
             f = layout.fmap_entry(g.in_chunks, g.h, g.w, t.b, c, t.y0 + a, t.x0)
             sram = base + c * size + a * t.tw
             args = dict(buf=int(Buf.X), sram=sram, y_size=ys, x_size=xs, x_stride=st)
             rd = _block(src, f, ys, xs, st, eb_x)
             wr = tuple(("X", sram + y * size, sram + y * size + xs) for y in range(ys))
+            # The first piece is recorded as writing the whole tile: the next load into this
+            # region then waits for one token (the last GEMM that read it) instead of one per
+            # piece, which would overflow the token counters; GEMMs still start on early pieces.
+            if not claimed:
+                wr, claimed = (("X", base, base + g.in_chunks * size),), True
             pending.append(Op(Opcode.LOAD, args, (rd,), wr, src, f * eb_x))
         return base
 
@@ -374,7 +385,8 @@ def _plan_layer(
         for t, c0, cn in grp:  # one load per row tile, so its GEMMs start as soon as it lands
             first, n = t * per_tile + c0 * g.kh * g.kw, cn * g.kh * g.kw
             args = dict(buf=int(Buf.W), sram=at, y_size=1, x_size=n, x_stride=n)
-            pending.append(Op(Opcode.LOAD, args, (), (("W", at, at + n),), "w", first * eb_w))
+            claim = ("W", at, at + n) if at > wb else ("W", wb, wb + w_sizes[i])  # as for X
+            pending.append(Op(Opcode.LOAD, args, (), (claim,), "w", first * eb_w))
             at += n
         tiles_in = sorted({t for t, _, _ in grp})
         nq = len(tiles_in)
@@ -389,64 +401,72 @@ def _plan_layer(
         tiles_in = sorted({tt for tt, _, _ in groups[i_w]})
         c_stride = t.th * t.tw
         pad_left = t.x0 - (t.ox0 * sx - g.pad[1])
-        band = max(1, out_half // t.cols)
-        w_off = 0
+        items, w_off = [], 0
         for tt, c0, cn in groups[i_w]:
-            wbase = wb + w_off
+            items.append((tt, c0, cn, wb + w_off))
             w_off += cn * g.kh * g.kw
+        k_min = min(cn for _, _, cn, _ in items) * g.kh * g.kw
+        band = max(1, min(out_half // t.cols, -(-MIN_GEMM_MACS // (t.cols * k_min))))
+        bands = range(t.oy0, t.oy0 + t.rows, band)
+        # Whichever streams in longer goes outer: input bands (each one serves every row tile
+        # before the next arrives) or row tiles (each one's weights land while the last runs).
+        if g.in_chunks * t.th * t.tw * eb_x >= w_off * eb_w:
+            steps = [(oy1, it) for oy1 in bands for it in items]
+        else:
+            steps = [(oy1, it) for it in items for oy1 in bands]
+        for oy1, (tt, c0, cn, wbase) in steps:
             first, last = c0 == 0, c0 + cn == g.in_chunks
             q_base = qb + tiles_in.index(tt)
-            for oy1 in range(t.oy0, t.oy0 + t.rows, band):
-                rb = min(band, t.oy0 + t.rows - oy1)
-                m = rb * t.cols
-                acc = (oy1 - t.oy0) * t.cols if split else 0
-                rel = oy1 * sy - g.pad[0] - t.y0
-                off, th, pad_top = (rel * t.tw, t.th - rel, 0) if rel >= 0 else (0, t.th, -rel)
-                r0, r1 = max(0, rel), min(t.th, rel + (rb - 1) * sy + g.kh)
-                ob = slot_of("OUT", 0, False, [], out_half) if last else 0
-                args = dict(
-                    reset=int(first),
-                    final=int(last),
-                    w_base=wbase,
-                    x_base=xb + c0 * c_stride + off,
-                    acc_base=acc,
-                    o_base=ob,
-                    q_base=q_base,
-                    oh_count=rb,
-                    ow_count=t.cols,
-                    c_count=cn,
-                    kh=g.kh,
-                    kw=g.kw,
-                    stride_y=sy,
-                    stride_x=sx,
-                    pad_top=pad_top,
-                    pad_left=pad_left,
-                    tile_h=th,
-                    tile_w=t.tw,
-                    c_stride=c_stride,
-                    lo=layer.lo,
-                    hi=layer.hi,
-                )
-                reads = [
-                    ("W", wbase, wbase + cn * g.kh * g.kw),
-                    *(
-                        ("X", xb + c * c_stride + r0 * t.tw, xb + c * c_stride + r1 * t.tw)
-                        for c in range(c0, c0 + cn)
-                    ),
-                    ("Q", q_base, q_base + 1),
-                ]
-                if not first:
-                    reads.append(("ACC", acc, acc + m))
-                writes = [("OUT", ob, ob + m)] if last else [("ACC", acc, acc + m)]
-                gemm = Op(Opcode.GEMM, args, tuple(reads), tuple(writes))
-                flush(gemm)
-                ops.append(gemm)
-                if last:
-                    first_out = layout.fmap_entry(nt, g.oh, g.ow, t.b, tt, oy1, t.ox0)
-                    args = dict(sram=ob, y_size=rb, x_size=t.cols, x_stride=g.ow)
-                    wr = _block(dst, first_out, rb, t.cols, g.ow, eb_x)
-                    reads = (("OUT", ob, ob + m),)
-                    ops.append(Op(Opcode.STORE, args, reads, (wr,), dst, first_out * eb_x))
+            rb = min(band, t.oy0 + t.rows - oy1)
+            m = rb * t.cols
+            acc = (oy1 - t.oy0) * t.cols if split else 0
+            rel = oy1 * sy - g.pad[0] - t.y0
+            off, th, pad_top = (rel * t.tw, t.th - rel, 0) if rel >= 0 else (0, t.th, -rel)
+            r0, r1 = max(0, rel), min(t.th, rel + (rb - 1) * sy + g.kh)
+            ob = slot_of("OUT", 0, False, [], out_half) if last else 0
+            args = dict(
+                reset=int(first),
+                final=int(last),
+                w_base=wbase,
+                x_base=xb + c0 * c_stride + off,
+                acc_base=acc,
+                o_base=ob,
+                q_base=q_base,
+                oh_count=rb,
+                ow_count=t.cols,
+                c_count=cn,
+                kh=g.kh,
+                kw=g.kw,
+                stride_y=sy,
+                stride_x=sx,
+                pad_top=pad_top,
+                pad_left=pad_left,
+                tile_h=th,
+                tile_w=t.tw,
+                c_stride=c_stride,
+                lo=layer.lo,
+                hi=layer.hi,
+            )
+            reads = [
+                ("W", wbase, wbase + cn * g.kh * g.kw),
+                *(
+                    ("X", xb + c * c_stride + r0 * t.tw, xb + c * c_stride + r1 * t.tw)
+                    for c in range(c0, c0 + cn)
+                ),
+                ("Q", q_base, q_base + 1),
+            ]
+            if not first:
+                reads.append(("ACC", acc, acc + m))
+            writes = [("OUT", ob, ob + m)] if last else [("ACC", acc, acc + m)]
+            gemm = Op(Opcode.GEMM, args, tuple(reads), tuple(writes))
+            flush(gemm)
+            ops.append(gemm)
+            if last:
+                first_out = layout.fmap_entry(nt, g.oh, g.ow, t.b, tt, oy1, t.ox0)
+                args = dict(sram=ob, y_size=rb, x_size=t.cols, x_stride=g.ow)
+                wr = _block(dst, first_out, rb, t.cols, g.ow, eb_x)
+                reads = (("OUT", ob, ob + m),)
+                ops.append(Op(Opcode.STORE, args, reads, (wr,), dst, first_out * eb_x))
 
     if w_outer:
         x_bases: dict[int, int] = {}
