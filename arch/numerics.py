@@ -30,6 +30,7 @@ import enum
 import functools
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -172,6 +173,9 @@ def dot(fmt: WeightFormat, codes: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.sum(fmt.decode(codes) * np.asarray(x, dtype=np.int64), axis=-1)
 
 
+_Int = TypeVar("_Int")
+"""An integer array of any library (numpy, torch) or a Python int."""
+
 _INT64_SAFE = 1 << 62
 """Products below this magnitude, plus a rounding term below 2^61, cannot overflow int64."""
 
@@ -293,6 +297,18 @@ def quantize_multipliers_shared(reals: list[float]) -> tuple[list[int], int]:
         shift -= 1
         mults = [round(r * (1 << shift)) for r in reals]
     return mults, shift
+
+
+def average_round(total: _Int, count: int) -> _Int:
+    """Integer mean of ``count`` values from their integer ``total``: round_half_up(total/count).
+
+    ``floor((2*total + count) / (2*count))``, the half-up rounding of ``rounding_shift``, exact
+    for integers. Written with ``*``, ``+`` and ``//`` only, so numpy int64 arrays, torch int64
+    tensors (the fake-quant pooling) and Python ints all take this one definition.
+    """
+    if count < 1:
+        raise ValueError(f"an average needs at least one value, got count={count}")
+    return (2 * total + count) // (2 * count)
 
 
 def relu(x: np.ndarray) -> np.ndarray:

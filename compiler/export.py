@@ -1,4 +1,4 @@
-"""Export quantized torch models to the integer graph: PTQ chains and QAT ResNets."""
+"""Export quantized torch models to the integer graph: PTQ models and QAT models, as DAGs."""
 
 from __future__ import annotations
 
@@ -7,38 +7,51 @@ import torch
 from torch import nn
 
 from ..arch import numerics
-from .ir import IntGraph, IntLayer, IntPool
-from .quant import INPUT_HI, INPUT_LO, QuantizedModel, UnsupportedLayerError
+from .capture import Captured, Step, UnsupportedLayerError, capture
+from .ir import IntAvgPool, IntGraph, IntLayer, IntMaxPool, IntPool, Node
+from .qat import ActQuantizer
+from .quant import INPUT_HI, INPUT_LO, QuantAvgPool, QuantizedModel, QuantMaxPool, QuantNode
+
+
+def _int_node(q: QuantNode) -> Node:
+    if isinstance(q, QuantMaxPool):
+        return IntMaxPool(q.name, q.kernel, q.stride, q.padding, q.s_in, q.src)
+    if isinstance(q, QuantAvgPool):
+        return IntAvgPool(q.name, q.kernel, q.stride, q.s_in, q.src)
+    res = q.res_from is not None
+    return IntLayer(
+        name=q.name,
+        kind=q.kind,
+        weight=q.w_int.numpy().copy(),
+        formats=list(q.formats),
+        bias=q.bias_int.numpy().copy(),
+        mult=q.mult.numpy().copy(),
+        shift=q.shift.numpy().copy(),
+        lo=q.lo,
+        hi=q.hi,
+        in_scale=q.s_in,
+        out_scale=q.s_out,
+        stride=q.stride,
+        padding=q.padding,
+        flatten=q.flatten,
+        relu=q.relu,
+        res_from=q.res_from,
+        res_mult=q.res_mult.numpy().copy() if res else None,
+        res_stride=q.res_stride,
+        res_pad=q.res_pad,
+        src=q.src,
+    )
 
 
 def export(qmodel: QuantizedModel) -> IntGraph:
-    """The integer graph of a quantized model: levels, per-row bias/mult/shift, scales."""
+    """The integer graph of a quantized model: levels, per-row bias/mult/shift, scales, and
+    its DAG (sources, residuals, pools) as the fake-quant model has it."""
     if not isinstance(qmodel, QuantizedModel):
         raise TypeError(
             f"export takes the QuantizedModel that quantize() returns, got {type(qmodel).__name__}"
         )
-    layers = [
-        IntLayer(
-            name=q.name,
-            kind=q.kind,
-            weight=q.w_int.numpy().copy(),
-            formats=list(q.formats),
-            bias=q.bias_int.numpy().copy(),
-            mult=q.mult.numpy().copy(),
-            shift=q.shift.numpy().copy(),
-            lo=q.lo,
-            hi=q.hi,
-            in_scale=q.s_in,
-            out_scale=q.s_out,
-            stride=q.stride,
-            padding=q.padding,
-            flatten=q.flatten,
-            relu=q.relu,
-        )
-        for q in qmodel.layers
-    ]
     return IntGraph(
-        layers,
+        [_int_node(q) for q in qmodel.layers],
         qmodel.input_shape,
         qmodel.input_scale,
         INPUT_LO,
@@ -66,23 +79,23 @@ def _step(q: nn.Module) -> float:
 
 
 def _qat_layer(
-    name: str,
-    conv: nn.Module,
-    bn: nn.Module | None,
+    step: Step,
     s_in: float,
     s_out: float,
     lo: int,
     hi: int,
-    res: tuple[int, float, int, int] | None = None,
+    res: tuple[int, float, int, int] | None,
+    src: int | None,
 ) -> IntLayer:
-    """Integer form of a QAT conv/linear (+BN, + optional residual) feeding a grid of ``s_out``.
+    """Integer form of a QAT conv/linear step (+BN, + optional residual) onto a grid of ``s_out``.
 
     A negative BN gain flips the row's integer weights (the level sets are symmetric), so every
     multiplier is positive. ``res`` = (source node, its scale, stride, channel pad).
     """
+    conv = step.op
     w = conv.wq.integer(conv.weight).double()
     alpha = conv.wq.alpha.detach().double().abs()
-    g, b = _fold(conv, bn)
+    g, b = _fold(conv, step.bn)
     scale = alpha * g * s_in
     sign = torch.where(scale < 0, -1.0, 1.0).double()
     w = w * sign.view(-1, *([1] * (w.ndim - 1)))
@@ -97,7 +110,7 @@ def _qat_layer(
             res_mult[r] = ms[1]
     is_conv = isinstance(conv, nn.Conv2d)
     return IntLayer(
-        name=name,
+        name=step.name,
         kind="conv" if is_conv else "linear",
         weight=w.round().long().numpy(),
         formats=list(conv.wq.formats),
@@ -110,52 +123,119 @@ def _qat_layer(
         out_scale=s_out,
         stride=tuple(conv.stride) if is_conv else (1, 1),
         padding=tuple(conv.padding) if is_conv else (0, 0),
-        relu=lo == 0,
+        flatten=step.flatten,
+        relu=step.relu,
         res_from=res[0] if res else None,
         res_mult=res_mult if res else None,
         res_stride=res[2] if res else 1,
         res_pad=res[3] if res else 0,
+        src=src,
     )
 
 
-def export_qat(model: nn.Module) -> IntGraph:
-    """Integer graph of a QAT-prepared CIFAR ResNet (BN folded, per-row requant, residuals).
+class _Grids:
+    """The activation quantizer that puts each value of a captured QAT model on its grid.
 
+    A value's grid is the quantizer applied to it (a block's shared ``quant_in``, the model's
+    ``quant_out``), else the one input quantizer of the Conv2d/Linear layers reading it; a max
+    pool passes its input's grid through (max commutes with rounding).
+    """
+
+    def __init__(self, cap: Captured) -> None:
+        self.cap = cap
+
+    def get(self, i: int) -> ActQuantizer | None:
+        """Quantizer of step i's output (-1: the graph input), None for none (the logits)."""
+        steps = self.cap.steps
+        q = self.cap.input_quant if i == -1 else steps[i].out_quant
+        if q is not None:
+            return q
+        found = []
+        for j, s in enumerate(steps):
+            if s.src != i:
+                continue
+            if s.kind == "maxpool":
+                found.append(self.get(j))
+            elif s.kind in ("conv", "linear") and isinstance(
+                getattr(s.op, "aq", None), ActQuantizer
+            ):
+                found.append(s.op.aq)
+        found = list({id(f): f for f in found if f is not None}.values())
+        if len(found) > 1:
+            name = "the input" if i == -1 else steps[i].name
+            raise UnsupportedLayerError(
+                f"the output of {name} is read by layers with different input quantizers; "
+                "quantize it once (one shared ActQuantizer) for an integer graph"
+            )
+        return found[0] if found else None
+
+    def step(self, i: int, user: str) -> float:
+        """The grid step of value i, which ``user`` reads; an error if it has no quantizer."""
+        q = self.get(i)
+        if q is None:
+            name = "the graph input" if i == -1 else self.cap.steps[i].name
+            raise UnsupportedLayerError(
+                f"{user} reads {name}, which no activation quantizer puts on a grid"
+            )
+        return _step(q)
+
+
+def export_qat(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) -> IntGraph:
+    """Integer graph of a QAT-prepared CNN (BN folded, per-row requant, residuals, pooling).
+
+    The model goes through the same capture as ``quantize``; each value's grid is its QAT
+    activation quantizer's step (``_Grids``). ``input_shape`` is per sample (CIFAR by default).
     The logits come out on a grid finer than any row's accumulator step (int32 range), so the
     integer argmax is the fake-quant model's up to rounding at near ties.
     """
-    from .models.resnet_cifar import ResNetCifar
-
-    if not isinstance(model, ResNetCifar) or not hasattr(model.linear, "wq"):
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if not layers or not all(hasattr(m, "wq") for m in layers):
         raise UnsupportedLayerError(
-            "export_qat takes a QAT-prepared CIFAR ResNet (rmsmp.compiler.methods.prepare); "
-            "use export(quantize(...)) for Sequential chains"
+            "export_qat takes a QAT-prepared CNN, every Conv2d/Linear a QConv2d/QLinear (as in a "
+            "QAT-prepared CIFAR ResNet from rmsmp.compiler.methods.prepare); use "
+            "export(quantize(...)) for float models"
         )
-    blocks = [b for stage in (model.layer1, model.layer2, model.layer3) for b in stage]
-    lo_u, hi_u = 0, blocks[0].quant_in.hi
-    s0 = _step(model.conv1.aq)
-    s = _step(blocks[0].quant_in)
-    nodes: list = [_qat_layer("conv1", model.conv1, model.bn1, s0, s, lo_u, hi_u)]
-    names = [f"layer{i // 3 + 1}.{i % 3}" for i in range(len(blocks))]
-    for i, (blk, name) in enumerate(zip(blocks, names, strict=True)):
-        block_in = len(nodes) - 1
-        s_mid = _step(blk.conv2.aq)
-        nxt = blocks[i + 1].quant_in if i + 1 < len(blocks) else model.quant_out
-        s_next = _step(nxt)
-        stride = blk.conv1.stride[0]
-        nodes.append(_qat_layer(f"{name}.conv1", blk.conv1, blk.bn1, s, s_mid, 0, blk.conv2.aq.hi))
-        res = (block_in, s, stride, blk.pad)
-        nodes.append(_qat_layer(f"{name}.conv2", blk.conv2, blk.bn2, s_mid, s_next, 0, nxt.hi, res))
-        s = s_next
-    aq = model.linear.aq
-    side = 32
-    for blk in blocks:
-        side = -(-side // blk.conv1.stride[0])
-    hw = side * side
-    s_lin = _step(aq)
-    mult, shift = numerics.requant_multiplier(s / (hw * s_lin))
-    nodes.append(IntPool("avgpool", mult, shift, aq.lo, aq.hi, s, s_lin))
-    alpha = model.linear.wq.alpha.detach().double().abs()
-    s_logit = float(alpha.min()) * s_lin / 4
-    nodes.append(_qat_layer("linear", model.linear, None, s_lin, s_logit, -(2**31), 2**31 - 1))
-    return IntGraph(nodes, (3, 32, 32), s0, -128, 127, meta={"model": "resnet20"})
+    cap = capture(model.eval(), torch.zeros(1, *input_shape))
+    grids = _Grids(cap)
+    nodes: list[Node] = []
+    for i, s in enumerate(cap.steps):
+        src = None if s.src == i - 1 else s.src
+        s_in = grids.step(s.src, s.name)
+        if s.kind == "maxpool":
+            if grids.get(i) is not grids.get(s.src):
+                raise UnsupportedLayerError(
+                    f"{s.name}: a max pool keeps its input's grid; quantize before it, not after"
+                )
+            nodes.append(IntMaxPool(s.name, s.kernel, s.stride, s.padding, s_in, src))
+            continue
+        q = grids.get(i)
+        if s.kind == "avgpool":
+            full = (cap.input_shape if s.src == -1 else cap.steps[s.src].out_shape)[1:]
+            if q is None or tuple(full) != s.kernel:
+                raise UnsupportedLayerError(
+                    f"{s.name}: a QAT model's average pool must be global and feed a quantized "
+                    "layer; use AdaptiveAvgPool2d(1) before the classifier"
+                )
+            hw = s.kernel[0] * s.kernel[1]
+            mult, shift = numerics.requant_multiplier(s_in / (hw * _step(q)))
+            nodes.append(IntPool(s.name, mult, shift, q.lo, q.hi, s_in, _step(q), src))
+            continue
+        if q is None:  # the logits: a grid finer than any row's accumulator step
+            alpha = s.op.wq.alpha.detach().double().abs()
+            s_out, lo, hi = float(alpha.min()) * s_in / 4, -(2**31), 2**31 - 1
+        else:
+            s_out, lo, hi = _step(q), 0 if s.relu else q.lo, q.hi
+        res = None
+        if s.res is not None:
+            res = (s.res, grids.step(s.res, s.name), s.res_stride, s.res_pad)
+        nodes.append(_qat_layer(s, s_in, s_out, lo, hi, res, src))
+    q0 = grids.get(-1)
+    lo, hi = (q0.lo, q0.hi) if q0 is not None else (-128, 127)
+    return IntGraph(
+        nodes,
+        tuple(input_shape),
+        grids.step(-1, cap.steps[0].name),
+        lo,
+        hi,
+        meta={"model": type(model).__name__},
+    )

@@ -1,8 +1,11 @@
 """The integer graph: what export produces and the compiler lowers. numpy only.
 
-A chain of integer Conv2d / Linear layers with fused requantisation (and ReLU through ``lo = 0``).
-Its ``evaluate`` is the numpy reference that every backend must reproduce bit for bit; it is
-written independently of the compiler's im2col and tiling on purpose.
+A DAG of integer nodes in topological order: Conv2d / Linear layers with fused requantisation
+(ReLU through ``lo = 0``, a residual add through ``res_from``), max and average pooling. Every
+node reads the previous node's output, or node ``src`` where it says so. A plain chain is what
+the accelerator lowering takes (``is_chain``). ``evaluate`` is the numpy reference that every
+backend must reproduce bit for bit; it is written independently of the compiler's im2col and
+tiling on purpose.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ class IntLayer:
 
     ``weight`` holds integer levels, [N, C, kh, kw] for conv and [N, K] for linear; row n uses
     format ``formats[n]``. ``flatten`` means the input is flattened (C, H, W) -> C*H*W first.
+    ``src`` is the node whose output this layer reads (-1: the graph input; None: the previous
+    node). With ``res_from``, the output of that node, subsampled by ``res_stride`` and
+    channel-padded by ``res_pad`` each side, is added on its own dyadic scale ``res_mult``
+    (sharing the row's shift) before the one rounding and the clamp.
     """
 
     name: str
@@ -47,6 +54,7 @@ class IntLayer:
     res_mult: np.ndarray | None = None
     res_stride: int = 1
     res_pad: int = 0
+    src: int | None = None
 
     def __post_init__(self) -> None:
         n = self.weight.shape[0]
@@ -143,9 +151,114 @@ class IntLayer:
         )
 
 
+def _windows(
+    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], fill: int, pad: tuple[int, int]
+) -> np.ndarray:
+    """[B, C, OH, OW, kh, kw] windows of a [B, C, H, W] batch padded by ``pad`` with ``fill``."""
+    (ph, pw), (sh, sw) = pad, stride
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    return sliding_window_view(xp, kernel, axis=(2, 3))[:, :, ::sh, ::sw]
+
+
+def _pool_shape(
+    name: str,
+    in_shape: tuple[int, ...],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> tuple[int, ...]:
+    if len(in_shape) != 3:
+        raise GraphError(f"{name}: pooling needs a (C, H, W) input, gets {in_shape}")
+    c, h, w = in_shape
+    oh = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
+    ow = (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    if oh < 1 or ow < 1:
+        raise GraphError(f"{name}: input {in_shape} is smaller than the {kernel} window")
+    return (c, oh, ow)
+
+
+@dataclass
+class IntMaxPool:
+    """Max pooling on the integer grid (max commutes with quantisation: no requant, same scale).
+
+    Padding never wins: torch allows at most half the kernel, so every window holds a real value.
+    """
+
+    name: str
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    scale: float
+    src: int | None = None
+    kind: str = "maxpool"
+
+    def __post_init__(self) -> None:
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel, strict=True)):
+            raise GraphError(f"{self.name}: padding {self.padding} exceeds half the kernel")
+
+    @property
+    def in_scale(self) -> float:
+        """Scale of the input grid (also the output's)."""
+        return self.scale
+
+    @property
+    def out_scale(self) -> float:
+        """Scale of the output grid (the input's)."""
+        return self.scale
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(C, OH, OW) for a (C, H, W) input."""
+        return _pool_shape(self.name, in_shape, self.kernel, self.stride, self.padding)
+
+    def evaluate(self, x: np.ndarray, res: np.ndarray | None = None) -> np.ndarray:
+        """Integer window maxima for a batch."""
+        low = int(np.iinfo(np.int64).min)
+        win = _windows(np.asarray(x, np.int64), self.kernel, self.stride, low, self.padding)
+        return win.max(axis=(4, 5))
+
+
+@dataclass
+class IntAvgPool:
+    """Average pooling on the integer grid: ``numerics.average_round`` of each window's sum.
+
+    No padding; a global average pool is the window of the whole feature map, giving (C, 1, 1).
+    The output stays on the input's scale.
+    """
+
+    name: str
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    scale: float
+    src: int | None = None
+    kind: str = "avgpool"
+
+    @property
+    def in_scale(self) -> float:
+        """Scale of the input grid (also the output's)."""
+        return self.scale
+
+    @property
+    def out_scale(self) -> float:
+        """Scale of the output grid (the input's)."""
+        return self.scale
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(C, OH, OW) for a (C, H, W) input."""
+        return _pool_shape(self.name, in_shape, self.kernel, self.stride, (0, 0))
+
+    def evaluate(self, x: np.ndarray, res: np.ndarray | None = None) -> np.ndarray:
+        """Integer window means for a batch."""
+        win = _windows(np.asarray(x, np.int64), self.kernel, self.stride, 0, (0, 0))
+        return numerics.average_round(win.sum(axis=(4, 5)), self.kernel[0] * self.kernel[1])
+
+
 @dataclass
 class IntPool:
-    """Global average pooling as an integer sum over H and W, requantised to the next grid."""
+    """Global average pooling as an integer sum over H and W, requantised to the next grid.
+
+    What a QAT model's pooling exports to: its fake-quant pools in float and quantizes the mean
+    with the next layer's own step, so the sum is requantised once by ``in_scale / (H*W*out)``.
+    """
 
     name: str
     mult: int
@@ -154,6 +267,7 @@ class IntPool:
     hi: int
     in_scale: float
     out_scale: float
+    src: int | None = None
     kind: str = "pool"
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -168,15 +282,19 @@ class IntPool:
         return numerics.requant(s, 0, self.mult, self.shift, self.lo, self.hi)
 
 
+Node = IntLayer | IntMaxPool | IntAvgPool | IntPool
+"""A node of an integer graph."""
+
+
 @dataclass
 class IntGraph:
-    """A chain of IntLayers / IntPools with the quantisation of its float input.
+    """A DAG of integer nodes in topological order, with the quantisation of its float input.
 
-    Each node consumes the previous node's output; a layer with ``res_from`` also adds the
-    output of node ``res_from`` (-1: the graph input) as a residual.
+    Node i reads node ``src`` (-1: the graph input), or node i-1 where ``src`` is None; a layer
+    with ``res_from`` also adds the output of that earlier node as a residual.
     """
 
-    layers: list[IntLayer | IntPool]
+    layers: list[Node]
     input_shape: tuple[int, ...]
     input_scale: float
     input_lo: int = -128
@@ -186,49 +304,61 @@ class IntGraph:
     def __post_init__(self) -> None:
         if not self.layers:
             raise GraphError("an integer graph needs at least one layer")
-        shape = tuple(self.input_shape)
-        shapes = [shape]
+        shapes = [tuple(self.input_shape)]
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, IntPool):
-                shape = layer.out_shape(shape)
-                shapes.append(shape)
-                continue
-            if layer.res_from is not None and not -1 <= layer.res_from < i:
-                raise GraphError(f"{layer.name}: res_from {layer.res_from} is not an earlier node")
-            if layer.kind == "conv" and (len(shape) != 3 or shape[0] != layer.weight.shape[1]):
-                raise GraphError(
-                    f"{layer.name}: expects {layer.weight.shape[1]} input channels, gets {shape}"
-                )
-            if layer.kind == "linear":
-                k = int(np.prod(shape)) if layer.flatten else shape[-1]
-                if (not layer.flatten and len(shape) != 1) or k != layer.weight.shape[1]:
-                    raise GraphError(
-                        f"{layer.name}: expects {layer.weight.shape[1]} inputs, gets {shape}"
-                    )
-            shape = layer.out_shape(shape)
-            if layer.res_from is not None:
+            for what in ("src", "res_from"):
+                j = getattr(layer, what, None)
+                if j is not None and not -1 <= j < i:
+                    raise GraphError(f"{layer.name}: {what} {j} is not an earlier node")
+            shape = shapes[self.source(i) + 1]
+            if isinstance(layer, IntLayer):
+                self._check_layer(layer, shape)
+            out = layer.out_shape(shape)
+            if isinstance(layer, IntLayer) and layer.res_from is not None:
                 rc, rh, rw = shapes[layer.res_from + 1]
                 s = layer.res_stride
                 got = (rc + 2 * layer.res_pad, -(-rh // s), -(-rw // s))
-                if got != shape:
-                    raise GraphError(f"{layer.name}: residual of shape {got} cannot add to {shape}")
-            shapes.append(shape)
+                if got != out:
+                    raise GraphError(f"{layer.name}: residual of shape {got} cannot add to {out}")
+            shapes.append(out)
+
+    @staticmethod
+    def _check_layer(layer: IntLayer, shape: tuple[int, ...]) -> None:
+        if layer.kind == "conv" and (len(shape) != 3 or shape[0] != layer.weight.shape[1]):
+            raise GraphError(
+                f"{layer.name}: expects {layer.weight.shape[1]} input channels, gets {shape}"
+            )
+        if layer.kind == "linear":
+            k = int(np.prod(shape)) if layer.flatten else shape[-1]
+            if (not layer.flatten and len(shape) != 1) or k != layer.weight.shape[1]:
+                raise GraphError(
+                    f"{layer.name}: expects {layer.weight.shape[1]} inputs, gets {shape}"
+                )
+
+    def source(self, i: int) -> int:
+        """Index of the node that node i reads (-1: the graph input)."""
+        src = self.layers[i].src
+        return i - 1 if src is None else src
 
     @property
     def is_chain(self) -> bool:
-        """True when every node is a plain Conv2d/Linear layer (what the accelerator runs)."""
-        return all(isinstance(n, IntLayer) and n.res_from is None for n in self.layers)
+        """True when every node is a Conv2d/Linear layer reading the one before (what the
+        accelerator runs so far): no residual, no pooling, no branch."""
+        return all(
+            isinstance(n, IntLayer) and n.res_from is None and self.source(i) == i - 1
+            for i, n in enumerate(self.layers)
+        )
 
     @property
     def output_scale(self) -> float:
-        """Scale of the last layer's integer output."""
+        """Scale of the last node's integer output."""
         return self.layers[-1].out_scale
 
     def shapes(self) -> list[tuple[int, ...]]:
-        """Per-sample input shape of every layer, then the output shape."""
+        """Per-sample shape of the graph input, then of every node's output."""
         out = [tuple(self.input_shape)]
-        for layer in self.layers:
-            out.append(layer.out_shape(out[-1]))
+        for i, layer in enumerate(self.layers):
+            out.append(layer.out_shape(out[self.source(i) + 1]))
         return out
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
@@ -236,11 +366,11 @@ class IntGraph:
         return numerics.quantize_activation(x, self.input_scale, self.input_lo, self.input_hi)
 
     def evaluate(self, x_int: np.ndarray) -> np.ndarray:
-        """Integer output of the whole chain for a batch of integer inputs."""
-        x = np.asarray(x_int, dtype=np.int64)
-        outs = [x]
-        for layer in self.layers:
-            res = outs[layer.res_from + 1] if getattr(layer, "res_from", None) is not None else None
-            x = layer.evaluate(x, res)
-            outs.append(x)
-        return x
+        """Integer output of the last node for a batch of integer inputs."""
+        outs = [np.asarray(x_int, dtype=np.int64)]
+        for i, layer in enumerate(self.layers):
+            res = getattr(layer, "res_from", None)
+            outs.append(
+                layer.evaluate(outs[self.source(i) + 1], None if res is None else outs[res + 1])
+            )
+        return outs[-1]

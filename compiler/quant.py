@@ -1,10 +1,12 @@
-"""Post-training row-wise mixed-scheme quantisation of a Conv/Linear chain (fake-quant torch).
+"""Post-training row-wise mixed-scheme quantisation of a CNN (fake-quant torch).
 
-``quantize`` folds BatchNorm, assigns a weight format to every output row (``assign``), picks
-per-row scales, calibrates activation scales on an example batch, and builds a ``QuantizedModel``
-whose float64 forward is exactly the integer model of ``numerics.requant``: each row's scale is
-snapped so that alpha * s_in / s_out is the dyadic mult * 2^F / 2^shift the hardware applies
-(F = ``numerics.BIAS_FRAC_BITS``, the bias's fractional bits).
+``quantize`` captures the model as a DAG of fused steps (``capture``), folds BatchNorm, assigns
+a weight format to every output row (``assign``), picks per-row scales, calibrates activation
+scales on an example batch, and builds a ``QuantizedModel`` whose float64 forward is the integer
+model of ``numerics.requant``: each row's scale is snapped so that alpha * s_in / s_out is the
+dyadic mult * 2^F / 2^shift the hardware applies (F = ``numerics.BIAS_FRAC_BITS``, the bias's
+fractional bits); a residual enters on its own dyadic ratio res_mult * 2^F / 2^shift; pooling
+works on the integers themselves.
 
 The layers hold their scales as tensors so that learnable scales with straight-through rounding
 (QAT) can be added on top of this without changing the export contract.
@@ -13,7 +15,6 @@ The layers hold their scales as tensors so that learnable scales with straight-t
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,30 +25,26 @@ from ..arch import numerics
 from ..arch.config import AccelConfig
 from ..arch.numerics import BIAS_BITS, BIAS_FRAC_BITS, FORMATS
 from .assign import assign_rows, best_scale, check_ratio, nearest_level
+from .capture import Step, UnsupportedLayerError, capture
 
 PAPER_RATIO: dict[str, float] = {"pot4": 0.60, "fixed4": 0.35, "fixed8": 0.05}
 """RMSMP's XC7Z020 row ratio, PoT4 : Fixed4 : Fixed8 = 60 : 35 : 5."""
 
 INPUT_LO, INPUT_HI = numerics.act_range(8, signed=True)
-SUPPORTED = (
-    "Conv2d (groups=1, dilation=1, zero padding), Linear, BatchNorm1d/2d directly after a "
-    "Conv2d/Linear, ReLU after a Conv2d/Linear(+BN), Flatten before a Linear, Dropout, Identity"
-)
 _BIAS_RANGE = (-(1 << (BIAS_BITS - 1)), (1 << (BIAS_BITS - 1)) - 1)
 FRAC = float(1 << BIAS_FRAC_BITS)
 """2^F as a float: the bias is stored in units of 1/2^F of the accumulator step."""
-
-
-class UnsupportedLayerError(TypeError):
-    """A module the quantizer cannot map onto the accelerator; the message names it."""
-
-
-def _unsupported(path: str, module: nn.Module, why: str) -> UnsupportedLayerError:
-    where = f"layer {path!r}" if path else "model"
-    return UnsupportedLayerError(
-        f"{where} ({type(module).__name__}): {why}. Supported: {SUPPORTED}. "
-        "Run that part of the network on the host and quantize the chain around it."
-    )
+__all__ = [
+    "PAPER_RATIO",
+    "QuantAvgPool",
+    "QuantLayer",
+    "QuantMaxPool",
+    "QuantNode",
+    "QuantizedModel",
+    "UnsupportedLayerError",
+    "quantize",
+    "resolve_ratio",
+]
 
 
 def resolve_ratio(ratio: dict[str, float] | str | AccelConfig | None) -> dict[str, float]:
@@ -65,80 +62,7 @@ def resolve_ratio(ratio: dict[str, float] | str | AccelConfig | None) -> dict[st
     )
 
 
-@dataclass
-class _Spec:
-    """One compute layer of the chain with what gets fused into it."""
-
-    name: str
-    op: nn.Conv2d | nn.Linear
-    bn: nn.BatchNorm1d | nn.BatchNorm2d | None = None
-    relu: bool = False
-    flatten: bool = False
-
-
-def _leaves(seq: nn.Sequential, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    out = []
-    for name, m in seq.named_children():
-        path = f"{prefix}{name}"
-        if isinstance(m, nn.Sequential):
-            out += _leaves(m, path + ".")
-        elif not isinstance(m, nn.Dropout | nn.Identity):
-            out.append((path, m))
-    return out
-
-
-def _check_op(path: str, m: nn.Module) -> None:
-    if isinstance(m, nn.Conv2d):
-        if m.groups != 1:
-            raise _unsupported(path, m, f"groups={m.groups}; only groups=1 is supported")
-        if tuple(m.dilation) != (1, 1):
-            raise _unsupported(path, m, f"dilation={m.dilation}; only 1 is supported")
-        if m.padding_mode != "zeros":
-            raise _unsupported(path, m, f"padding_mode={m.padding_mode!r}; only 'zeros'")
-        if isinstance(m.padding, str):
-            raise _unsupported(path, m, f"padding={m.padding!r}; give integer padding instead")
-
-
-def _parse(model: nn.Module) -> list[_Spec]:
-    if not isinstance(model, nn.Sequential):
-        raise _unsupported("", model, "the model must be an nn.Sequential chain")
-    specs: list[_Spec] = []
-    flatten_at: tuple[str, nn.Module] | None = None
-    prev = ""  # kind of the previous kept module: "op", "bn", "relu" or "flatten"
-    for path, m in _leaves(model):
-        if flatten_at is not None and not isinstance(m, nn.Linear):
-            why = f"Flatten must directly precede a Linear, not {path!r} ({type(m).__name__})"
-            raise _unsupported(*flatten_at, why)
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            _check_op(path, m)
-            specs.append(_Spec(path, m, flatten=flatten_at is not None))
-            flatten_at, prev = None, "op"
-        elif type(m) in (nn.BatchNorm1d, nn.BatchNorm2d):
-            if prev != "op" or isinstance(specs[-1].op, nn.Conv2d) != isinstance(m, nn.BatchNorm2d):
-                raise _unsupported(path, m, "BatchNorm must directly follow a Conv2d/Linear")
-            if m.running_mean is None or m.running_var is None:
-                raise _unsupported(path, m, "BatchNorm without running stats cannot be folded")
-            if m.num_features != specs[-1].op.weight.shape[0]:
-                raise _unsupported(path, m, "num_features differs from the preceding layer")
-            specs[-1].bn, prev = m, "bn"
-        elif type(m) is nn.ReLU:
-            if prev not in ("op", "bn"):
-                raise _unsupported(path, m, "ReLU must follow a Conv2d/Linear (+BatchNorm)")
-            specs[-1].relu, prev = True, "relu"
-        elif type(m) is nn.Flatten:
-            if (m.start_dim, m.end_dim) != (1, -1):
-                raise _unsupported(path, m, "only Flatten(start_dim=1, end_dim=-1) is supported")
-            flatten_at, prev = (path, m), "flatten"
-        else:
-            raise _unsupported(path, m, "this module type is not supported")
-    if flatten_at is not None:
-        raise _unsupported(*flatten_at, "Flatten ends the chain; it must precede a Linear")
-    if not specs:
-        raise _unsupported("", model, "the chain has no Conv2d/Linear layer")
-    return specs
-
-
-def _fold(spec: _Spec) -> tuple[torch.Tensor, torch.Tensor]:
+def _fold(spec: Step) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias (float64) with the BatchNorm folded in, using its running statistics."""
     w = spec.op.weight.detach().double()
     n = w.shape[0]
@@ -160,13 +84,30 @@ def _round_half_up(x: torch.Tensor) -> torch.Tensor:
     return torch.floor(x + 0.5)
 
 
-class QuantLayer(nn.Module):
-    """One quantized Conv2d/Linear with fused requantisation (ReLU as ``lo = 0``).
+def _shortcut(r: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
+    """A residual as added: subsampled by ``stride``, channels zero-padded by ``pad`` each side."""
+    return F.pad(r[:, :, ::stride, ::stride], (0, 0, 0, 0, pad, pad))
+
+
+class QuantNode(nn.Module):
+    """A node of a ``QuantizedModel``: reads node ``src`` (-1: the input; None: the previous)."""
+
+    def __init__(self, name: str, s_in: float, s_out: float, src: int | None) -> None:
+        super().__init__()
+        self.name, self.src = name, src
+        self.s_in, self.s_out = float(s_in), float(s_out)
+        self.res_from: int | None = None
+
+
+class QuantLayer(QuantNode):
+    """One quantized Conv2d/Linear with fused requantisation (ReLU as ``lo = 0``, residual add).
 
     Fake-quant view: the input is a float tensor on the ``s_in`` grid; the output is
-    clamp(round(y / s_out), lo, hi) * s_out with y the float conv of the dequantized weights
+    clamp(round(y / s_out + r), lo, hi) * s_out with y the float conv of the dequantized weights
     w_int * alpha plus bias_int * alpha * s_in / 2^F. Since alpha * s_in / s_out =
     mult * 2^F / 2^shift exactly, this is the integer requantisation up to float64 rounding.
+    With a residual, r is the residual's integers times res_mult * 2^F / 2^shift, the dyadic
+    ratio of its scale to ``s_out`` that the integer add applies (exact in float64).
     """
 
     def __init__(
@@ -188,17 +129,19 @@ class QuantLayer(nn.Module):
         padding: tuple[int, int] = (0, 0),
         flatten: bool = False,
         relu: bool = False,
+        src: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(name, s_in, s_out, src)
         if kind not in ("conv", "linear"):
             raise ValueError(f"kind must be 'conv' or 'linear', got {kind!r}")
-        self.name, self.kind, self.formats = name, kind, list(formats)
+        self.kind, self.formats = kind, list(formats)
         self.register_buffer("w_int", w_int.to(torch.int64))
         self.register_buffer("alpha", alpha.to(torch.float64))
         self.register_buffer("bias_int", bias_int.to(torch.int64))
         self.register_buffer("mult", mult.to(torch.int64))
         self.register_buffer("shift", shift.to(torch.int64))
-        self.s_in, self.s_out = float(s_in), float(s_out)
+        self.register_buffer("res_mult", torch.zeros_like(self.mult))
+        self.res_scale, self.res_stride, self.res_pad = 1.0, 1, 0
         self.lo, self.hi = int(lo), int(hi)
         self.stride, self.padding = tuple(stride), tuple(padding)
         self.flatten, self.relu = bool(flatten), bool(relu)
@@ -218,23 +161,81 @@ class QuantLayer(nn.Module):
             y = F.linear(x, w)
         return y + self._row_view(self.bias_int.to(torch.float64) * self.alpha * self.s_in / FRAC)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.pre_activation(x)
-        return _round_half_up(y / self.s_out).clamp(self.lo, self.hi) * self.s_out
+    def residual(self, res: torch.Tensor) -> torch.Tensor:
+        """The residual in units of s_out: its integers times the dyadic res_mult*2^F/2^shift."""
+        r = _shortcut(
+            torch.round(res.to(torch.float64) / self.res_scale), self.res_stride, self.res_pad
+        )
+        ratio = self.res_mult.to(torch.float64) * FRAC / torch.exp2(self.shift.to(torch.float64))
+        return r * self._row_view(ratio)
+
+    def forward(self, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
+        z = self.pre_activation(x) / self.s_out
+        if self.res_from is not None:
+            if res is None:
+                raise ValueError(f"layer {self.name!r} adds a residual; pass it")
+            z = z + self.residual(res)
+        return _round_half_up(z).clamp(self.lo, self.hi) * self.s_out
 
     def extra_repr(self) -> str:
         return (
             f"name={self.name!r}, kind={self.kind}, shape={tuple(self.w_int.shape)}, "
-            f"s_in={self.s_in:.4g}, s_out={self.s_out:.4g}, lo={self.lo}, hi={self.hi}"
+            f"s_in={self.s_in:.4g}, s_out={self.s_out:.4g}, lo={self.lo}, hi={self.hi}, "
+            f"src={self.src}, res_from={self.res_from}"
         )
 
 
-class QuantizedModel(nn.Module):
-    """A quantized chain: 8-bit signed input quantisation, then the QuantLayers, float64 output."""
+class QuantMaxPool(QuantNode):
+    """Max pooling: exact on the grid (max commutes with rounding), output on the input's scale."""
 
     def __init__(
         self,
-        layers: list[QuantLayer],
+        name: str,
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        scale: float,
+        src: int | None = None,
+    ) -> None:
+        super().__init__(name, scale, scale, src)
+        self.kernel, self.stride, self.padding = tuple(kernel), tuple(stride), tuple(padding)
+
+    def forward(self, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
+        return F.max_pool2d(x, self.kernel, self.stride, self.padding)
+
+
+class QuantAvgPool(QuantNode):
+    """Average pooling on the grid: ``numerics.average_round`` of the window's integer sum, so
+    the fake-quant output is the integer graph's exactly. Output on the input's scale."""
+
+    def __init__(
+        self,
+        name: str,
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        scale: float,
+        src: int | None = None,
+    ) -> None:
+        super().__init__(name, scale, scale, src)
+        self.kernel, self.stride = tuple(kernel), tuple(stride)
+
+    def forward(self, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        k = torch.round(x.to(torch.float64) / self.s_in).to(torch.int64)
+        total = k.unfold(2, kh, sh).unfold(3, kw, sw).sum(dim=(4, 5))
+        return numerics.average_round(total, kh * kw).to(torch.float64) * self.s_out
+
+
+class QuantizedModel(nn.Module):
+    """A quantized DAG: 8-bit signed input quantisation, then the nodes, float64 output.
+
+    Node i reads node ``src`` (-1: the quantized input; None: node i-1) and, for a residual
+    layer, node ``res_from`` too.
+    """
+
+    def __init__(
+        self,
+        layers: list[QuantNode],
         input_scale: float,
         input_shape: tuple[int, ...],
         ratio: dict[str, float],
@@ -256,15 +257,17 @@ class QuantizedModel(nn.Module):
         return torch.round(x.to(torch.float64) / s).clamp(INPUT_LO, INPUT_HI) * s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.quantize_input(x)
-        for layer in self.layers:
-            x = layer(x)
-        return x
+        outs = [self.quantize_input(x)]
+        for i, layer in enumerate(self.layers):
+            src = i if layer.src is None else layer.src + 1
+            res = None if layer.res_from is None else outs[layer.res_from + 1]
+            outs.append(layer(outs[src], res))
+        return outs[-1]
 
     @property
     def assignment(self) -> dict[str, list[str]]:
         """Weight format of every output row, per layer name."""
-        return {layer.name: list(layer.formats) for layer in self.layers}
+        return {q.name: list(q.formats) for q in self.layers if isinstance(q, QuantLayer)}
 
 
 def _max_scale(t: torch.Tensor, hi: int) -> float:
@@ -272,29 +275,41 @@ def _max_scale(t: torch.Tensor, hi: int) -> float:
     return m / hi if m > 0 else 1.0
 
 
-def _check_input(spec: _Spec, x: torch.Tensor) -> None:
-    shape = tuple(x.shape[1:])
-    if isinstance(spec.op, nn.Conv2d):
-        if len(shape) != 3 or shape[0] != spec.op.in_channels:
+def _multipliers(
+    name: str, alpha: np.ndarray, s_in: float, s_out: float, s_res: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row (mult, shift, res_mult): alpha*s_in/s_out, and s_res/s_out on the same shift."""
+    n = len(alpha)
+    mult, shift, res_mult = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for r in range(n):
+        try:
+            if s_res is None:
+                mult[r], shift[r] = numerics.requant_multiplier(alpha[r] * s_in / s_out)
+            else:
+                reals = [alpha[r] * s_in / s_out, s_res / s_out]
+                (mult[r], res_mult[r]), shift[r] = numerics.quantize_multipliers_shared(reals)
+        except ValueError as e:
+            raise ValueError(f"layer {name!r} row {r}: {e}") from None
+        if mult[r] == 0:
             raise ValueError(
-                f"layer {spec.name!r}: Conv2d expects [B, {spec.op.in_channels}, H, W] input, "
-                f"gets per-sample shape {shape}; check the chain and example_input"
+                f"layer {name!r} row {r}: its scale {alpha[r]:.3g} is too small against the "
+                f"output scale {s_out:.3g} to requantise; zero that row's weights or rescale it"
             )
-    elif not spec.flatten and len(shape) != 1:
-        raise ValueError(
-            f"layer {spec.name!r}: Linear gets per-sample shape {shape}; add nn.Flatten() before it"
-        )
-    elif int(np.prod(shape)) != spec.op.in_features:
-        raise ValueError(
-            f"layer {spec.name!r}: Linear expects {spec.op.in_features} inputs, gets {shape}"
-        )
+    return mult, shift, res_mult
 
 
 def _quantize_layer(
-    spec: _Spec, x: torch.Tensor, s_in: float, ratio: dict[str, float], act_bits: int
+    step: Step,
+    x: torch.Tensor,
+    s_in: float,
+    ratio: dict[str, float],
+    act_bits: int,
+    res: tuple[torch.Tensor, float] | None,
+    src: int | None,
 ) -> QuantLayer:
-    _check_input(spec, x)
-    w, b = _fold(spec)
+    """The QuantLayer of one conv/linear step, calibrated on its fake-quant input ``x`` (and
+    residual ``res`` with its scale); the output scale fits the batch's largest value."""
+    w, b = _fold(step)
     n = w.shape[0]
     rows = w.reshape(n, -1).numpy()
     formats = assign_rows(rows, ratio)
@@ -304,13 +319,11 @@ def _quantize_layer(
         idx = np.array([i for i, g in enumerate(formats) if g == f])
         alpha[idx] = best_scale(rows[idx], FORMATS[f])[0]
         w_int[idx] = nearest_level(rows[idx] / alpha[idx, None], FORMATS[f])
-    lo, hi = numerics.act_range(act_bits, signed=False) if spec.relu else (INPUT_LO, INPUT_HI)
-    kind = "conv" if isinstance(spec.op, nn.Conv2d) else "linear"
-    stride = tuple(spec.op.stride) if kind == "conv" else (1, 1)
-    padding = tuple(spec.op.padding) if kind == "conv" else (0, 0)
+    lo, hi = numerics.act_range(act_bits, signed=False) if step.relu else (INPUT_LO, INPUT_HI)
+    kind = step.kind
     # Built with the unsnapped scales first: its float output calibrates s_out.
     layer = QuantLayer(
-        name=spec.name,
+        name=step.name,
         kind=kind,
         w_int=torch.from_numpy(w_int.reshape(w.shape)),
         formats=formats,
@@ -322,31 +335,27 @@ def _quantize_layer(
         s_out=1.0,
         lo=lo,
         hi=hi,
-        stride=stride,
-        padding=padding,
-        flatten=spec.flatten,
-        relu=spec.relu,
+        stride=tuple(step.op.stride) if kind == "conv" else (1, 1),
+        padding=tuple(step.op.padding) if kind == "conv" else (0, 0),
+        flatten=step.flatten,
+        relu=step.relu,
+        src=src,
     )
     y = layer.pre_activation(x) + layer._row_view(b)
-    s_out = _max_scale(torch.relu(y), hi) if spec.relu else _max_scale(y.abs(), INPUT_HI)
-
-    mult, shift = np.zeros(n, np.int64), np.zeros(n, np.int64)
-    for r in range(n):
-        try:
-            mult[r], shift[r] = numerics.requant_multiplier(alpha[r] * s_in / s_out)
-        except ValueError as e:
-            raise ValueError(f"layer {spec.name!r} row {r}: {e}") from None
-        if mult[r] == 0:
-            raise ValueError(
-                f"layer {spec.name!r} row {r}: its scale {alpha[r]:.3g} is too small against the "
-                f"output scale {s_out:.3g} to requantise; zero that row's weights or rescale it"
-            )
-        alpha[r] = int(mult[r]) * s_out * FRAC / (2.0 ** int(shift[r]) * s_in)
+    if res is not None:
+        y = y + _shortcut(res[0], step.res_stride, step.res_pad)
+    if step.relu6:
+        y = y.clamp(max=6.0)
+    s_out = _max_scale(torch.relu(y), hi) if step.relu else _max_scale(y.abs(), INPUT_HI)
+    mult, shift, res_mult = _multipliers(
+        step.name, alpha, s_in, s_out, None if res is None else res[1]
+    )
+    alpha = mult * s_out * FRAC / (2.0**shift * s_in)
     bias_int = np.rint(b.numpy() / (alpha * s_in) * FRAC)
     bad = np.flatnonzero((bias_int < _BIAS_RANGE[0]) | (bias_int > _BIAS_RANGE[1]))
     if bad.size:
         raise ValueError(
-            f"layer {spec.name!r}: bias of rows {bad[:5].tolist()} does not fit {BIAS_BITS} bits "
+            f"layer {step.name!r}: bias of rows {bad[:5].tolist()} does not fit {BIAS_BITS} bits "
             "at scale alpha * s_in / 2^F (the row's weights are tiny next to its bias); zero or "
             "rescale them"
         )
@@ -355,7 +364,17 @@ def _quantize_layer(
     layer.mult.copy_(torch.from_numpy(mult))
     layer.shift.copy_(torch.from_numpy(shift))
     layer.s_out = s_out
+    if res is not None:
+        layer.res_from, layer.res_scale = step.res, res[1]
+        layer.res_stride, layer.res_pad = step.res_stride, step.res_pad
+        layer.res_mult.copy_(torch.from_numpy(res_mult))
     return layer
+
+
+def _quantize_pool(step: Step, scale: float, src: int | None) -> QuantNode:
+    if step.kind == "maxpool":
+        return QuantMaxPool(step.name, step.kernel, step.stride, step.padding, scale, src)
+    return QuantAvgPool(step.name, step.kernel, step.stride, scale, src)
 
 
 @torch.no_grad()
@@ -365,13 +384,15 @@ def quantize(
     ratio: dict[str, float] | str | AccelConfig | None = None,
     act_bits: int = 4,
 ) -> QuantizedModel:
-    """Quantize a Conv/Linear ``nn.Sequential`` chain row-wise (post-training).
+    """Quantize a CNN row-wise (post-training) into a fake-quant DAG equal to its integer graph.
 
-    ``ratio`` is the fraction of rows per weight format (default: the paper's XC7Z020
-    60:35:5 PoT4:Fixed4:Fixed8), or a board name / AccelConfig whose row groups give it.
-    Activations after a ReLU are unsigned ``act_bits``; other layer outputs and the network
-    input are signed 8-bit. Scales are calibrated on ``example_input`` (a batch). The model is
-    not modified.
+    The model is captured with torch.fx (``capture``): Conv2d/Linear (+BatchNorm) (+ReLU),
+    residual adds, max/average pooling and flatten; anything else is refused in one error that
+    lists every unsupported op. ``ratio`` is the fraction of rows per weight format (default:
+    the paper's XC7Z020 60:35:5 PoT4:Fixed4:Fixed8), or a board name / AccelConfig whose row
+    groups give it. Activations after a ReLU are unsigned ``act_bits``; other layer outputs and
+    the network input are signed 8-bit; pools keep their input's grid. Scales are calibrated on
+    ``example_input`` (a batch). The model is not modified.
     """
     ratio = resolve_ratio(ratio)
     if not isinstance(act_bits, int) or not 1 <= act_bits <= 8:
@@ -385,14 +406,21 @@ def quantize(
     if not torch.isfinite(example_input).all():
         raise ValueError("example_input contains NaN or inf")
     model = copy.deepcopy(model).eval()
-    specs = _parse(model)
+    steps = capture(model, example_input).steps
     qmodel = QuantizedModel(
         [], _max_scale(example_input.abs(), INPUT_HI), tuple(example_input.shape[1:]), ratio
     )
-    x = qmodel.quantize_input(example_input)
-    s_in = qmodel.input_scale
-    for spec in specs:
-        layer = _quantize_layer(spec, x, s_in, ratio, act_bits)
+    outs = [qmodel.quantize_input(example_input)]
+    scales = [qmodel.input_scale]
+    for i, step in enumerate(steps):
+        x, s_in = outs[step.src + 1], scales[step.src + 1]
+        src = None if step.src == i - 1 else step.src
+        res = None if step.res is None else (outs[step.res + 1], scales[step.res + 1])
+        if step.kind in ("conv", "linear"):
+            layer = _quantize_layer(step, x, s_in, ratio, act_bits, res, src)
+        else:
+            layer = _quantize_pool(step, s_in, src)
         qmodel.layers.append(layer)
-        x, s_in = layer(x), layer.s_out
+        outs.append(layer(x, None if res is None else res[0]))
+        scales.append(layer.s_out)
     return qmodel

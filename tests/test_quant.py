@@ -272,7 +272,7 @@ def test_quantize_leaves_model_untouched_and_board_ratio():
 @pytest.mark.parametrize(
     ("model", "name"),
     [
-        (nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.MaxPool2d(2)), "'2'"),
+        (nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.MaxPool2d(2, dilation=2)), "'2'"),
         (nn.Sequential(nn.Conv2d(2, 4, 3), nn.Conv2d(4, 4, 3, groups=2)), "'1'"),
         (nn.Sequential(nn.ReLU(), nn.Conv2d(2, 4, 3)), "'0'"),
         (nn.Sequential(nn.Conv2d(2, 4, 3, dilation=2)), "'0'"),
@@ -282,7 +282,7 @@ def test_quantize_leaves_model_untouched_and_board_ratio():
         (nn.Sequential(nn.Conv2d(2, 4, 3), nn.Sequential(nn.Sigmoid())), "'1.0'"),
         (nn.Sequential(nn.Flatten(), nn.Conv2d(2, 4, 3)), "'0'"),
         (nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.ReLU()), "'2'"),
-        (nn.Conv2d(2, 4, 3), "Conv2d"),
+        (nn.Sequential(nn.Conv2d(2, 4, 3), nn.Upsample(scale_factor=2)), "'1'"),
     ],
 )
 def test_unsupported_layers_are_named(model, name):

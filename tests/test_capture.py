@@ -1,0 +1,281 @@
+"""torch.fx capture: residual CNNs quantize, export to a DAG IntGraph, and match it exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+import rmsmp
+from rmsmp.arch import numerics
+from rmsmp.compiler.export import export
+from rmsmp.compiler.ir import IntAvgPool, IntGraph, IntLayer, IntMaxPool
+from rmsmp.compiler.quant import UnsupportedLayerError
+
+ADDS = ("iadd", "plus", "torch.add")
+
+
+def _randomize_bn(bn: nn.Module, rng: np.random.Generator) -> None:
+    n = bn.num_features
+    with torch.no_grad():
+        bn.weight.copy_(torch.from_numpy(rng.uniform(0.3, 2.0, n)))
+        bn.bias.copy_(torch.from_numpy(rng.normal(0, 0.5, n)))
+        bn.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.5, n)))
+        bn.running_var.copy_(torch.from_numpy(rng.uniform(0.2, 3.0, n)))
+
+
+def _add(out: torch.Tensor, identity: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "iadd":
+        out += identity
+        return out
+    return out + identity if how == "plus" else torch.add(out, identity)
+
+
+class Basic(nn.Module):
+    """A BasicBlock; shortcut identity, 1x1 conv + BN, or option A (subsample, pad channels)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, shortcut: str, add: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU()
+        self.down = None
+        if shortcut == "conv":
+            self.down = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+        self.option_a, self.stride, self.pad = shortcut == "a", stride, (cout - cin) // 2
+        self.how = add
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.down is not None:
+            identity = self.down(x)
+        elif self.option_a:
+            identity = F.pad(
+                x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad, self.pad)
+            )
+        else:
+            identity = x
+        return self.act(_add(out, identity, self.how))
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (strided), 1x1 expand, with a 1x1 projection shortcut, ReLU6 after add."""
+
+    def __init__(self, cin: int, mid: int, stride: int, add: str) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
+        self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
+        self.conv3, self.bn3 = nn.Conv2d(mid, 2 * mid, 1, bias=False), nn.BatchNorm2d(2 * mid)
+        self.downsample = nn.Sequential(
+            nn.Conv2d(cin, 2 * mid, 1, stride, bias=False), nn.BatchNorm2d(2 * mid)
+        )
+        self.how = add
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu6(_add(out, identity, self.how))
+
+
+class Net(nn.Module):
+    """Stem conv-BN-ReLU, optional max pool, residual blocks, a pool, a flatten, a Linear head."""
+
+    def __init__(self, rng: np.random.Generator, cin: int) -> None:
+        super().__init__()
+        c = int(rng.integers(3, 9))
+        self.stem = nn.Sequential(nn.Conv2d(cin, c, 3, 1, 1), nn.BatchNorm2d(c), nn.ReLU())
+        self.pool = [nn.Identity(), nn.MaxPool2d(2), nn.MaxPool2d(3, 2, 1)][rng.integers(0, 3)]
+        blocks: list[nn.Module] = []
+        for _ in range(int(rng.integers(1, 4))):
+            add = ADDS[rng.integers(0, 3)]
+            if rng.random() < 0.2:
+                mid = int(rng.integers(2, 6))
+                blocks.append(Bottleneck(c, mid, int(rng.integers(1, 3)), add))
+                c = 2 * mid
+                continue
+            kind = ["identity", "conv", "a"][rng.integers(0, 3)]
+            stride, cout = (1, c) if kind == "identity" else (int(rng.integers(1, 3)), 2 * c)
+            if kind == "a":  # channels padded equally on both sides
+                cout = c + 2 * max(1, c // 2)
+            blocks.append(Basic(c, cout, stride, kind, add))
+            c = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.gap = rng.integers(0, 3)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flat = rng.integers(0, 3)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(c, int(rng.integers(2, 11)))
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                _randomize_bn(m, rng)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.pool(self.stem(x)))
+        if self.gap == 0:
+            x = F.adaptive_avg_pool2d(x, 1)
+        elif self.gap == 1:
+            x = self.avgpool(x)
+        else:
+            x = F.adaptive_avg_pool2d(F.avg_pool2d(x, 2), 1)
+        if self.flat == 0:
+            return self.fc(torch.flatten(x, 1))
+        if self.flat == 1:
+            return self.fc(self.flatten(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def _check(model: nn.Module, x: torch.Tensor, **kw) -> tuple[IntGraph, np.ndarray, np.ndarray]:
+    """Quantize, export, and compare the integer graph with the fake-quant model: returns the
+    graph, its integer output and the fake-quant output divided by the output scale."""
+    qmodel = rmsmp.quantize(model, x, **kw)
+    graph = export(qmodel)
+    with torch.no_grad():
+        fq = qmodel(x).numpy() / graph.output_scale
+    out = graph.evaluate(graph.quantize_input(x.numpy()))
+    return graph, out, fq
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_residual_cnns_match_their_integer_graph(seed: int) -> None:
+    """Fake-quant forward == IntGraph.evaluate, element for element (0 LSB)."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    cin, side = int(rng.integers(1, 4)), int(rng.integers(8, 17))
+    model = Net(rng, cin).eval()
+    x = torch.from_numpy(rng.normal(0, 1.5, size=(int(rng.integers(2, 6)), cin, side, side)))
+    graph, out, fq = _check(model.float(), x.float(), act_bits=int(rng.integers(2, 9)))
+    assert np.array_equal(out, np.rint(fq).astype(np.int64)), np.abs(out - fq).max()
+    assert np.abs(out - fq).max() < 1e-6
+    assert not graph.is_chain
+    assert any(isinstance(n, IntLayer) and n.res_from is not None for n in graph.layers)
+    assert any(isinstance(n, IntAvgPool) for n in graph.layers)
+    assert graph.shapes()[-1] == (model.fc.out_features,)
+
+
+def test_capture_keeps_the_float_model_at_8_bits() -> None:
+    """At Fixed-8 / A8 the fake-quant model tracks the float model: the DAG is the model's."""
+    for seed in range(4):
+        rng = np.random.default_rng(100 + seed)
+        model = Net(rng, 3).eval()
+        x = torch.from_numpy(rng.normal(0, 1, size=(8, 3, 12, 12))).float()
+        _, out, fq = _check(model, x, ratio={"fixed8": 1.0}, act_bits=8)
+        with torch.no_grad():
+            ref = model(x).double().numpy()
+        assert np.corrcoef(ref.ravel(), fq.ravel())[0, 1] > 0.95, seed
+
+
+def test_chain_stays_a_chain_and_pools_are_integer() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)
+    )
+    graph, out, fq = _check(model, torch.randn(3, 2, 6, 6))
+    assert graph.is_chain and np.array_equal(out, np.rint(fq))
+    pool = IntAvgPool("p", (2, 2), (2, 2), 1.0)
+    x = np.array([[[[1, 2], [0, 0]], [[-1, -2], [0, 0]], [[1, 1], [1, 0]]]])
+    assert pool.evaluate(x).ravel().tolist() == [1, -1, 1]  # 3/4, -3/4 and 3/4 round half up
+    assert numerics.average_round(np.array([2, -2, 6]), 4).tolist() == [1, 0, 2]
+    assert numerics.average_round(torch.tensor([2, -2, 6]), 4).tolist() == [1, 0, 2]
+    mp = IntMaxPool("m", (3, 3), (2, 2), (1, 1), 1.0)
+    x = -np.arange(16).reshape(1, 1, 4, 4)
+    assert mp.evaluate(x).ravel().tolist() == [0, -1, -4, -5]
+
+
+def test_resnet18_captures_and_exports() -> None:
+    from rmsmp.compiler.models.resnet_imagenet import resnet18
+
+    torch.manual_seed(0)
+    model = resnet18()
+    x = torch.randn(1, 3, 224, 224)
+    graph, out, fq = _check(model, x, ratio={"pot4": 1.0})  # one format: assignment is cheap
+    assert np.array_equal(out, np.rint(fq).astype(np.int64))
+    kinds = [type(n).__name__ for n in graph.layers]
+    assert kinds.count("IntLayer") == 21 and kinds.count("IntMaxPool") == 1
+    assert sum(isinstance(n, IntLayer) and n.res_from is not None for n in graph.layers) == 8
+    assert graph.shapes()[-1] == (1000,)
+
+
+def test_resnet20_pretrained_captures_and_exports() -> None:
+    from rmsmp.compiler import data
+    from rmsmp.compiler.models.resnet_cifar import default_checkpoint, load_resnet20
+
+    if not default_checkpoint().is_file():
+        pytest.skip(f"shared ResNet-20 checkpoint not at {default_checkpoint()}")
+    model = load_resnet20()
+    try:
+        x = torch.from_numpy(data.cifar10_test(64, seed=1)[0])
+    except FileNotFoundError:
+        x = torch.randn(64, 3, 32, 32)
+    graph, out, fq = _check(model, x, ratio={"fixed8": 1.0}, act_bits=8)
+    assert np.array_equal(out, np.rint(fq).astype(np.int64))
+    pads = [n.res_pad for n in graph.layers if isinstance(n, IntLayer) and n.res_from is not None]
+    assert len(pads) == 9 and pads.count(8) == 1 and pads.count(16) == 1
+    with torch.no_grad():
+        agree = (model(x).argmax(1).numpy() == out.argmax(1)).mean()
+    assert agree > 0.9
+
+
+class _Wrap(nn.Module):
+    def __init__(self, body: nn.Module, fn=None) -> None:
+        super().__init__()
+        self.layer3 = body
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(x)
+        return self.fn(x) if self.fn is not None else x
+
+
+def _conv() -> nn.Conv2d:
+    return nn.Conv2d(4, 4, 3, padding=1)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (_Wrap(nn.Sequential(_conv(), nn.GELU())), "GELU at 'layer3.1': not supported; use ReLU"),
+        (
+            _Wrap(nn.Sequential(_conv(), nn.Upsample(scale_factor=2))),
+            "Upsample at 'layer3.1': not supported; use strided Conv2d",
+        ),
+        (
+            _Wrap(_conv(), lambda x: torch.cat([x, x], 1)),
+            "torch.cat at 'cat': not supported; use a",
+        ),
+        (
+            _Wrap(nn.Sequential(nn.Conv2d(4, 4, 3, dilation=2))),
+            "Conv2d at 'layer3.0': dilation=(2, 2) not supported; use dilation=1",
+        ),
+        (
+            _Wrap(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2))),
+            "Conv2d at 'layer3.0': groups=2 not supported; use groups=1",
+        ),
+        (_Wrap(_conv(), torch.sigmoid), "sigmoid at 'sigmoid': not supported; use ReLU"),
+        (_Wrap(_conv(), lambda x: x * 2), "mul at 'mul': not supported; use a residual add"),
+    ],
+)
+def test_each_unsupported_op_is_named_with_an_alternative(model, message) -> None:
+    with pytest.raises(UnsupportedLayerError) as e:
+        rmsmp.quantize(model, torch.randn(2, 4, 8, 8))
+    text = str(e.value)
+    assert message in text and "\n" not in text
+
+
+def test_every_unsupported_op_in_one_error() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.GELU(), nn.Conv2d(4, 4, 3, groups=2), nn.Upsample(scale_factor=2)
+    )
+    with pytest.raises(UnsupportedLayerError) as e:
+        rmsmp.quantize(model, torch.randn(2, 3, 9, 9))
+    text = str(e.value)
+    assert text.startswith("3 unsupported op(s): ")
+    for part in ("GELU at '1'", "Conv2d at '2'", "Upsample at '3'"):
+        assert part in text
