@@ -23,9 +23,9 @@ reset, but no run ever waits forever.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, ResetInserter, Signal
+from amaranth import Cat, ClockDomain, Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from ..arch import AccelConfig
 from ..arch.isa import Error, Unit
@@ -49,7 +49,13 @@ READ_CLIENTS = (Unit.FETCH, Unit.LOAD)
 
 
 class Accelerator(wiring.Component):
-    """Top level: ``s_axil_*`` control slave, ``m_axi_*`` memory master, ``irq`` (run done)."""
+    """Top level: ``clk``, ``rst`` (synchronous, active high), ``s_axil_*`` control slave,
+    ``m_axi_*`` memory master, ``irq`` (run done).
+
+    ``rst`` is registered once before it resets the design, so no logic is combinational from it:
+    its fan-out starts at a flop (timing), and a Verilator model does not re-evaluate every
+    register's next state whenever its inputs change (simulation speed).
+    """
 
     def __init__(self, cfg: AccelConfig) -> None:
         if cfg.window_align & (cfg.window_align - 1):
@@ -64,16 +70,22 @@ class Accelerator(wiring.Component):
                 **flat_members("m_axi", AxiReadSignature(cfg.axi_addr_bits, cfg.axi_data_bits)),
                 **flat_members("m_axi", AxiWriteSignature(cfg.axi_addr_bits, cfg.axi_data_bits)),
                 "irq": Out(1),
+                "clk": In(1),
+                "rst": In(1),
             }
         )
 
     def elaborate(self, platform) -> Module:  # noqa: C901 - the wiring of every unit
         m = Module()
         cfg = self.cfg
+        m.domains.sync = sync = ClockDomain()
+        rst = Signal(init=1, reset_less=True)
+        m.d.sync += rst.eq(self.rst)
+        m.d.comb += [sync.clk.eq(self.clk), sync.rst.eq(rst)]
         m.submodules.csr = csr = Csr(cfg)
         for name in self.signature.members:
             if name.startswith("s_axil_"):
-                if self.signature.members[name].flow == wiring.In:
+                if self.signature.members[name].flow == In:
                     m.d.comb += getattr(csr, name).eq(getattr(self, name))
                 else:
                     m.d.comb += getattr(self, name).eq(getattr(csr, name))
