@@ -148,8 +148,8 @@ def assign_rows(w_rows: np.ndarray, ratio: dict[str, float]) -> list[str]:
     w = _as_rows(w_rows)
     counts = row_counts(len(w), ratio)
     names = [f for f, c in counts.items() if c > 0]
-    if not names:
-        return []
+    if len(names) < 2:  # nothing to choose
+        return names * len(w)
     return _solve(relative_costs(w, names), names, counts)
 
 

@@ -72,10 +72,10 @@ class Captured:
 
 @dataclass(frozen=True)
 class _Ref:
-    """What an fx node's value is: a step's output (None: the graph input), maybe flattened or
+    """What an fx node's value is: a step's output (or the input pseudo-step), maybe flattened or
     subsampled / channel-padded (an option-A shortcut)."""
 
-    step: Step | None
+    step: Step
     node: fx.Node
     flat: bool = False
     stride: int = 1
@@ -133,6 +133,7 @@ class _Capture:
         self.steps: list[Step] = []
         self.errors: list[str] = []
         self.input_quant: ActQuantizer | None = None
+        self.input = Step("input", "input")  # the graph input, as the step it comes from
 
     # -- helpers --------------------------------------------------------------------------------
     def fail(self, node: fx.Node, what: str, why: str) -> None:
@@ -145,7 +146,7 @@ class _Capture:
         """Whether ``node`` has a value; not after an unsupported producer (already reported)."""
         return isinstance(node, fx.Node) and node in self.refs
 
-    def value(self, node: Any, user: fx.Node, what: str) -> _Ref | None:
+    def value(self, node: Any, what: str) -> _Ref | None:
         """The plain (not flattened / shortcut) value of an operand, or None after an error."""
         if not self.known(node):
             return None
@@ -162,7 +163,7 @@ class _Capture:
         """The step whose output is ``node`` if the next fused op may join it: the step has
         reached one of ``stages`` and ``node`` is used only once."""
         ref = self.refs.get(node) if isinstance(node, fx.Node) else None
-        if ref is None or ref.step is None or ref.flat or ref.stride != 1 or ref.pad:
+        if ref is None or ref.flat or ref.stride != 1 or ref.pad:
             return None
         s = ref.step
         if s.out is not node or len(node.users) != 1 or s.kind not in ("conv", "linear"):
@@ -185,7 +186,7 @@ class _Capture:
         ref = self.refs.get(arg)
         flatten = ref is not None and ref.flat and isinstance(m, nn.Linear)
         if not flatten:
-            ref = self.value(arg, node, type(m).__name__)
+            ref = self.value(arg, type(m).__name__)
         if ref is None:
             return
         kind = "conv" if isinstance(m, nn.Conv2d) else "linear"
@@ -242,7 +243,7 @@ class _Capture:
         self.extend(node, step)
 
     def pool(self, node: fx.Node, kind: str, what: str, kernel: Any, stride: Any, pad: Any) -> None:
-        ref = self.value(node.args[0], node, what)
+        ref = self.value(node.args[0], what)
         if ref is None:
             return
         if kernel is None:  # global
@@ -264,7 +265,7 @@ class _Capture:
                 node, "indexing", "only x[:, :, ::s, ::s] (an option-A shortcut) is supported"
             )
             return
-        ref = self.value(src, node, "slicing")
+        ref = self.value(src, "slicing")
         if ref is not None:
             self.refs[node] = _Ref(ref.step, node, stride=steps[2])
 
@@ -294,7 +295,7 @@ class _Capture:
     def flatten(self, node: fx.Node) -> None:
         src = node.args[0]
         in_shape, out_shape = self.shapes.get(src), self.shapes.get(node)
-        ref = self.value(src, node, "flatten")
+        ref = self.value(src, "flatten")
         if ref is None:
             return
         if in_shape is None or out_shape != (in_shape[0], math.prod(in_shape[1:])):
@@ -306,10 +307,10 @@ class _Capture:
         self.refs[node] = _Ref(ref.step, node, flat=True)
 
     def quant(self, node: fx.Node, q: ActQuantizer) -> None:
-        ref = self.value(node.args[0], node, "an activation quantizer")
+        ref = self.value(node.args[0], "an activation quantizer")
         if ref is None:
             return
-        if ref.step is None:
+        if ref.step is self.input:
             self.input_quant = q
         elif ref.step.out_quant not in (None, q):
             self.fail(node, "ActQuantizer", "a second quantizer on one value; share one")
@@ -440,7 +441,7 @@ class _Capture:
         out_ref = None
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
-                self.refs[node] = _Ref(None, node)
+                self.refs[node] = _Ref(self.input, node)
             elif node.op == "output":
                 arg = node.args[0]
                 out_ref = self.refs.get(arg) if isinstance(arg, fx.Node) else None
@@ -452,7 +453,7 @@ class _Capture:
                 getattr(self, node.op)(node)
             if node is stop:
                 break
-        if out_ref is not None and (out_ref.flat or out_ref.step is None):
+        if out_ref is not None and (out_ref.flat or out_ref.step is self.input):
             self.fail(out_ref.node, "output", "the model must end with a Conv2d, Linear or pool")
         if self.errors:
             raise UnsupportedLayerError(
@@ -473,7 +474,7 @@ class _Capture:
                 "branches"
             )
         index = {s: i for i, s in enumerate(steps)}
-        index[None] = -1
+        index[self.input] = -1
         for s in steps:
             s.src, s.res = index[s.src], None if s.res is None else index[s.res]
             s.out_shape = self.shapes[s.out][1:]

@@ -169,6 +169,18 @@ class _Grids:
             )
         return found[0] if found else None
 
+    def applied(self, i: int, user: str) -> float:
+        """The step of the quantizer applied to value i itself, which ``user`` adds as is (a
+        residual sees the value, not what a consumer's own quantizer makes of it)."""
+        q = self.cap.input_quant if i == -1 else self.cap.steps[i].out_quant
+        if q is None:
+            name = "the graph input" if i == -1 else self.cap.steps[i].name
+            raise UnsupportedLayerError(
+                f"{user} adds {name}, which is not quantized where it is added; quantize it once "
+                "for both of its readers (as share_input_quantizer does)"
+            )
+        return _step(q)
+
     def step(self, i: int, user: str) -> float:
         """The grid step of value i, which ``user`` reads; an error if it has no quantizer."""
         q = self.get(i)
@@ -225,9 +237,14 @@ def export_qat(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) -> 
             s_out, lo, hi = float(alpha.min()) * s_in / 4, -(2**31), 2**31 - 1
         else:
             s_out, lo, hi = _step(q), 0 if s.relu else q.lo, q.hi
+        aq = getattr(s.op, "aq", None)
+        if isinstance(aq, ActQuantizer) and grids.get(s.src) is not aq:
+            raise UnsupportedLayerError(
+                f"{s.name}: its input is quantized twice (by its own quantizer and before it)"
+            )
         res = None
         if s.res is not None:
-            res = (s.res, grids.step(s.res, s.name), s.res_stride, s.res_pad)
+            res = (s.res, grids.applied(s.res, s.name), s.res_stride, s.res_pad)
         nodes.append(_qat_layer(s, s_in, s_out, lo, hi, res, src))
     q0 = grids.get(-1)
     lo, hi = (q0.lo, q0.hi) if q0 is not None else (-128, 127)
