@@ -1,28 +1,152 @@
-"""The ``rmsmp`` command line: generate hardware, run a Program, run the demo."""
+"""The ``rmsmp`` command line: generate hardware, quantize, evaluate, run or inspect a Program.
+
+Every expected failure is one line on stderr that names the file or argument and the fix; the
+exit code says which kind it was (``--debug`` adds the traceback):
+
+  0    success
+  1    runtime failure: toolchain missing, accelerator error or timeout, failed check
+  2    usage or input error: bad argument; missing, unreadable or malformed file (Program,
+       checkpoint, input, config, data set); output path that cannot be written
+  130  interrupted (Ctrl-C); ``quantize`` keeps the last finished epoch and resumes from it
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from .arch import PRESETS, AccelConfig, ConfigError
+from .arch import PRESETS, AccelConfig
 from .compiler.methods import METHODS
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A bad argument, input file or output path (exit 2); the message names it and the fix."""
+
+
+class RunInterruptedError(Exception):
+    """Ctrl-C, with what was kept (exit 130)."""
+
+
+def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an int in [lo, hi] (no upper bound when ``hi`` is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            want = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"must be {want}, got {v}")
+        return v
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite float > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def readable_file(path: str, what: str) -> Path:
+    """``path`` as a Path, checked to be an existing, readable file (not a directory)."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{what} {path} is a directory; give the {what} file itself")
+    if not p.exists():
+        raise UsageError(f"{what} {path} does not exist; check the path")
+    if not os.access(p, os.R_OK):
+        raise UsageError(f"{what} {path} is not readable; check its permissions")
+    return p
+
+
+def writable_file(path: str, what: str, suffix: str = "") -> Path:
+    """The file ``path`` will be written as (``suffix`` appended unless present, as np.save
+    does), checked before any long work: not a directory, in an existing writable directory."""
+    p = Path(path)
+    if suffix and not p.name.endswith(suffix):
+        if p.is_dir():
+            raise UsageError(
+                f"{what} {path} is a directory; give a file name, e.g. {p / ('out' + suffix)}"
+            )
+        p = p.with_name(p.name + suffix)
+    if p.is_dir():
+        raise UsageError(f"{what} {p} is a directory; give a file name inside it")
+    parent = p.parent
+    if not parent.is_dir():
+        why = "is not a directory" if parent.exists() else "does not exist"
+        raise UsageError(f"{what} {p}: {parent} {why}; create the directory or choose another")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise UsageError(f"{what} {p} is not writable; check permissions or choose another path")
+    return p
+
+
+def writable_dir(path: str, what: str) -> Path:
+    """``path`` as a directory that exists and is writable, or that can be created."""
+    p = Path(path)
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{what} {path}: {probe} is a file, not a directory; choose another path")
+    if not os.access(probe, os.W_OK):
+        raise UsageError(f"{what} {path}: {probe} is not writable; choose another path")
+    return p
+
+
+@contextmanager
+def working(description: str) -> Iterator[None]:
+    """A spinner with elapsed time on stderr while a long step runs (rich, when installed)."""
+    try:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    except ImportError:
+        print(f"{description} ...", file=sys.stderr)
+        yield
+        return
+    cols = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*cols, console=Console(stderr=True), transient=True) as prog:
+        prog.add_task(description, total=None)
+        yield
+
+
+def build_rtl(cfg: AccelConfig) -> None:
+    """Build (or find cached) the Verilated simulator for ``cfg`` under a spinner."""
+    from .sim.verilator import build
+
+    with working(
+        f"building the Verilator RTL simulator for {cfg.name} (config {cfg.hash}); "
+        "about a minute the first time, cached afterwards"
+    ):
+        build(cfg)
 
 
 def _generate(args: argparse.Namespace) -> int:
     from .hw.generate import generate
 
-    cfg = (
-        AccelConfig.from_json(Path(args.config).read_text())
-        if args.config
-        else (AccelConfig.for_board(args.board))
-    )
-    paths = generate(cfg, Path(args.output))
+    cfg = AccelConfig.load(args.config) if args.config else AccelConfig.for_board(args.board)
+    out = writable_dir(args.output, "-o")
+    paths = generate(cfg, out)
     if args.lint:
         from .sim.verilator import lint
 
-        lint(paths["verilog"])
+        with working("verilator lint"):
+            lint(paths["verilog"])
         print("verilator lint: no errors")
     for k, p in paths.items():
         print(f"{k}: {p}")
@@ -36,14 +160,31 @@ def _run(args: argparse.Namespace) -> int:
     from .host.program import Program
     from .host.runtime import run_with_stats
 
-    program = Program.load(args.program)
+    src = readable_file(args.program, "Program")
+    inp = readable_file(args.input, "--input")
+    out = writable_file(args.output, "-o", suffix=".npy")
+    program = Program.load(src)
     try:
-        x = np.load(args.input, allow_pickle=False)
+        x = np.load(inp, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise SystemExit(f"error: cannot read input {args.input!r} as a .npy array: {e}") from None
-    res = run_with_stats(program, x, backend=args.backend, timeout_cycles=args.timeout_cycles)
-    np.save(args.output, res.output)
-    print(f"output {res.output.shape} {res.output.dtype} -> {args.output}")
+        raise UsageError(f"--input {inp} is not a .npy array ({e}); save it with np.save") from None
+    grid = f"[{program.input_lo}, {program.input_hi}], scale {program.input_scale:g}"
+    if np.issubdtype(x.dtype, np.floating):
+        print(f"input {inp}: {x.shape} {x.dtype} real values, quantized to the Program's {grid}")
+    elif np.issubdtype(x.dtype, np.integer):
+        print(f"input {inp}: {x.shape} {x.dtype} integers, taken as already quantized ({grid})")
+    if args.backend == "rtl":
+        build_rtl(program.config)
+    with working(f"running {len(x)} sample(s) on the {args.backend} backend"):
+        res = run_with_stats(program, x, backend=args.backend, timeout_cycles=args.timeout_cycles)
+    if args.dequantize:
+        y = program.dequantize(res.output)
+        kind = f"real values (integers x output scale {program.output_scale:g})"
+    else:
+        y = res.output
+        kind = f"integers (x {program.output_scale:g} for real values, or pass --dequantize)"
+    np.save(out, y)
+    print(f"output {y.shape} {y.dtype} {kind} -> {out}")
     if args.backend == "rtl":
         print(f"cycles: {res.total_cycles} (MAC array busy {res.mac_cycles})")
     for step, where in res.placement:
@@ -51,71 +192,108 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    from .host.program import Program
+
+    print(Program.load(readable_file(args.program, "Program")).summary())
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import main as demo_main
 
+    build_rtl(AccelConfig.for_board(args.board))
     return demo_main(board=args.board, images=args.images)
 
 
 def _quantize(args: argparse.Namespace) -> int:
+    out = writable_file(args.output, "-o")
+    if args.act_bits is not None and args.model != "minilm":
+        raise UsageError("--act-bits is for --model minilm; ResNet methods set their own")
+    if args.model != "minilm" and args.epochs < 1:
+        raise UsageError("--epochs must be at least 1 for ResNet-20 QAT")
+    try:
+        return _quantize_model(args, out)
+    except KeyboardInterrupt:
+        from .compiler.train import finished_epochs
+
+        done = finished_epochs(out)
+        kept = (
+            f"{out} keeps {done} finished epoch(s); run the same command to resume"
+            if done
+            else "no epoch had finished, nothing was saved"
+        )
+        raise RunInterruptedError(kept) from None
+
+
+def _quantize_model(args: argparse.Namespace, out: Path) -> int:
     if args.model == "minilm":
         from .compiler.nlp import MINILM_ACT_BITS, distill_minilm, save_minilm
 
         bits = args.act_bits or MINILM_ACT_BITS
         if args.epochs == 0:
-            save_minilm(args.method, args.output, act_bits=bits)
+            save_minilm(args.method, out, act_bits=bits)
             how = "post-training"
         else:
             size = {"n_sentences": args.train_subset} if args.train_subset else {}
-            distill_minilm(args.method, args.epochs, args.output, act_bits=bits, **size)
+            distill_minilm(args.method, args.epochs, out, act_bits=bits, **size)
             how = f"distilled for {args.epochs} epochs"
-        print(f"{args.method}: MiniLM encoder Linears quantized, A{bits}, {how} -> {args.output}")
+        print(f"{args.method}: MiniLM encoder Linears quantized, A{bits}, {how} -> {out}")
         return 0
-    if args.act_bits is not None:
-        raise ValueError("--act-bits is for --model minilm; ResNet methods set their own")
     from .compiler.train import train
 
     ck = train(
         args.model,
         args.method,
         args.epochs,
-        args.output,
+        out,
         lr=args.lr,
         train_subset=args.train_subset,
         sensitivity=args.sensitivity,
         reassign_every=args.reassign_every,
     )
     print(
-        f"{args.method}: top-1 {ck['history'][-1]['top1']:.2f}% after {ck['epoch']} epochs "
-        f"-> {args.output}"
+        f"{args.method}: top-1 {ck['history'][-1]['top1']:.2f}% after {ck['epoch']} epochs -> {out}"
     )
     return 0
 
 
+def _clamp_n(n: int | None, size: int, what: str) -> int | None:
+    """``--n`` clamped to the data set's size (None: all of it), saying so when it clamps."""
+    if n is not None and n >= size:
+        if n > size:
+            print(f"note: --n {n} is more than the {size} {what}; using all {size}")
+        return None
+    return n
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    import torch
+    from .compiler.train import evaluate, load_checkpoint, read_checkpoint
 
-    from .compiler.train import CKPT_VERSION, evaluate, load_checkpoint
-
-    if args.data == "sst2":
+    path = readable_file(args.checkpoint, "checkpoint")
+    ck = read_checkpoint(path)
+    is_minilm = ck["model_name"] == "minilm"
+    if is_minilm != (args.data == "sst2"):
+        want = "--data sst2" if is_minilm else "--data cifar10 (the default)"
+        raise UsageError(f"checkpoint {path} holds {ck['model_name']}; evaluate it with {want}")
+    if is_minilm:
+        from .compiler.data import sst2
         from .compiler.nlp import evaluate_checkpoint
 
-        ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-        if (
-            not isinstance(ck, dict)
-            or ck.get("version") != CKPT_VERSION
-            or (ck.get("model_name") != "minilm")
-        ):
-            raise ValueError(f"{args.checkpoint} is not a MiniLM checkpoint of rmsmp quantize")
-        r = evaluate_checkpoint(ck)
+        n = _clamp_n(args.n, len(sst2("dev")[1]), "SST-2 dev sentences")
+        r = evaluate_checkpoint(ck, n_dev=n)
+        where = "dev set" if n is None else f"{n} random dev sentences"
         print(
-            f"{ck['method']} (MiniLM): SST-2 dev accuracy {100 * r['q_acc']:.2f}% "
+            f"{ck['method']} (MiniLM): SST-2 {where} accuracy {100 * r['q_acc']:.2f}% "
             f"(fp32 {100 * r['fp32_acc']:.2f}%), embedding cosine to fp32 {r['cosine']:.4f}"
         )
         return 0
-    model, ck = load_checkpoint(args.checkpoint)
-    top1 = evaluate(model, n=args.n)
-    where = "test set" if args.n is None else f"{args.n} random test images"
+    from .compiler.data import cifar10_raw
+
+    n = _clamp_n(args.n, len(cifar10_raw("test")[1]), "CIFAR-10 test images")
+    model, ck = load_checkpoint(path)
+    top1 = evaluate(model, n=n)
+    where = "test set" if n is None else f"{n} random test images"
     print(
         f"{ck['method']} ({ck['model_name']}, {ck['epoch']} epochs): top-1 {top1:.2f}% "
         f"on the CIFAR-10 (JPEG copy) {where}"
@@ -123,36 +301,82 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rmsmp")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
-    p = argparse.ArgumentParser(prog="rmsmp", description=__doc__)
+    p = _Parser(
+        prog="rmsmp",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"rmsmp {_version()}")
+    debug = {"action": "store_true", "help": "show the traceback of an error"}
+    p.add_argument("--debug", **debug)
     sub = p.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("generate", help="write the accelerator's Verilog and config JSON")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], text: str):
+        c = sub.add_parser(name, help=text, description=text)
+        c.add_argument("--debug", **debug, default=argparse.SUPPRESS)
+        c.set_defaults(func=func)
+        return c
+
+    g = command("generate", _generate, "write the accelerator's Verilog and config JSON")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--board", default="pynq-z1", choices=sorted(PRESETS))
     src.add_argument("--config", help="an AccelConfig JSON file instead of a board preset")
     g.add_argument("-o", "--output", required=True, help="output directory")
     g.add_argument("--lint", action="store_true", help="also lint the Verilog with Verilator")
-    g.set_defaults(func=_generate)
-    r = sub.add_parser("run", help="run a Program on an input .npy")
+    r = command("run", _run, "run a Program on an input .npy")
     r.add_argument("program")
     r.add_argument("--backend", default="golden", choices=("golden", "rtl"))
-    r.add_argument("--input", required=True, help="input .npy, shaped (B, *input_shape)")
-    r.add_argument("-o", "--output", required=True, help="where to write the output .npy")
-    r.add_argument("--timeout-cycles", type=int, default=2_000_000_000)
-    r.set_defaults(func=_run)
-    q = sub.add_parser("quantize", help="quantization-aware training of a model (resumable)")
+    r.add_argument(
+        "--input",
+        required=True,
+        help="input .npy, shaped (B, *input_shape): float (quantized with the Program's input "
+        "scale) or integer (taken as already quantized)",
+    )
+    r.add_argument("-o", "--output", required=True, help="output .npy (.npy is appended)")
+    r.add_argument(
+        "--dequantize", action="store_true", help="write float32 real values, not integers"
+    )
+    r.add_argument("--timeout-cycles", type=int_range(1), default=2_000_000_000)
+    i = command("inspect", _inspect, "print a Program's layers, tiling and window use")
+    i.add_argument("program")
+    q = command("quantize", _quantize, "quantization-aware training of a model (resumable)")
     q.add_argument("--model", default="resnet20", choices=("resnet20", "minilm"))
     q.add_argument("--method", default="rmsmp", choices=sorted(METHODS))
     q.add_argument(
-        "--epochs", type=int, default=1, help="training epochs (MiniLM: 0 = post-training only)"
+        "--epochs",
+        type=int_range(0),
+        default=1,
+        help="training epochs (MiniLM: 0 = post-training only); larger than a checkpoint's "
+        "own extends it",
     )
-    q.add_argument("--lr", type=float, default=0.01)
+    q.add_argument("--lr", type=positive_float, default=0.01)
     q.add_argument(
-        "--train-subset", type=int, default=None, help="train on N random images (sentences)"
+        "--train-subset", type=int_range(1), default=None, help="train on N random images"
     )
     q.add_argument(
-        "--act-bits", type=int, default=None, help="MiniLM only: activation bits (default 8)"
+        "--act-bits",
+        type=int_range(1, 8),
+        default=None,
+        help="MiniLM only: activation bits, 1-8 (default 8)",
     )
     q.add_argument(
         "--sensitivity",
@@ -161,30 +385,79 @@ def build_parser() -> argparse.ArgumentParser:
         help="how 8-bit rows are chosen: quantisation error, or per-row Hessian trace",
     )
     q.add_argument(
-        "--reassign-every", type=int, default=0, help="re-assign rows every N epochs (0: never)"
+        "--reassign-every",
+        type=int_range(0),
+        default=0,
+        help="re-assign rows every N epochs (0: never)",
     )
     q.add_argument("-o", "--output", required=True, help="checkpoint (resumed if it exists)")
-    q.set_defaults(func=_quantize)
-    e = sub.add_parser("evaluate", help="top-1 of a checkpoint")
+    e = command("evaluate", _evaluate, "top-1 of a checkpoint")
     e.add_argument("checkpoint")
     e.add_argument("--data", default="cifar10", choices=("cifar10", "sst2"))
-    e.add_argument("--n", type=int, default=None, help="evaluate N random test images")
-    e.set_defaults(func=_evaluate)
-    d = sub.add_parser("demo", help="ResNet-20's first conv layers: quantize, compile, run on RTL")
+    e.add_argument(
+        "--n",
+        type=int_range(1),
+        default=None,
+        help="evaluate N random test items (more than the set: all of it)",
+    )
+    d = command("demo", _demo, "ResNet-20's first conv layers: quantize, compile, run on RTL")
     d.add_argument("--board", default="pynq-z1", choices=sorted(PRESETS))
-    d.add_argument("--images", type=int, default=4, help="CIFAR-10 test images to run")
-    d.set_defaults(func=_demo)
+    d.add_argument("--images", type=int_range(1, 10_000), default=4, help="CIFAR-10 test images")
     return p
 
 
+_OS_FIX = {
+    FileNotFoundError: "check the path",
+    IsADirectoryError: "give a file, not a directory",
+    NotADirectoryError: "a part of the path is a file, not a directory",
+    PermissionError: "check its permissions or choose another path",
+    FileExistsError: "remove it or choose another path",
+}
+
+
+def classify(e: BaseException) -> tuple[int, str]:
+    """Exit code and one-line message of an exception that ended a command."""
+    from .host.errors import ProgramFormatError
+
+    if isinstance(e, RunInterruptedError):
+        return EXIT_INTERRUPTED, f"interrupted: {e}"
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted (Ctrl-C)"
+    if isinstance(e, UsageError | ProgramFormatError):
+        return EXIT_USAGE, str(e)
+    if isinstance(e, OSError) and e.filename is not None:
+        fix = next((f for t, f in _OS_FIX.items() if isinstance(e, t)), "check the path")
+        return EXIT_USAGE, f"{e.filename}: {e.strerror or e}; {fix}"
+    if isinstance(e, ValueError | TypeError):
+        return EXIT_USAGE, str(e)
+    if isinstance(e, RuntimeError | TimeoutError | OSError):
+        return EXIT_FAILURE, str(e)
+    return (
+        EXIT_FAILURE,
+        f"internal error {type(e).__name__}: {e}; re-run with --debug and report it",
+    )
+
+
+def one_line(text: str) -> str:
+    """The first line of ``text``, with a pointer to --debug when there was more."""
+    lines = text.strip().splitlines() or [""]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} (more with --debug)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``rmsmp`` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``rmsmp`` console script; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors, already printed
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     try:
         return args.func(args)
-    except (ConfigError, ValueError, TypeError, TimeoutError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as e:
+        code, msg = classify(e)
+        if args.debug:
+            traceback.print_exc()
+        print(f"rmsmp {args.cmd}: error: {one_line(msg)}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from .numerics import weight_format
 
@@ -178,6 +179,24 @@ class AccelConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"config JSON is malformed: {e}") from None
         return cls.from_dict(d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AccelConfig:
+        """Read a JSON file written by ``to_json`` (or ``rmsmp generate``); ConfigError names
+        the file for one that is missing, unreadable or not a valid config."""
+        p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"config {p} is a directory; give the config JSON file")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config {p} does not exist; check the path") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config {p} cannot be read ({e}); check the file") from None
+        try:
+            return cls.from_json(text)
+        except (ConfigError, TypeError, KeyError, AttributeError) as e:
+            raise ConfigError(f"config {p}: {e}") from None
 
     @property
     def hash(self) -> str:

@@ -29,7 +29,7 @@ from .data import sst2
 from .methods import Method, method, prepare
 from .models.minilm import embed, load_minilm, sentence_embedding
 from .probe import DEFAULT_N_TRAIN, sst2_eval
-from .train import CKPT_VERSION, progress, save_checkpoint
+from .train import CKPT_VERSION, progress, read_checkpoint, restore_schedule, save_checkpoint
 
 CALIB_SENTENCES = 256
 # Distillation set: a seeded subset of SST-2 train sentences (no labels). One learning rate for
@@ -74,23 +74,32 @@ def quantize_minilm(
     return model, assignment
 
 
-def save_minilm(method_name: str, out: str, act_bits: int = MINILM_ACT_BITS) -> dict:
+def save_minilm(method_name: str, out: str | Path, act_bits: int = MINILM_ACT_BITS) -> dict:
     """Quantize MiniLM with ``method_name`` (post-training) and save a checkpoint
     ``rmsmp evaluate`` reads."""
-    model, assignment = quantize_minilm(method_name, act_bits=act_bits)
+    with progress(transient=True) as prog:
+        prog.add_task(f"quantizing MiniLM ({method_name}, A{act_bits})", total=None, info="")
+        model, assignment = quantize_minilm(method_name, act_bits=act_bits)
     ck = _checkpoint(method_name, 0, 0, assignment, model, act_bits)
-    torch.save(ck, out)
+    save_checkpoint(ck, Path(out))
     return ck
 
 
 def evaluate_checkpoint(
     ck: dict, n_train: int | None = DEFAULT_N_TRAIN, n_dev: int | None = None
 ) -> dict:
-    """SST-2 scores of a saved MiniLM checkpoint (see ``save_minilm``)."""
-    fp32, tok = load_minilm()
-    model, _ = quantize_minilm(ck["method"], act_bits=ck["act_bits"], assignment=ck["assignment"])
-    model.load_state_dict(ck["model"])
-    return sst2_eval(fp32, model.eval(), tok, n_train=n_train, n_dev=n_dev)
+    """SST-2 scores of a saved MiniLM checkpoint (see ``save_minilm``), with a spinner that
+    names each step (the first run embeds SST-2 train for the probe: minutes)."""
+    with progress(transient=True) as prog:
+        task = prog.add_task("loading MiniLM", total=None, info="")
+        fp32, tok = load_minilm()
+        prog.update(task, description=f"quantizing MiniLM ({ck['method']}, A{ck['act_bits']})")
+        model, _ = quantize_minilm(
+            ck["method"], act_bits=ck["act_bits"], assignment=ck["assignment"]
+        )
+        model.load_state_dict(ck["model"])
+        prog.update(task, description="SST-2: embedding sentences, fitting and scoring the probe")
+        return sst2_eval(fp32, model.eval(), tok, n_train=n_train, n_dev=n_dev)
 
 
 def distill_sentences(n: int) -> list[str]:
@@ -169,17 +178,21 @@ def distill_minilm(
         raise ValueError("fp32 needs no QAT; use --epochs 0 (the fp32 encoder is the teacher)")
     out = Path(out)
     ck = None
+    same_run = False
     if out.exists():
-        ck = torch.load(out, map_location="cpu", weights_only=False)
-        if (ck.get("method"), ck.get("epochs"), ck.get("act_bits")) != (
+        ck = read_checkpoint(out)
+        if (ck["model_name"], ck["method"], ck.get("act_bits")) != (
+            "minilm",
             method_name,
-            epochs,
             act_bits,
         ):
             raise ValueError(
-                f"{out} holds method {ck.get('method')} for {ck.get('epochs')} epochs at "
-                f"A{ck.get('act_bits')}; use another -o to start a different run"
+                f"{out} holds {ck['model_name']} method {ck['method']} at A{ck.get('act_bits')}; "
+                "use another -o to start a different run"
             )
+        if ck["epochs"] == 0:
+            raise ValueError(f"{out} is a post-training checkpoint; use another -o for QAT")
+        same_run = restore_schedule(ck, epochs, out)
         if ck["epoch"] == epochs:
             return ck
     torch.manual_seed(seed)
@@ -197,20 +210,24 @@ def distill_minilm(
         p.requires_grad_(True)
     opt = torch.optim.AdamW(learned, lr=DISTILL_LR, weight_decay=0.0)
     sentences = distill_sentences(n_sentences)
-    emb_std = torch.from_numpy(embed(teacher, tok, sentences).std(axis=0) + 1e-6)
+    with progress(transient=True) as prog:
+        prog.add_task(f"embedding {len(sentences)} sentences (fp32)", total=None, info="")
+        emb_std = torch.from_numpy(embed(teacher, tok, sentences).std(axis=0) + 1e-6)
     per_epoch = -(-len(sentences) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt,
-        DISTILL_LR,
-        total_steps=epochs * per_epoch,
-        pct_start=0.1,
-        anneal_strategy="linear",
-    )
     if ck is None:
         ck = _checkpoint(method_name, epochs, 0, assignment, student, act_bits)
     else:
         student.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+    # An extension's cycle covers only the added epochs; a resumed run's state replaces this one.
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt,
+        DISTILL_LR,
+        total_steps=(epochs - ck["epoch"]) * per_epoch,
+        pct_start=0.1,
+        anneal_strategy="linear",
+    )
+    if same_run:
         sched.load_state_dict(ck["scheduler"])
     hs, hooks_s = _layer_outputs(student)
     ht, hooks_t = _layer_outputs(teacher)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
@@ -16,18 +17,25 @@ from .methods import method, prepare, reassign
 from .models.resnet_cifar import load_resnet20, resnet20
 
 CKPT_VERSION = 1
+CKPT_KEYS = ("model_name", "method", "epochs", "epoch", "assignment", "model", "history")
 BREVITAS = "brevitas"
 """Method name of the Brevitas Int4 peer baseline (not one of our presets)."""
 
 
-def progress() -> Progress:
-    """The training progress bar: description, bar, running loss, elapsed and remaining time."""
+def progress(transient: bool = False) -> Progress:
+    """The progress bar: description, bar, running loss (``info``), elapsed and remaining time.
+
+    ``transient`` bars (evaluation, loading) are drawn on stderr and vanish when done, so the
+    results on stdout stay clean; a task with ``total=None`` is a spinner.
+    """
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        transient=transient,
+        console=Console(stderr=True) if transient else None,
     )
 
 
@@ -61,11 +69,18 @@ def batches(
 @torch.no_grad()
 def evaluate(model: nn.Module, n: int | None = None, batch: int = 500) -> float:
     """Top-1 (%) on the CIFAR-10 (JPEG copy) test split, or on a fixed random ``n`` of it."""
+    if n is not None and n < 1:
+        raise ValueError(f"--n must be at least 1, got {n}")
     model.eval()
     correct = total = 0
-    for x, y in batches("test", batch, False, np.random.default_rng(0), n):
-        correct += int((model(x).argmax(1) == y).sum())
-        total += len(y)
+    n_test = len(cifar10_raw("test")[1])
+    size = n_test if n is None else min(n, n_test)
+    with progress(transient=True) as prog:
+        task = prog.add_task("evaluating on the test set", total=-(-size // batch), info="")
+        for x, y in batches("test", batch, False, np.random.default_rng(0), n):
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+            prog.update(task, advance=1, info=f"top-1 {100.0 * correct / total:.2f}%")
     return 100.0 * correct / total
 
 
@@ -112,14 +127,57 @@ def build(
     return model, prepare(model, m, calib, assignment, sensitivity=sens)
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
-    """A trained model and its checkpoint dict; clear errors for a file that is not one."""
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict of ``rmsmp quantize`` at ``path``; ValueError naming the file for
+    anything else (OSError, e.g. a missing file, passes through with its filename)."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as e:
-        raise ValueError(f"cannot read checkpoint {path}: {e}; re-run rmsmp quantize") from None
+    except OSError:
+        raise
+    except Exception as e:  # a foreign file fails inside unpickling in many ways
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"checkpoint {path} cannot be read ({first}); give a file written by rmsmp quantize"
+        ) from None
     if not isinstance(ck, dict) or ck.get("version") != CKPT_VERSION:
-        raise ValueError(f"{path} is not an rmsmp checkpoint (version {CKPT_VERSION})")
+        raise ValueError(
+            f"{path} is not an rmsmp checkpoint (version {CKPT_VERSION}); re-run rmsmp quantize"
+        )
+    missing = [k for k in CKPT_KEYS if k not in ck]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {missing}; re-run rmsmp quantize")
+    return ck
+
+
+def finished_epochs(path: str | Path) -> int:
+    """Epochs the checkpoint at ``path`` holds; 0 when there is none or it cannot be read."""
+    try:
+        return int(read_checkpoint(path)["epoch"])
+    except (OSError, ValueError):
+        return 0
+
+
+def restore_schedule(ck: dict, epochs: int, out: Path) -> bool:
+    """Resuming ``ck`` for ``epochs``: True to continue its learning-rate schedule (the same
+    run), False to start a new one over the added epochs (``epochs`` beyond the checkpoint's own
+    extends it); ValueError for fewer epochs than it was started for."""
+    if epochs == ck["epochs"]:
+        return True
+    if epochs > ck["epochs"]:
+        print(
+            f"extending {out} from {ck['epochs']} to {epochs} epochs "
+            f"(a new learning-rate cycle over epochs {ck['epoch'] + 1}-{epochs})"
+        )
+        return False
+    raise ValueError(
+        f"{out} was started for {ck['epochs']} epochs ({ck['epoch']} done); pass --epochs "
+        f"{ck['epochs']} to resume it, a larger number to extend it, or use another -o"
+    )
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+    """A trained model and its checkpoint dict; clear errors for a file that is not one."""
+    ck = read_checkpoint(path)
     model, _ = build(ck["model_name"], ck["method"], ck["assignment"])
     model.load_state_dict(ck["model"])
     return model, ck
@@ -148,15 +206,24 @@ def train(
     out = Path(out)
     if method_name != BREVITAS:
         method(method_name)
+    if train_subset is not None:
+        if train_subset < 1:
+            raise ValueError(f"--train-subset must be at least 1, got {train_subset}")
+        n_train = len(cifar10_raw("train")[1])
+        if train_subset >= n_train:
+            print(f"note: --train-subset {train_subset} covers all {n_train} training images")
+            train_subset = None
     torch.manual_seed(seed)
     ck = None
+    same_run = False
     if out.exists():
         model, ck = load_checkpoint(out)
-        if ck["method"] != method_name or ck["epochs"] != epochs:
+        if ck["method"] != method_name or ck["model_name"] != model_name:
             raise ValueError(
-                f"{out} holds method {ck['method']} for {ck['epochs']} epochs; "
+                f"{out} holds {ck['model_name']} method {ck['method']}; "
                 "use another -o to start a different run"
             )
+        same_run = restore_schedule(ck, epochs, out)
         assignment = ck["assignment"]
     else:
         model, assignment = build(model_name, method_name, sensitivity=sensitivity)
@@ -168,14 +235,17 @@ def train(
         momentum=0.9,
         nesterov=True,
     )
-    steps = epochs * -(-(train_subset or 50_000) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
+    per_epoch = -(-(train_subset or 50_000) // batch)
     history = []
     start = 0
     if ck is not None:
         opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
         history, start = ck["history"], ck["epoch"]
+    # An extension's cycle covers only the added epochs; a resumed run's state replaces this one.
+    steps = max(epochs - start, 1) * per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
+    if same_run:
+        sched.load_state_dict(ck["scheduler"])
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start, epochs):
         if reassign_every and epoch and epoch % reassign_every == 0 and method_name != BREVITAS:
@@ -186,7 +256,7 @@ def train(
         total = tl = 0.0
         with progress() as prog:
             task = prog.add_task(
-                f"{method_name} epoch {epoch + 1}/{epochs}", total=steps // epochs, info=""
+                f"{method_name} epoch {epoch + 1}/{epochs}", total=per_epoch, info=""
             )
             for x, y in batches("train", batch, True, rng, train_subset):
                 loss = loss_fn(model(x), y)

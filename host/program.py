@@ -130,6 +130,14 @@ class Program:
     """Final layer's slot -> logical output channel, -1 for a padding slot."""
     meta: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """One line (config, batch, sizes), not the bytes; ``summary()`` has the layers."""
+        return (
+            f"Program(config={self.config.name!r} {self.config_hash}, batch={self.batch}, "
+            f"input={self.input_shape}, output={self.output_shape}, layers={len(self.layers)}, "
+            f"instructions={self.insn_count}, window={self.window_size} bytes)"
+        )
+
     @property
     def config_hash(self) -> str:
         """Hash of the AccelConfig the Program was compiled for (16 hex digits)."""
