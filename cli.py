@@ -258,13 +258,14 @@ def _quantize_model(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
-def _clamp_n(n: int | None, size: int, what: str) -> int | None:
-    """``--n`` clamped to the data set's size (None: all of it), saying so when it clamps."""
-    if n is not None and n >= size:
-        if n > size:
-            print(f"note: --n {n} is more than the {size} {what}; using all {size}")
-        return None
-    return n
+def _clamp_n(n: int | None, size: Callable[[], int], what: str) -> int | None:
+    """``--n`` clamped to the data set's ``size()`` (None: all of it), saying so when it
+    clamps; ``size`` is only called for an ``n``."""
+    if n is None or n < size():
+        return n
+    if n > size():
+        print(f"note: --n {n} is more than the {size()} {what}; using all of them")
+    return None
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -280,7 +281,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         from .compiler.data import sst2
         from .compiler.nlp import evaluate_checkpoint
 
-        n = _clamp_n(args.n, len(sst2("dev")[1]), "SST-2 dev sentences")
+        n = _clamp_n(args.n, lambda: len(sst2("dev")[1]), "SST-2 dev sentences")
         r = evaluate_checkpoint(ck, n_dev=n)
         where = "dev set" if n is None else f"{n} random dev sentences"
         print(
@@ -290,7 +291,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     from .compiler.data import cifar10_raw
 
-    n = _clamp_n(args.n, len(cifar10_raw("test")[1]), "CIFAR-10 test images")
+    n = _clamp_n(args.n, lambda: len(cifar10_raw("test")[1]), "CIFAR-10 test images")
     model, ck = load_checkpoint(path)
     top1 = evaluate(model, n=n)
     where = "test set" if n is None else f"{n} random test images"
@@ -351,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="input .npy, shaped (B, *input_shape): float (quantized with the Program's input "
         "scale) or integer (taken as already quantized)",
     )
-    r.add_argument("-o", "--output", required=True, help="output .npy (.npy is appended)")
+    r.add_argument(
+        "-o", "--output", required=True, help="output .npy (.npy is appended when missing)"
+    )
     r.add_argument(
         "--dequantize", action="store_true", help="write float32 real values, not integers"
     )
@@ -428,6 +431,8 @@ def classify(e: BaseException) -> tuple[int, str]:
     if isinstance(e, OSError) and e.filename is not None:
         fix = next((f for t, f in _OS_FIX.items() if isinstance(e, t)), "check the path")
         return EXIT_USAGE, f"{e.filename}: {e.strerror or e}; {fix}"
+    if isinstance(e, FileNotFoundError):  # e.g. the data set, with its own message and fix
+        return EXIT_USAGE, str(e)
     if isinstance(e, ValueError | TypeError):
         return EXIT_USAGE, str(e)
     if isinstance(e, RuntimeError | TimeoutError | OSError):

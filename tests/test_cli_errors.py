@@ -141,6 +141,12 @@ def test_exceptions_map_to_exit_codes(files, capsys, monkeypatch, exc, code, nee
     _one_line_error(capsys, rc, code, needle)
 
 
+def test_missing_data_set_names_the_variable(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("RMSMP_SHARED_DATA", str(tmp_path / "nodata"))
+    rc = main(["quantize", "-o", str(tmp_path / "q.pt")])
+    _one_line_error(capsys, rc, 2, "nodata", "RMSMP_SHARED_DATA")
+
+
 def test_toolchain_missing_is_a_runtime_failure(files, capsys, monkeypatch) -> None:
     from rmsmp.sim import verilator
 
@@ -208,9 +214,10 @@ def test_run_names_the_file_it_wrote_and_dequantizes(files, capsys, monkeypatch)
 
 
 def test_n_beyond_the_data_set_is_clamped(capsys) -> None:
-    assert cli._clamp_n(100_000, 10_000, "test images") is None
-    assert "using all 10000" in capsys.readouterr().out
-    assert cli._clamp_n(200, 10_000, "test images") == 200
+    assert cli._clamp_n(100_000, lambda: 10_000, "test images") is None
+    assert "more than the 10000 test images; using all" in capsys.readouterr().out
+    assert cli._clamp_n(200, lambda: 10_000, "test images") == 200
+    assert cli._clamp_n(None, lambda: 1 / 0, "test images") is None
 
 
 def test_interrupted_quantize_says_what_it_kept(tmp_path, capsys, monkeypatch) -> None:
