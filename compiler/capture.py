@@ -236,8 +236,9 @@ class _Capture:
             return
         step, other = main[0]
         ref = self.refs[other]
-        if ref.flat:
-            self.fail(node, "add", "the shortcut must be a feature map of the model")
+        if ref.flat or ref.step is step:
+            why = "the shortcut must be another feature map (for x + x, double the weights)"
+            self.fail(node, "add", why)
             return
         step.res, step.res_stride, step.res_pad = ref.step, ref.stride, ref.pad
         self.extend(node, step)
