@@ -8,7 +8,10 @@ last levels and the accumulator's add that follows them fit in one cycle.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+import operator
+from functools import reduce
+
+from amaranth import Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,6 +43,13 @@ def tree_sum(values: list, levels: int | None = None) -> list:
         ]
         done += 1
     return values
+
+
+def _pow2_times(x: Value, e: Value) -> Value:
+    """``x * 2**(e - 1)``, or 0 if ``e`` is 0: the OR of one masked shift per value of ``e``, the
+    and-or a case statement synthesizes to, written without one because Verilator turns a case
+    into data-dependent branches (slow on random weights)."""
+    return reduce(operator.or_, (Mux(e == j, x << (j - 1), 0) for j in range(1, 1 << len(e))))
 
 
 class DotRow(wiring.Component):
@@ -78,23 +88,10 @@ class DotRow(wiring.Component):
             return prod
         mag = Signal(signed(pb))
         if self.fmt.scheme is Scheme.POT:
-            e = code[0:3]
-            with m.Switch(e):
-                with m.Case(0):
-                    m.d.comb += mag.eq(0)
-                for j in range(1, 8):
-                    with m.Case(j):
-                        m.d.comb += mag.eq(x << (j - 1))
+            m.d.comb += mag.eq(_pow2_times(x, code[0:3]))
         else:
             a, b = code[1:3], code[0]
-            t1 = Signal(signed(pb))
-            with m.Switch(a):
-                with m.Case(0):
-                    m.d.comb += t1.eq(0)
-                for j in range(1, 4):
-                    with m.Case(j):
-                        m.d.comb += t1.eq(x << (j - 1))
-            m.d.comb += mag.eq(t1 + Mux(b, x << 2, 0))
+            m.d.comb += mag.eq(_pow2_times(x, a) + Mux(b, x << 2, 0))
         m.d.comb += prod.eq(Mux(code[3], -mag, mag))
         return prod
 
