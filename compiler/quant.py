@@ -395,8 +395,11 @@ def quantize(
     ``example_input`` (a batch). The model is not modified.
     """
     ratio = resolve_ratio(ratio)
-    if not isinstance(act_bits, int) or not 1 <= act_bits <= 8:
-        raise ValueError(f"act_bits must be an int in [1, 8] (8-bit storage), got {act_bits!r}")
+    if not isinstance(act_bits, int) or not 1 <= act_bits <= 7:
+        raise ValueError(
+            f"act_bits must be an int in [1, 7], got {act_bits!r}: activations after a ReLU are "
+            "unsigned act_bits and must fit the accelerator's 8-bit signed activation storage"
+        )
     if not isinstance(example_input, torch.Tensor) or not example_input.is_floating_point():
         raise TypeError("example_input must be a float torch.Tensor batch, e.g. [B, C, H, W]")
     if example_input.ndim < 2 or example_input.shape[0] < 1:

@@ -31,7 +31,7 @@ FORMAT_VERSION = 2
 ALIGN = 64
 """Byte alignment of every window region."""
 
-_RECOMPILE = "re-run rmsmp compile"
+_RECOMPILE = "recompile it with rmsmp.compile"
 
 
 def align(n: int, a: int = ALIGN) -> int:

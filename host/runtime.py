@@ -23,7 +23,8 @@ DEFAULT_TIMEOUT_CYCLES = 100_000_000
 _FLOAT = (np.float32, np.float64)
 _INT = (np.int8, np.int16, np.int32, np.int64)
 _HINTS = {
-    isa.Error.ILLEGAL_OPCODE: "the instruction memory is not a valid program; re-run rmsmp compile",
+    isa.Error.ILLEGAL_OPCODE: "the instruction memory is not a valid program; recompile it with "
+    "rmsmp.compile",
     isa.Error.BAD_OPERAND: "an operand lies outside an on-chip buffer; the Program does not match "
     "the hardware's buffer depths",
     isa.Error.DMA_WINDOW: "a transfer falls outside WINDOW_BASE..WINDOW_LIMIT; the window is "

@@ -97,7 +97,7 @@ def test_accelerator_error_names_code_pc_layer(prog2):
         with pytest.raises(AcceleratorError) as e:
             run(_patched(prog2, pc, 0), x)
         assert (e.value.code, e.value.pc, e.value.layer) == ("ILLEGAL_OPCODE", pc, layer)
-        assert "fetch unit" in str(e.value) and "re-run rmsmp compile" in str(e.value)
+        assert "fetch unit" in str(e.value) and "recompile it with rmsmp.compile" in str(e.value)
 
 
 def test_inconsistent_tokens_are_a_deadlock(prog2):
@@ -135,7 +135,7 @@ def test_program_file_errors(prog, tmp_path):
 
     garbage = tmp_path / "garbage.rmsmp"
     garbage.write_bytes(np.random.default_rng(0).bytes(500))
-    with pytest.raises(ProgramFormatError, match="re-run rmsmp compile"):
+    with pytest.raises(ProgramFormatError, match="recompile it with rmsmp.compile"):
         Program.load(garbage)
 
     def rewrite(name, header_fn=None, blob_fn=None, drop=None):
