@@ -177,8 +177,24 @@ def _pool_shape(
     return (c, oh, ow)
 
 
+class _SameGrid:
+    """A pool keeps its input's grid: one ``scale`` in and out."""
+
+    scale: float
+
+    @property
+    def in_scale(self) -> float:
+        """Scale of the input grid (also the output's)."""
+        return self.scale
+
+    @property
+    def out_scale(self) -> float:
+        """Scale of the output grid (the input's)."""
+        return self.scale
+
+
 @dataclass
-class IntMaxPool:
+class IntMaxPool(_SameGrid):
     """Max pooling on the integer grid (max commutes with quantisation: no requant, same scale).
 
     Padding never wins: torch allows at most half the kernel, so every window holds a real value.
@@ -196,16 +212,6 @@ class IntMaxPool:
         if any(2 * p > k for p, k in zip(self.padding, self.kernel, strict=True)):
             raise GraphError(f"{self.name}: padding {self.padding} exceeds half the kernel")
 
-    @property
-    def in_scale(self) -> float:
-        """Scale of the input grid (also the output's)."""
-        return self.scale
-
-    @property
-    def out_scale(self) -> float:
-        """Scale of the output grid (the input's)."""
-        return self.scale
-
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(C, OH, OW) for a (C, H, W) input."""
         return _pool_shape(self.name, in_shape, self.kernel, self.stride, self.padding)
@@ -218,7 +224,7 @@ class IntMaxPool:
 
 
 @dataclass
-class IntAvgPool:
+class IntAvgPool(_SameGrid):
     """Average pooling on the integer grid: ``numerics.average_round`` of each window's sum.
 
     No padding; a global average pool is the window of the whole feature map, giving (C, 1, 1).
@@ -231,16 +237,6 @@ class IntAvgPool:
     scale: float
     src: int | None = None
     kind: str = "avgpool"
-
-    @property
-    def in_scale(self) -> float:
-        """Scale of the input grid (also the output's)."""
-        return self.scale
-
-    @property
-    def out_scale(self) -> float:
-        """Scale of the output grid (the input's)."""
-        return self.scale
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(C, OH, OW) for a (C, H, W) input."""
