@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
+from bnstats import randomize_bn
 from torch import nn
 
 import rmsmp
@@ -17,15 +18,6 @@ from rmsmp.compiler.models.resnet_cifar import ResNetCifar
 from rmsmp.compiler.quant import UnsupportedLayerError
 
 ADDS = ("iadd", "plus", "torch.add")
-
-
-def _randomize_bn(bn: nn.Module, rng: np.random.Generator) -> None:
-    n = bn.num_features
-    with torch.no_grad():
-        bn.weight.copy_(torch.from_numpy(rng.uniform(0.3, 2.0, n)))
-        bn.bias.copy_(torch.from_numpy(rng.normal(0, 0.5, n)))
-        bn.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.5, n)))
-        bn.running_var.copy_(torch.from_numpy(rng.uniform(0.2, 3.0, n)))
 
 
 def _add(out: torch.Tensor, identity: torch.Tensor, how: str) -> torch.Tensor:
@@ -118,7 +110,7 @@ class Net(nn.Module):
         self.fc = nn.Linear(c, int(rng.integers(2, 11)))
         for m in self.modules():
             if isinstance(m, nn.BatchNorm2d):
-                _randomize_bn(m, rng)
+                randomize_bn(m, rng)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.pool(self.stem(x)))
@@ -179,7 +171,7 @@ def test_residual_straight_from_the_input() -> None:
     model = Basic(3, 3, 1, "identity", "iadd").eval()
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
-            _randomize_bn(m, np.random.default_rng(1))
+            randomize_bn(m, np.random.default_rng(1))
     graph, out, fq = _check(model, torch.randn(4, 3, 6, 6))
     assert graph.layers[-1].res_from == -1 and np.array_equal(out, np.rint(fq))
 

@@ -7,6 +7,7 @@ from collections import Counter, OrderedDict
 import numpy as np
 import pytest
 import torch
+from bnstats import randomize_bn
 from torch import nn
 
 from rmsmp.arch import FORMATS, AccelConfig
@@ -186,15 +187,6 @@ def test_assign_rows_counts_and_beats_random_assignment():
 # ---- quantize + export on random chains ---------------------------------------------------------
 
 
-def _randomize_bn(bn: nn.Module, rng: np.random.Generator) -> None:
-    n = bn.num_features
-    with torch.no_grad():
-        bn.weight.copy_(torch.from_numpy(rng.uniform(0.3, 2.0, n)))
-        bn.bias.copy_(torch.from_numpy(rng.normal(0, 0.5, n)))
-        bn.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.5, n)))
-        bn.running_var.copy_(torch.from_numpy(rng.uniform(0.2, 3.0, n)))
-
-
 @pytest.mark.parametrize("seed", range(24))
 def test_quantize_export_matches_integer_graph(seed):
     rng = np.random.default_rng(100 + seed)
@@ -230,7 +222,7 @@ def _build_chain(rng: np.random.Generator) -> tuple[nn.Sequential, tuple[int, ..
         )
         if rng.random() < 0.6:
             mods.append(nn.BatchNorm2d(cout))
-            _randomize_bn(mods[-1], rng)
+            randomize_bn(mods[-1], rng)
         if rng.random() < 0.8:  # otherwise a signed 8-bit output feeds the next layer
             mods.append(nn.ReLU())
         if rng.random() < 0.3:
@@ -243,7 +235,7 @@ def _build_chain(rng: np.random.Generator) -> tuple[nn.Sequential, tuple[int, ..
         mods.append(nn.Linear(k_in, hidden))
         if rng.random() < 0.5:
             mods.append(nn.BatchNorm1d(hidden))
-            _randomize_bn(mods[-1], rng)
+            randomize_bn(mods[-1], rng)
         mods.append(nn.ReLU())
         k_in = hidden
     mods.append(nn.Linear(k_in, int(rng.integers(2, 11))))
@@ -382,7 +374,7 @@ def test_missing_shared_data_names_the_place(tmp_path, monkeypatch):
 def test_signed_intermediate_layer_matches_integer_graph():
     torch.manual_seed(0)
     bn = nn.BatchNorm2d(6)
-    _randomize_bn(bn, np.random.default_rng(9))
+    randomize_bn(bn, np.random.default_rng(9))
     model = nn.Sequential(
         nn.Conv2d(3, 6, 3, padding=1),
         bn,
