@@ -313,13 +313,16 @@ def _plan_layer(
 
     src, dst = f"fm{idx}", f"fm{idx + 1}"
     ops: list[Op] = []
-    toggles = {"X": 0, "W": 0, "OUT": 0}
+    loads = {"X": 0, "W": 0, "OUT": 0}
+
+    def next_half(kind: str, half: int) -> int:
+        """Base of the half of a double-buffered region the next user of ``kind`` gets."""
+        loads[kind] += 1
+        return (loads[kind] - 1) % 2 * half
 
     def slot_of(kind: str, i: int, resident: bool, sizes: list[int], half: int) -> int:
-        if resident:
-            return sum(sizes[:i])
-        toggles[kind] ^= 1
-        return (1 - toggles[kind]) * half
+        """Where item ``i`` goes: packed after the others if resident, else the next half."""
+        return sum(sizes[:i]) if resident else next_half(kind, half)
 
     pending: list[Op] = []
     """Input and weight loads not emitted yet: each goes just before the first GEMM that reads
@@ -423,7 +426,7 @@ def _plan_layer(
             rel = oy1 * sy - g.pad[0] - t.y0
             off, th, pad_top = (rel * t.tw, t.th - rel, 0) if rel >= 0 else (0, t.th, -rel)
             r0, r1 = max(0, rel), min(t.th, rel + (rb - 1) * sy + g.kh)
-            ob = slot_of("OUT", 0, False, [], out_half) if last else 0
+            ob = next_half("OUT", out_half) if last else 0
             args = dict(
                 reset=int(first),
                 final=int(last),

@@ -16,7 +16,6 @@ from ..arch.layout import Entry
 from ..host.device import Device
 
 DEFAULT_WINDOW_BASE = 0x1000_0000
-_BUF_ENTRY = {Buf.W: Entry.W, Buf.X: Entry.X, Buf.Q: Entry.Q}
 _U32 = 0xFFFF_FFFF
 _MEMO_BYTES = 64 << 20
 """Cap on the decoded W/Q entries kept for reuse."""
@@ -192,7 +191,7 @@ class GoldenDevice(Device):
     def _load(self, i: isa.Insn) -> Error:
         cfg = self.config
         buf = Buf(i.buf)
-        kind = _BUF_ENTRY[buf]
+        kind = layout.BUF_ENTRY[buf]
         n = i.x_size * layout.entry_bytes(cfg, kind)
         for y, at in enumerate(self._rows(i, kind)):
             if isinstance(at, Error):
