@@ -16,6 +16,7 @@ import json
 import re
 from pathlib import Path
 
+from readme import replace_block
 from timing import CACHE, SYNTH, command_line, source_label, synthesize
 
 from rmsmp.arch import AccelConfig
@@ -73,13 +74,51 @@ def utilisation(cells: dict[str, int]) -> dict[str, float]:
     }
 
 
+def hardware_table() -> str:
+    """README rows from resources*.json and timing*.json (after, and before the decoupled core)."""
+
+    def load(name: str) -> dict:
+        return json.loads((RESULTS / name).read_text())
+
+    res, res0 = load("resources.json"), load("resources_before.json")
+    tim, tim0 = load("timing.json"), load("timing_before.json")
+
+    def counts(r: dict) -> str:
+        return (
+            f"{r['lut']:,} LUT ({r['lut_as_memory']:,} as LUTRAM), {r['ff']:,} FF, "
+            f"{r['dsp48e1']} DSP48E1, {r['bram36_equiv']:g} BRAM36"
+        )
+
+    def path(t: dict) -> str:
+        w, x = t["worst"], t.get("crosscheck") or {}
+        cross = f"; `sta_estimate` {x['delay_ns']} ns" if x else ""
+        ok = "meets" if t["meets_clock"] else "misses"
+        return (
+            f"{w['delay_ns']:.2f} ns ({w['fmax_mhz']:.0f} MHz{cross}), {w['start']} -> "
+            f"{w['end']}; {ok} the {t['clock_mhz']:g} MHz preset clock"
+        )
+
+    return (
+        "| what | now | before the decoupled core | command |\n|---|---|---|---|\n"
+        f"| `{res['board']}` resources (Yosys `synth_xilinx`, LUTRAM counted in LUT) | "
+        f"{counts(res)} | {counts(res0)} | `python benchmarks/resources.py` |\n"
+        f"| `{tim['board']}` worst register-to-register path (cell delays + "
+        f"{tim['wire_ps']} ps/net) | {path(tim)} | {path(tim0)} | "
+        "`python benchmarks/timing.py --crosscheck` |\n"
+    )
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--board", default="pynq-z1")
     p.add_argument("--verilog", type=Path, help="count this Verilog instead of generating it")
     p.add_argument("--cache", type=Path, default=CACHE)
     p.add_argument("--out", type=Path, default=RESULTS / "resources.json")
+    p.add_argument("--readme", action="store_true", help="only rewrite the README's hardware table")
     args = p.parse_args()
+    if args.readme:
+        replace_block("hardware-table", hardware_table())
+        return 0
     cfg, dev = AccelConfig.for_board(args.board), board(args.board)
     if args.verilog:
         text, source = args.verilog.read_text(), str(args.verilog)
