@@ -19,7 +19,7 @@ those flags is a BAD_OPERAND.
 Semantics of each opcode (the golden model in ``rmsmp.sim.golden`` executes exactly this):
 
 * ``LOAD buf, sram, dram, y_size, x_size, x_stride``: copy a 2-D block of entries from the DMA
-  window into buffer ``buf`` (W, X or Q): row y (0 <= y < y_size) is the ``x_size`` entries at
+  window into buffer ``buf`` (W, X, Q, or R, the residual buffer of ``out_depth`` X entries): row y (0 <= y < y_size) is the ``x_size`` entries at
   entry offset ``y*x_stride`` from beat offset ``dram`` (8-byte units relative to WINDOW_BASE);
   it lands at ``sram + y*x_size`` on chip (rows are packed). Each entry occupies
   ``layout.entry_beats`` beats in memory.
@@ -36,8 +36,14 @@ Semantics of each opcode (the golden model in ``rmsmp.sim.golden`` executes exac
   where ``Xv(c, y, x) = X[x_base + c*c_stride + y*tile_w + x]`` if ``0 <= y < tile_h`` and
   ``0 <= x < tile_w``, else the zero vector (padding), and (.) is, for every PE row r, the dot
   product of row r's weight codes (decoded by the row's format) with the ``cols`` activations.
-  If ``final``: ``OUT[o_base+m][r] = requant(s[m][r], Q[q_base][r], lo, hi)``; otherwise
-  ``ACC[acc_base+m] = s[m]`` (wrapped to acc_bits).
+  With ``max`` set the walk takes maxima instead of products (pooling): ``s[m][r]`` is the
+  largest ``Xv(c, y, x)[r]`` over the window, where a position outside the tile is
+  ``-2^(acc_bits-1)`` and never wins; the weights are not read, and ``reset`` and ``final`` must
+  be set.
+  If ``final``: ``OUT[o_base+m][r] = requant(s[m][r], Q[q_base][r], lo, hi)``, or with ``res``
+  ``requant_residual(s[m][r], Q[q_base][r], R[r_base+m][r], lo, hi)`` (``arch.numerics``: the
+  residual enters on its own multiplier, the row's ``res_mult``, before the one rounding);
+  otherwise ``ACC[acc_base+m] = s[m]`` (wrapped to acc_bits).
 * ``SYNC``: only its tokens (the compute unit passes a store->compute token on to the load unit,
   so a load can wait for a store to reach DDR).
 
@@ -70,8 +76,8 @@ DRAM_BITS = 32
 STRIDE_BITS = 16
 """Width of a DDR row stride, in entries."""
 OPCODE_BITS = 4
-KERNEL_BITS = 3
-"""Kernel sizes 1..7."""
+KERNEL_BITS = 4
+"""Kernel sizes 1..15 (a global pool's kernel is its whole map)."""
 CONV_STRIDE_BITS = 2
 """Convolution strides 1..3."""
 PAD_BITS = 3
@@ -112,6 +118,7 @@ class Buf(enum.IntEnum):
     W = 0
     X = 1
     Q = 2
+    R = 3
 
 
 BUF_BITS = 2
@@ -179,6 +186,9 @@ def _fields(cfg: AccelConfig) -> dict[Opcode, list[tuple[str, int, bool]]]:
             ("acc_base", addr_bits(cfg.acc_depth), False),
             ("o_base", addr_bits(cfg.out_depth), False),
             ("q_base", addr_bits(cfg.q_depth), False),
+            ("max", 1, False),
+            ("res", 1, False),
+            ("r_base", addr_bits(cfg.out_depth), False),
             ("oh_count", count_bits(mdepth), False),
             ("ow_count", count_bits(mdepth), False),
             ("c_count", count_bits(cfg.w_depth), False),
@@ -285,6 +295,11 @@ def decode(cfg: AccelConfig, word: int) -> Insn | None:
     return Insn(op, args)
 
 
+def buf_depth(cfg: AccelConfig, buf: Buf) -> int:
+    """Entries of a LOAD target buffer (R, the residual buffer, is as deep as OUT)."""
+    return {Buf.W: cfg.w_depth, Buf.X: cfg.x_depth, Buf.Q: cfg.q_depth, Buf.R: cfg.out_depth}[buf]
+
+
 def block_entries(y_size: int, x_size: int, x_stride: int) -> int:
     """Entries from the first to one past the last entry a LOAD/STORE block touches in DDR."""
     return (y_size - 1) * x_stride + x_size
@@ -310,7 +325,7 @@ def check(cfg: AccelConfig, insn: Insn | None, window_bytes: int) -> Error:
             if a["buf"] not in tuple(Buf):
                 return Error.BAD_OPERAND
             buf = Buf(a["buf"])
-            depth = {Buf.W: cfg.w_depth, Buf.X: cfg.x_depth, Buf.Q: cfg.q_depth}[buf]
+            depth = buf_depth(cfg, buf)
             kind = BUF_ENTRY[buf]
         else:
             depth, kind = cfg.out_depth, Entry.OUT
@@ -339,6 +354,8 @@ def check(cfg: AccelConfig, insn: Insn | None, window_bytes: int) -> Error:
         and a["lo"] <= a["hi"]
         and (a["reset"] and a["final"] or a["acc_base"] + m <= cfg.acc_depth)
         and (not a["final"] or a["o_base"] + m <= cfg.out_depth)
+        and (not a["max"] or a["reset"] and a["final"])
+        and (not a["res"] or a["final"] and a["r_base"] + m <= cfg.out_depth)
     )
     return Error.NONE if ok else Error.BAD_OPERAND
 

@@ -8,7 +8,9 @@ An entry is a little-endian bit string, fields packed LSB-first; in DDR it occup
 * X (inputs) and OUT (outputs): ``act_bits`` two's-complement activations, column (X) or
   PE row (OUT) i at ``i*act_bits``.
 * Q (requant params): for PE row r, at ``r*Q_ROW_BITS``: bias (BIAS_BITS, signed), mult
-  (MULT_BITS, signed), shift (Q_SHIFT_SLOT bits, of which SHIFT_BITS are used).
+  (MULT_BITS, signed), shift (Q_SHIFT_SLOT bits, of which SHIFT_BITS are used), res_mult
+  (MULT_BITS, signed; the residual's multiplier).
+* R (residuals) entries are X entries.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ if TYPE_CHECKING:
     from .config import AccelConfig
 
 Q_SHIFT_SLOT = 8
-Q_ROW_BITS = BIAS_BITS + MULT_BITS + Q_SHIFT_SLOT
+Q_FIELDS = (BIAS_BITS, MULT_BITS, Q_SHIFT_SLOT, MULT_BITS)
+"""Widths of a Q row's fields in packing order: bias, mult, shift, res_mult."""
+Q_ROW_BITS = sum(Q_FIELDS)
 
 
 class Entry(enum.Enum):
@@ -37,7 +41,7 @@ class Entry(enum.Enum):
     OUT = "out"
 
 
-BUF_ENTRY: dict[Buf, Entry] = {Buf.W: Entry.W, Buf.X: Entry.X, Buf.Q: Entry.Q}
+BUF_ENTRY: dict[Buf, Entry] = {Buf.W: Entry.W, Buf.X: Entry.X, Buf.Q: Entry.Q, Buf.R: Entry.X}
 """The entry kind each LOAD target buffer holds."""
 
 
@@ -86,7 +90,16 @@ def field_widths(cfg: AccelConfig, kind: Entry) -> np.ndarray:
         return np.full(cfg.cols, cfg.act_bits, dtype=np.int64)
     if kind is Entry.OUT:
         return np.full(cfg.rows, cfg.act_bits, dtype=np.int64)
-    return np.tile(np.array([BIAS_BITS, MULT_BITS, Q_SHIFT_SLOT], dtype=np.int64), cfg.rows)
+    return np.tile(np.array(Q_FIELDS, dtype=np.int64), cfg.rows)
+
+
+def q_values(bias, mult, shift, res_mult=0) -> np.ndarray:
+    """Per-row requant parameters (each broadcast to [..., rows]) as the [..., rows * 4] field
+    values of Q entries, in ``Q_FIELDS`` order."""
+    parts = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.int64) for v in (bias, mult, shift, res_mult))
+    )
+    return np.stack(parts, axis=-1).reshape(*parts[0].shape[:-1], -1)
 
 
 def pack(cfg: AccelConfig, kind: Entry, values: np.ndarray) -> bytes:

@@ -311,6 +311,27 @@ def average_round(total: _Int, count: int) -> _Int:
     return (2 * total + count) // (2 * count)
 
 
+IDENTITY_REQUANT = (0, 1 << 30, 30 + BIAS_FRAC_BITS)
+"""(bias, mult, shift) with which ``requant`` returns its accumulator unchanged (then clamps):
+what a max pool or a copy of a feature map runs with on the accelerator's requant lanes."""
+
+
+def average_requant(count: int) -> tuple[int, int, int]:
+    """(bias, mult, shift) with which ``requant(total, ...)`` equals ``average_round(total,
+    count)`` for every ``|total| <= 2^8 * count`` (sums of 8-bit activations).
+
+    ``mult / 2^shift`` is ``requant_multiplier(1 / count)``, within ``eps <= 2^-31 / count`` of
+    ``1 / count``; the bias adds ``1 / (4 count)``. ``total / count + 1/2`` is a multiple of
+    ``1 / (2 count)``, so moving it up by ``1 / (4 count)`` and by at most ``|total| * eps <=
+    2^-23 < 1 / (4 count)`` either way keeps its floor, and lifts an exact tie (half up) clear
+    of rounding down. ``tests/test_numerics`` checks every total for the counts pools use.
+    """
+    if not 1 <= count <= 1 << 20:
+        raise ValueError(f"an average needs a count in [1, 2^20], got {count}")
+    mult, shift = requant_multiplier(1.0 / count)
+    return 1 << (BIAS_FRAC_BITS - 2), mult, shift
+
+
 def relu(x: np.ndarray) -> np.ndarray:
     """Integer ReLU."""
     return np.maximum(np.asarray(x, dtype=np.int64), 0)

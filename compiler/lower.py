@@ -287,9 +287,9 @@ def _plan_layer(
         codes[..., r0 : r0 + size, :] = fmt.encode(lv[..., r0 : r0 + size, :])
     per_tile = g.in_chunks * g.kh * g.kw
     w_blob = layout.pack(cfg, Entry.W, codes.reshape(nt * per_tile, rows * cols))
-    q = np.zeros((nt * rows, 3), dtype=np.int64)
-    q[slot, 0], q[slot, 1], q[slot, 2] = layer.bias, layer.mult, layer.shift
-    q_blob = layout.pack(cfg, Entry.Q, q.reshape(nt, rows * 3))
+    q = np.zeros((4, nt * rows), dtype=np.int64)
+    q[:3, slot] = layer.bias, layer.mult, layer.shift
+    q_blob = layout.pack(cfg, Entry.Q, layout.q_values(*q.reshape(4, nt, rows)))
 
     out_half, x_half, w_half, q_half = (
         cfg.out_depth // 2,
@@ -435,6 +435,9 @@ def _plan_layer(
                 acc_base=acc,
                 o_base=ob,
                 q_base=q_base,
+                max=0,
+                res=0,
+                r_base=0,
                 oh_count=rb,
                 ow_count=t.cols,
                 c_count=cn,

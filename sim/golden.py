@@ -52,12 +52,12 @@ class GoldenDevice(Device):
         c = config
         self.w = np.zeros((c.w_depth, c.rows, c.cols), dtype=np.int64)
         self.x = np.zeros((c.x_depth, c.cols), dtype=np.int64)
-        self.q = np.zeros((c.q_depth, c.rows, 3), dtype=np.int64)
+        self.q = np.zeros((c.q_depth, c.rows, len(layout.Q_FIELDS)), dtype=np.int64)
+        self.r = np.zeros((c.out_depth, c.cols), dtype=np.int64)
         self.acc = np.zeros((c.acc_depth, c.rows), dtype=np.int64)
         self.out = np.zeros((c.out_depth, c.rows), dtype=np.int64)
         offs = c.group_offsets()
         self._groups = [(numerics.weight_format(g.fmt), *offs[g.fmt]) for g in c.groups]
-        self._depth = {Buf.W: c.w_depth, Buf.X: c.x_depth, Buf.Q: c.q_depth}
         self._decoded: dict[int, isa.Insn | None] = {}
         self._unpacked: dict[tuple[Entry, bytes], np.ndarray] = {}
         self._unpacked_bytes = 0
@@ -202,11 +202,14 @@ class GoldenDevice(Device):
                 self.w[dst] = raw.reshape(i.x_size, cfg.rows, cfg.cols)
             elif buf is Buf.X:
                 self.x[dst] = numerics.wrap(raw, cfg.act_bits)
+            elif buf is Buf.R:
+                self.r[dst] = numerics.wrap(raw, cfg.act_bits)
             else:
-                q = raw.reshape(i.x_size, cfg.rows, 3).copy()
+                q = raw.reshape(i.x_size, cfg.rows, len(layout.Q_FIELDS)).copy()
                 q[..., 0] = numerics.wrap(q[..., 0], numerics.BIAS_BITS)
                 q[..., 1] = numerics.wrap(q[..., 1], numerics.MULT_BITS)
                 q[..., 2] &= (1 << numerics.SHIFT_BITS) - 1
+                q[..., 3] = numerics.wrap(q[..., 3], numerics.MULT_BITS)
                 self.q[dst] = q
         return Error.NONE
 
@@ -220,8 +223,8 @@ class GoldenDevice(Device):
             self.mem[at : at + n] = layout.pack(cfg, Entry.OUT, src)
         return Error.NONE
 
-    def _window(self, i: isa.Insn) -> np.ndarray:
-        """The [m, k, cols] inputs of a GEMM's window walk, zero outside the tile."""
+    def _window(self, i: isa.Insn, fill: int = 0) -> np.ndarray:
+        """The [m, k, cols] inputs of a GEMM's window walk, ``fill`` outside the tile."""
         oy = np.arange(i.oh_count)[:, None, None, None, None]
         ox = np.arange(i.ow_count)[None, :, None, None, None]
         c = np.arange(i.c_count)[None, None, :, None, None]
@@ -234,25 +237,33 @@ class GoldenDevice(Device):
         addr = np.where(valid, addr, 0)
         m, k = i.oh_count * i.ow_count, i.c_count * i.kh * i.kw
         xs = self.x[addr.reshape(m, k)]
-        return np.where(valid.reshape(m, k)[..., None], xs, 0)
+        return np.where(valid.reshape(m, k)[..., None], xs, fill)
 
     def _gemm(self, i: isa.Insn) -> None:
         """Per row group: ``numerics.dot`` of decoded levels and X, as one exact int64 matmul."""
         cfg = self.config
         m, k = i.oh_count * i.ow_count, i.c_count * i.kh * i.kw
-        xs = self._window(i).reshape(m, k * cfg.cols)
-        ws = self.w[i.w_base : i.w_base + k]
-        s = np.empty((m, cfg.rows), dtype=np.int64)
-        for fmt, r0, n in self._groups:
-            lv = fmt.decode(ws[:, r0 : r0 + n, :]).transpose(1, 0, 2).reshape(n, k * cfg.cols)
-            s[:, r0 : r0 + n] = xs @ lv.T
+        if i.max:
+            s = self._window(i, -(1 << (cfg.acc_bits - 1))).max(axis=1)
+        else:
+            xs = self._window(i).reshape(m, k * cfg.cols)
+            ws = self.w[i.w_base : i.w_base + k]
+            s = np.empty((m, cfg.rows), dtype=np.int64)
+            for fmt, r0, n in self._groups:
+                lv = fmt.decode(ws[:, r0 : r0 + n, :]).transpose(1, 0, 2).reshape(n, k * cfg.cols)
+                s[:, r0 : r0 + n] = xs @ lv.T
         if not i.reset:
             s += self.acc[i.acc_base : i.acc_base + m]
         s = numerics.wrap(s, cfg.acc_bits)
         if i.final:
             q = self.q[i.q_base]
-            self.out[i.o_base : i.o_base + m] = numerics.requant(
-                s, q[:, 0], q[:, 1], q[:, 2], i.lo, i.hi
-            )
+            if i.res:
+                r = self.r[i.r_base : i.r_base + m]
+                out = numerics.requant_residual(
+                    s, q[:, 0], q[:, 1], q[:, 2], r, q[:, 3], i.lo, i.hi
+                )
+            else:
+                out = numerics.requant(s, q[:, 0], q[:, 1], q[:, 2], i.lo, i.hi)
+            self.out[i.o_base : i.o_base + m] = out
         else:
             self.acc[i.acc_base : i.acc_base + m] = s

@@ -35,10 +35,11 @@ def _data(rng: np.random.Generator, cfg: AccelConfig, n: int) -> dict[Entry, byt
     w = np.zeros((n, cfg.rows, cfg.cols), np.int64)
     for r, f in enumerate(fmts):
         w[:, r] = rng.integers(0, 1 << f.bits, size=(n, cfg.cols))
-    q = np.zeros((n, cfg.rows, 3), np.int64)
+    q = np.zeros((n, cfg.rows, len(layout.Q_FIELDS)), np.int64)
     q[..., 0] = rng.integers(-(2**20), 2**20, q.shape[:2])
     for idx in np.ndindex(q.shape[:2]):
-        q[idx][1:] = numerics.requant_multiplier(float(rng.uniform(1e-4, 0.2)))
+        q[idx][1:3] = numerics.requant_multiplier(float(rng.uniform(1e-4, 0.2)))
+        q[idx][3] = numerics.requant_multiplier(float(rng.uniform(1e-4, 0.2)))[0]
     x = rng.integers(-128, 128, (n, cfg.cols))
     return {
         Entry.W: layout.pack(cfg, Entry.W, w.reshape(n, -1)),
@@ -72,6 +73,9 @@ def _gemm(rng: np.random.Generator, cfg: AccelConfig) -> Op:
         acc_base=_r(rng, 0, cfg.acc_depth - m),
         o_base=_r(rng, 0, cfg.out_depth - m),
         q_base=_r(rng, 0, cfg.q_depth - 1),
+        max=0,
+        res=0,
+        r_base=0,
         oh_count=oh,
         ow_count=ow,
         c_count=c_count,
@@ -192,7 +196,7 @@ def _stream(
             words[i] = int(rng.integers(5, 16))
         else:
             words[i] = isa.encode(
-                cfg, Opcode.LOAD, buf=3, sram=0, dram=0, y_size=1, x_size=1, x_stride=1
+                cfg, Opcode.LOAD, buf=0, sram=0, dram=0, y_size=1, x_size=0, x_stride=1
             )
     img = bytearray(size)
     img[: len(words) * (cfg.insn_bits // 8)] = isa.to_bytes(cfg, words)

@@ -277,7 +277,9 @@ def test_golden_ok_run_sets_done():
         _gemm(final=0, acc_base=TINY.acc_depth - 1, ow_count=2),
         _gemm(reset=0, acc_base=TINY.acc_depth - 2, oh_count=3),
         _gemm(o_base=TINY.out_depth - 1, ow_count=2),
-        _load(buf=3),
+        _load(buf=Buf.R, sram=TINY.out_depth - 1, x_size=2),
+        _gemm(max=1, reset=0),
+        _gemm(res=1, r_base=TINY.out_depth - 1, ow_count=2),
         _load(x_size=0),
         _load(y_size=0),
         _load(y_size=2, x_size=2, x_stride=1),
@@ -310,7 +312,7 @@ def test_golden_check_failure_after_executed_instructions():
     """Fetch stops at the failing instruction (PC = its index); what it dispatched before runs."""
     dev = _dev()
     dev.write(64, layout.pack(TINY, Entry.X, np.full((1, TINY.cols), 7)))
-    q = np.tile([0, 1, numerics.BIAS_FRAC_BITS], TINY.rows)[None]
+    q = layout.q_values(np.zeros(TINY.rows), 1, numerics.BIAS_FRAC_BITS)[None]
     dev.write(128, layout.pack(TINY, Entry.Q, q))
     fmts = [numerics.weight_format(f) for f in layout.row_formats(TINY)]
     w = np.concatenate([np.full(TINY.cols, f.encode(1)) for f in fmts])[None]
@@ -465,7 +467,7 @@ def test_golden_buffers_persist_between_runs():
     codes = np.concatenate([np.full(TINY.cols, f.encode(1)) for f in fmts])[None]
     dev.write(0, layout.pack(TINY, Entry.W, codes))
     dev.write(256, layout.pack(TINY, Entry.X, np.full((1, TINY.cols), 3)))
-    q = np.tile([0, 1, numerics.BIAS_FRAC_BITS], TINY.rows)[None]
+    q = layout.q_values(np.zeros(TINY.rows), 1, numerics.BIAS_FRAC_BITS)[None]
     dev.write(512, layout.pack(TINY, Entry.Q, q))
     assert _run(dev, [_load(Buf.W), _load(Buf.X, dram=32), _load(Buf.Q, dram=64)])[0] is Error.NONE
     assert _run(dev, [_gemm(push_next=1), _store(dram=96, pop_prev=1)])[0] is Error.NONE

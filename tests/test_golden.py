@@ -163,7 +163,7 @@ def test_gemm_semantics_against_numerics():
     _, codes = _random_levels(rng, cfg, k)
     x = rng.integers(-128, 128, size=(2 * k * m, cfg.cols))  # [half][chunk][m]
     bias, mult, shift = _random_q(rng, cfg)
-    q = np.stack([bias, mult, shift], axis=1).reshape(1, -1)
+    q = layout.q_values(bias, mult, shift)[None]
     dev.write(1024, layout.pack(cfg, Entry.W, codes.reshape(k, -1)))
     dev.write(2048, layout.pack(cfg, Entry.X, x))
     dev.write(3072, layout.pack(cfg, Entry.Q, q))
@@ -284,7 +284,7 @@ def test_conv_window_walk_against_numpy_convolution(case):
     at_w, at_x, at_q, at_out = 0x1000, 0x20000, 0x30000, 0x38000
     dev.write(at_w, layout.pack(cfg, Entry.W, codes.reshape(2 * k, -1)))
     dev.write(at_x, layout.pack(cfg, Entry.X, x))
-    dev.write(at_q, layout.pack(cfg, Entry.Q, np.stack([bias, mult, shift], 1).reshape(1, -1)))
+    dev.write(at_q, layout.pack(cfg, Entry.Q, layout.q_values(bias, mult, shift)[None]))
     walk = dict(
         x_base=x_base,
         acc_base=acc_base,
@@ -336,7 +336,7 @@ def test_2d_load_gathers_rows_with_x_stride():
     _, wcodes = _random_levels(rng, cfg, 16)
     wcodes = wcodes.reshape(16, -1)
     bias, mult, shift = _random_q(rng, cfg)
-    q = np.stack([np.stack([bias + i, mult, shift], 1).reshape(-1) for i in range(6)])
+    q = np.stack([layout.q_values(bias + i, mult, shift) for i in range(6)])
     eb = {e: layout.entry_bytes(cfg, e) for e in Entry}
     dev.write(0x1000, layout.pack(cfg, Entry.X, x))
     dev.write(0x2000, layout.pack(cfg, Entry.W, wcodes))
@@ -359,7 +359,7 @@ def test_2d_load_gathers_rows_with_x_stride():
     assert np.array_equal(dev.x, want_x)
     assert np.array_equal(dev.w, want_w)
     assert dev.q[:, :, 0].tolist() == [(bias + 0).tolist(), (bias + 5).tolist()]
-    assert np.array_equal(dev.q[:, :, 1:], np.stack([np.stack([mult, shift], 1)] * 2))
+    assert np.array_equal(dev.q[:, :, 1:3], np.stack([np.stack([mult, shift], 1)] * 2))
 
 
 def test_2d_store_scatters_rows_with_x_stride():

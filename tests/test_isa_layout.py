@@ -236,7 +236,11 @@ CHECK_CASES = [
     (S, dict(pop_next=1), BAD),
     (S, dict(push_next=1), BAD),
     # LOAD
-    (L, dict(buf=3), BAD),
+    (L, dict(buf=int(isa.Buf.R), sram=TINY.out_depth - 1, x_size=2), BAD),
+    (G, dict(max=1, reset=0), BAD),
+    (G, dict(max=1, final=0), BAD),
+    (G, dict(res=1, final=0), BAD),
+    (G, dict(res=1, r_base=TINY.out_depth - 1, ow_count=2), BAD),
     (L, dict(y_size=0), BAD),
     (L, dict(x_size=0), BAD),
     (L, dict(y_size=2, x_size=3, x_stride=2), BAD),  # rows would overlap in DDR
