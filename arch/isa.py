@@ -20,8 +20,9 @@ Semantics of each opcode (the golden model in ``rmsmp.sim.golden`` executes exac
 
 * ``LOAD buf, sram, dram, y_size, x_size, x_stride``: copy a 2-D block of entries from the DMA
   window into buffer ``buf`` (W, X, Q, or R, the residual buffer of ``out_depth`` X entries):
-  row y (0 <= y < y_size) is the ``x_size`` entries at entry offset ``y*x_stride`` from beat offset ``dram`` (8-byte units relative to WINDOW_BASE);
-  it lands at ``sram + y*x_size`` on chip (rows are packed). Each entry occupies
+  row y (0 <= y < y_size) is the ``x_size`` entries at entry offset ``y*x_stride`` from beat
+  offset ``dram`` (8-byte units relative to WINDOW_BASE); it lands at ``sram + y*x_size`` on
+  chip (rows are packed). Each entry occupies
   ``layout.entry_beats`` beats in memory.
 * ``STORE sram, dram, y_size, x_size, x_stride``: the inverse, from the output buffer: OUT entry
   ``sram + y*x_size + x`` goes to entry ``y*x_stride + x`` after beat offset ``dram``.
