@@ -152,8 +152,11 @@ def prepare(
             )
         else:
             fmts = assign_rows(w.reshape(n, -1).double().numpy(), m.ratio)
-        bits = 8 if name in ends else m.act_bits
-        to_qat(layer, fmts, bits, signed.get(name, True))
+        sign = signed.get(name, True)
+        # 8-bit ends: the accelerator stores activations as signed 8-bit, so an unsigned
+        # (post-ReLU) input of an end layer gets 7 bits, as the CLI's act_bits <= 7 does
+        bits = (8 if sign else 7) if name in ends else m.act_bits
+        to_qat(layer, fmts, bits, sign)
         out[name] = fmts
     for mod in model.modules():
         if hasattr(mod, "share_input_quantizer"):
