@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .arch import PRESETS, AccelConfig
 from .compiler.methods import METHODS
+from .host import backends
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -158,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .host.program import Program
-    from .host.runtime import run_with_stats
+    from .host.runtime import open_device, run_with_stats
 
     src = readable_file(args.program, "Program")
     inp = readable_file(args.input, "--input")
@@ -173,10 +174,17 @@ def _run(args: argparse.Namespace) -> int:
         print(f"input {inp}: {x.shape} {x.dtype} real values, quantized to the Program's {grid}")
     elif np.issubdtype(x.dtype, np.integer):
         print(f"input {inp}: {x.shape} {x.dtype} integers, taken as already quantized ({grid})")
-    if args.backend == "rtl":
-        build_rtl(program.config)
-    with working(f"running {len(x)} sample(s) on the {args.backend} backend"):
-        res = run_with_stats(program, x, backend=args.backend, timeout_cycles=args.timeout_cycles)
+    options = {"bitfile": args.overlay} if args.overlay else {}
+    with working(
+        f"opening the {args.backend} backend (a Verilated one builds its simulator the first "
+        "time: about a minute, cached afterwards)"
+    ):
+        dev = open_device(program, args.backend, **options)
+    try:
+        with working(f"running {len(x)} sample(s) on the {args.backend} backend"):
+            res = run_with_stats(program, x, device=dev, timeout_cycles=args.timeout_cycles)
+    finally:
+        dev.close()
     if args.dequantize:
         y = program.dequantize(res.output)
         kind = f"real values (integers x output scale {program.output_scale:g})"
@@ -185,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
         kind = f"integers (x {program.output_scale:g} for real values, or pass --dequantize)"
     np.save(out, y)
     print(f"output {y.shape} {y.dtype} {kind} -> {out}")
-    if args.backend == "rtl":
+    if res.total_cycles:
         print(f"cycles: {res.total_cycles} (MAC array busy {res.mac_cycles})")
     for step, where in res.placement:
         print(f"  {where:>6}  {step}")
@@ -345,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lint", action="store_true", help="also lint the Verilog with Verilator")
     r = command("run", _run, "run a Program on an input .npy")
     r.add_argument("program")
-    r.add_argument("--backend", default="golden", choices=("golden", "rtl"))
+    r.add_argument("--backend", default="golden", choices=backends.names())
+    r.add_argument("--overlay", help="--backend pynq: the overlay's .bit (its .hwh beside it)")
     r.add_argument(
         "--input",
         required=True,

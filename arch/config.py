@@ -212,12 +212,29 @@ class AccelConfig:
         return int(self.hash, 16)
 
     @classmethod
-    def for_board(cls, name: str) -> AccelConfig:
-        """The preset of a board ("pynq-z1", "zc706") or of the small test instance ("tiny")."""
+    def preset(cls, name: str) -> AccelConfig:
+        """An accelerator preset by name (``PRESETS``): "pynq-z1" and "zc706" are sized for
+        those boards' parts, "tiny" is a small instance for fast simulation. Which preset a
+        board uses is board data (``rmsmp.boards``: ``board(name).config``)."""
         try:
             return PRESETS[name]
         except KeyError:
-            raise ConfigError(f"unknown board {name!r}; known: {sorted(PRESETS)}") from None
+            raise ConfigError(
+                f"unknown preset {name!r}; known: {sorted(PRESETS)} (a board's default config: "
+                "rmsmp.boards.board(name).config)"
+            ) from None
+
+    @classmethod
+    def for_board(cls, name: str) -> AccelConfig:
+        """``preset(name)``, under the name existing callers use (arch does not import boards,
+        so a board without a preset of its own name, e.g. "pynq-z2", is found in boards)."""
+        try:
+            return cls.preset(name)
+        except ConfigError:
+            raise ConfigError(
+                f"unknown board {name!r}; presets: {sorted(PRESETS)}; for any board's default "
+                "config use rmsmp.boards.board(name).config"
+            ) from None
 
 
 PRESETS: dict[str, AccelConfig] = {
@@ -248,7 +265,8 @@ PRESETS: dict[str, AccelConfig] = {
         requant_lanes=8,
         clock_mhz=125.0,
     ),
-    # Small instance for fast simulation: every scheme, tiny buffers so tiling is exercised.
+    # Not a board: a small instance for fast simulation, every scheme, tiny buffers so tiling
+    # is exercised.
     "tiny": AccelConfig(
         name="tiny",
         groups=(

@@ -1,0 +1,9 @@
+"""rmsmp.boards: the platform around the accelerator (boards as data, the Vivado project, the
+Vivado-facing top level and the overlay package a user copies to the board).
+
+It imports ``arch`` (and ``hw`` to generate Verilog); ``arch`` never imports it.
+"""
+
+from .devices import BOARDS, PS7, Board, BoardError, board
+
+__all__ = ["BOARDS", "PS7", "Board", "BoardError", "board"]

@@ -1,26 +1,155 @@
-"""The boards as data: part, clock and device resources (public datasheet numbers)."""
+"""The boards as data: part, PS7 settings, address map, resources and default accelerator.
+
+A board is the platform around an accelerator: the Zynq part, how its processing system (PS7)
+is set up (DDR, the PS reference clock, the fabric clock, the HP0 port the accelerator's AXI
+master reaches DDR through and the GP0 port the CPU reaches its registers through), where the
+registers sit in the CPU's address map, and what the programmable logic offers. The
+accelerator's own parameters stay in ``arch.AccelConfig``; a board names its default preset.
+Numbers are the boards' public datasheets and reference manuals.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+
+from ..arch import AccelConfig
+
+HP_DATA_BITS = 64
+"""Width of the Zynq-7000 HP ports (AXI3 slaves); ``AccelConfig.axi_data_bits`` must match."""
+GP0_BASE, GP0_LIMIT = 0x4000_0000, 0x8000_0000
+"""The M_AXI_GP0 window of the Zynq-7000 address map."""
+
+
+class BoardError(ValueError):
+    """An unknown board, or board data that contradicts itself; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class PS7:
+    """The processing-system settings the block design sets (Vivado ``processing_system7``).
+
+    ``crystal_mhz`` is the PS_CLK oscillator; ``ddr_*`` describe the PS DDR3 (part as Vivado's
+    PCW_UIPARAM_DDR_PARTNO names it, bus width, clock); the fabric clock FCLK0 is the
+    accelerator's ``clock_mhz``, set from the AccelConfig the design is built for.
+    """
+
+    crystal_mhz: float
+    ddr_part: str
+    ddr_bus_bits: int
+    ddr_mhz: float
+
+    def __post_init__(self) -> None:
+        if self.ddr_bus_bits not in (16, 32):
+            raise BoardError(f"PS7 DDR bus is 16 or 32 bits on Zynq-7000, got {self.ddr_bus_bits}")
+        if not (self.crystal_mhz > 0 and self.ddr_mhz > 0):
+            raise BoardError("PS7 crystal_mhz and ddr_mhz must be positive")
 
 
 @dataclass(frozen=True)
 class Board:
-    """A Zynq-7000 board: its part and what the programmable logic offers."""
+    """A Zynq-7000 board: part, PS7, address map, PL resources and its default accelerator.
+
+    ``board_part`` is Vivado's board-file name (its preset sets the PS7's MIO and DDR timing
+    when the board files are installed). ``csr_base``/``csr_range`` place the accelerator's
+    AXI4-Lite registers on GP0; the HP0 port reaches ``ddr_bytes`` of DDR from address 0.
+    ``ddr_gbps`` is the usable DDR bandwidth; ``preset`` names the default AccelConfig.
+    """
 
     name: str
     part: str
+    board_part: str
+    ps7: PS7
+    ddr_bytes: int
+    ddr_gbps: float
     luts: int
     ffs: int
     dsps: int
     bram36: int
-    ddr_gbps: float
+    preset: str
+    csr_base: int = 0x43C0_0000
+    csr_range: int = 0x1_0000
 
+    def __post_init__(self) -> None:
+        family, _, grade = self.part.rpartition("-")
+        if not (family.startswith("xc7z") and grade.isdigit()):
+            raise BoardError(f"board {self.name}: part {self.part!r} is not a Zynq-7000 part-grade")
+        if not GP0_BASE <= self.csr_base < self.csr_base + self.csr_range <= GP0_LIMIT:
+            raise BoardError(
+                f"board {self.name}: registers at {self.csr_base:#x}+{self.csr_range:#x} must lie "
+                f"in the GP0 window [{GP0_BASE:#x}, {GP0_LIMIT:#x})"
+            )
+        if self.csr_range & (self.csr_range - 1) or self.csr_base % self.csr_range:
+            raise BoardError(
+                f"board {self.name}: csr_range must be a power of two and csr_base aligned to it"
+            )
+        AccelConfig.preset(self.preset)  # fails fast on an unknown preset name
+
+    @property
+    def speed_grade(self) -> int:
+        """The part's speed grade (the number after the last dash)."""
+        return int(self.part.rpartition("-")[2])
+
+    @property
+    def config(self) -> AccelConfig:
+        """The default AccelConfig, named after the board (the name is not in the hash, so
+        boards with one preset share one config hash, and one Program runs on all of them)."""
+        return dataclasses.replace(AccelConfig.preset(self.preset), name=self.name)
+
+    def check(self, cfg: AccelConfig) -> None:
+        """Raise BoardError unless ``cfg``'s ports fit this board's PS7 ports."""
+        if cfg.axi_data_bits != HP_DATA_BITS:
+            raise BoardError(
+                f"config {cfg.name}: axi_data_bits {cfg.axi_data_bits}, but {self.name}'s HP0 "
+                f"port is {HP_DATA_BITS} bits; set axi_data_bits {HP_DATA_BITS}"
+            )
+
+
+_Z7020 = dict(luts=53_200, ffs=106_400, dsps=220, bram36=140)
+_PYNQ_PS7 = PS7(crystal_mhz=50.0, ddr_part="MT41K256M16 RE-125", ddr_bus_bits=16, ddr_mhz=525.0)
 
 BOARDS: dict[str, Board] = {
-    "pynq-z1": Board("pynq-z1", "xc7z020clg400-1", 53_200, 106_400, 220, 140, 1.6),
-    "zc706": Board("zc706", "xc7z045ffg900-2", 218_600, 437_200, 900, 545, 4.2),
+    b.name: b
+    for b in (
+        Board(
+            "pynq-z1",
+            "xc7z020clg400-1",
+            "www.digilentinc.com:pynq-z1:part0:1.0",
+            _PYNQ_PS7,
+            ddr_bytes=512 << 20,
+            ddr_gbps=1.6,
+            preset="pynq-z1",
+            **_Z7020,
+        ),
+        Board(
+            "pynq-z2",
+            "xc7z020clg400-1",
+            "tul.com.tw:pynq-z2:part0:1.0",
+            _PYNQ_PS7,
+            ddr_bytes=512 << 20,
+            ddr_gbps=1.6,
+            preset="pynq-z1",
+            **_Z7020,
+        ),
+        Board(
+            "zc706",
+            "xc7z045ffg900-2",
+            "xilinx.com:zc706:part0:1.4",
+            PS7(
+                crystal_mhz=33.333333,
+                ddr_part="MT41J256M8 HX-15E",
+                ddr_bus_bits=32,
+                ddr_mhz=533.333333,
+            ),
+            ddr_bytes=1 << 30,
+            ddr_gbps=4.2,
+            preset="zc706",
+            luts=218_600,
+            ffs=437_200,
+            dsps=900,
+            bram36=545,
+        ),
+    )
 }
 
 
@@ -29,4 +158,4 @@ def board(name: str) -> Board:
     try:
         return BOARDS[name]
     except KeyError:
-        raise ValueError(f"unknown board {name!r}; known: {sorted(BOARDS)}") from None
+        raise BoardError(f"unknown board {name!r}; known: {', '.join(sorted(BOARDS))}") from None

@@ -1,18 +1,20 @@
 """Running a Program on a Device: input quantisation and layout, control, output gathering.
 
-numpy only. The same code drives every backend through the ``Device`` interface: ``golden``
-(``rmsmp.sim.golden.GoldenDevice``), ``rtl`` (``rmsmp.sim.verilator.RtlDevice``) or a device
-object passed in (e.g. a board).
+numpy only. The same code drives every backend through the ``Device`` interface: a backend
+named in ``host.backends`` (``golden``, ``rtl``, ``pynq``, ``pynq-sim``, or any registered one)
+or a device object passed in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..arch import isa, layout, numerics, regs
 from ..arch.layout import Entry
+from . import backends
 from .device import Device, DeviceTimeoutError
 from .errors import AcceleratorError, ConfigMismatchError
 from .program import Program
@@ -86,17 +88,10 @@ def quantize_input(program: Program, x: np.ndarray) -> np.ndarray:
     )
 
 
-def open_device(program: Program, backend: str) -> Device:
-    """A fresh device of ``backend`` ("golden" or "rtl") with a window the Program fits in."""
-    if backend == "golden":
-        from ..sim.golden import GoldenDevice
-
-        return GoldenDevice(program.config, program.window_size)
-    if backend == "rtl":
-        from ..sim.verilator import RtlDevice
-
-        return RtlDevice(program.config, program.window_size)
-    raise ValueError(f"unknown backend {backend!r}; use 'golden' or 'rtl', or pass device=")
+def open_device(program: Program, backend: str, **options: Any) -> Device:
+    """A fresh device of the registered ``backend`` with a window the Program fits in;
+    ``options`` go to the backend's factory."""
+    return backends.open_backend(backend, program.config, program.window_size, **options)
 
 
 def check_identity(program: Program, device: Device) -> None:
