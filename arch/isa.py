@@ -65,6 +65,7 @@ other ending reports FAULT_UNIT = FETCH. ``schedule`` is the executable form of 
 from __future__ import annotations
 
 import enum
+import functools
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -209,6 +210,7 @@ def _fields(cfg: AccelConfig) -> dict[Opcode, list[tuple[str, int, bool]]]:
     }
 
 
+@functools.cache
 def layout(cfg: AccelConfig) -> dict[Opcode, dict[str, Field]]:
     """Field layout of every opcode: bits [0, OPCODE_BITS) are the opcode, then the token flags."""
     out = {}

@@ -192,13 +192,19 @@ class _Grids:
         return _step(q)
 
 
-def export_qat(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) -> IntGraph:
+def export_qat(
+    model: nn.Module,
+    input_shape: tuple[int, ...] = (3, 32, 32),
+    logits_from: torch.Tensor | None = None,
+) -> IntGraph:
     """Integer graph of a QAT-prepared CNN (BN folded, per-row requant, residuals, pooling).
 
     The model goes through the same capture as ``quantize``; each value's grid is its QAT
     activation quantizer's step (``_Grids``). ``input_shape`` is per sample (CIFAR by default).
     The logits come out on a grid finer than any row's accumulator step (int32 range), so the
-    integer argmax is the fake-quant model's up to rounding at near ties.
+    integer argmax is the fake-quant model's up to rounding at near ties. The accelerator
+    stores 8-bit values: with ``logits_from`` (a calibration batch) the logits get the signed
+    8-bit grid whose largest level is the batch's largest |logit| instead.
     """
     layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     if not layers or not all(hasattr(m, "wq") for m in layers):
@@ -209,6 +215,11 @@ def export_qat(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) -> 
         )
     cap = capture(model.eval(), torch.zeros(1, *input_shape))
     grids = _Grids(cap)
+    logit_step = None
+    if logits_from is not None:
+        with torch.no_grad():
+            peak = float(model(logits_from).abs().max())
+        logit_step = max(peak, 1e-6) / 127
     nodes: list[Node] = []
     for i, s in enumerate(cap.steps):
         src = None if s.src == i - 1 else s.src
@@ -232,7 +243,9 @@ def export_qat(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) -> 
             mult, shift = numerics.requant_multiplier(s_in / (hw * _step(q)))
             nodes.append(IntPool(s.name, mult, shift, q.lo, q.hi, s_in, _step(q), src))
             continue
-        if q is None:  # the logits: a grid finer than any row's accumulator step
+        if q is None and logit_step is not None:
+            s_out, lo, hi = logit_step, -128, 127
+        elif q is None:  # the logits: a grid finer than any row's accumulator step
             alpha = s.op.wq.alpha.detach().double().abs()
             s_out, lo, hi = float(alpha.min()) * s_in / 4, -(2**31), 2**31 - 1
         else:

@@ -1,12 +1,19 @@
 """Lowering an IntGraph to a Program for one AccelConfig: row mapping, tiling, instructions.
 
-Every layer is a convolution walked on chip (a Linear is the convolution whose kernel covers its
-whole input map). Output rows are placed by weight format into the PE row groups of successive
-row tiles ("slots"); feature maps stay in DDR between layers in ``arch.layout``'s channel-blocked
-layout with their channels in slot order, and the next layer's weights are permuted to match, so
-nothing is reordered between layers and the host touches only the network input and output.
+The whole graph becomes one Program: every node is one or two on-chip passes, each a
+convolution walked on chip (a Linear is the convolution whose kernel covers its whole input map).
+Pools are per-chunk passes: a max pool walks in ``max`` mode, an average pool sums through
+diagonal weights and divides exactly in the requant (``numerics.average_requant``). A residual
+add is fused into the requant of the layer that ends the block (``res`` mode, reading the R
+buffer); when the shortcut is subsampled, channel-padded or in another slot order, an exact copy
+pass (0/1 weights, ``numerics.IDENTITY_REQUANT``) first writes it in the layer's slot order.
 
-Per layer the compiler cuts the input map into tiles (bands of output rows, and of columns when
+Output rows are placed by weight format into the PE row groups of successive row tiles
+("slots"); feature maps stay in DDR between passes in ``arch.layout``'s channel-blocked layout
+with their channels in slot order, and the next layer's weights are permuted to match, so nothing
+is reordered between layers and the host touches only the network input and output.
+
+Per pass the compiler cuts the input map into tiles (bands of output rows, and of columns when
 a row does not fit) and the weights into groups of row tiles, picks the loop order that moves
 fewer DDR bytes (weights outer with input tiles streamed, or input tiles outer with weight groups
 streamed; whatever fits the buffer stays resident), double-buffers whatever streams, and leaves
@@ -25,7 +32,7 @@ from ..arch.isa import Buf, Opcode
 from ..arch.layout import Entry
 from ..host.program import LayerRecord, Program, Segment, align
 from ..host.tensors import chunks, conv_out_hw
-from .ir import IntGraph, IntLayer
+from .ir import IntAvgPool, IntGraph, IntLayer, IntMaxPool, IntPool
 from .tokens import Op, Range, add_tokens
 
 MIN_GEMM_MACS = 512
@@ -38,9 +45,42 @@ class CompileError(ValueError):
     """A graph that cannot run on the given AccelConfig; the message names the layer and fix."""
 
 
+@dataclass
+class _Pass:
+    """One on-chip pass: a convolution over a channel-blocked map, with its requant.
+
+    It reads DDR region ``src`` (``in_shape`` = channel slots, H, W) and writes ``dst`` in
+    ``out_map``'s slot order (slot -> logical channel, -1 for padding). ``levels`` are the
+    weights in slot order: [out slots, in slots, kh, kw] for a dense pass, [out slots, kh, kw]
+    for a ``per_chunk`` pass (output chunk t reads input chunk t, lane r from lane r); a ``max``
+    pass has none. ``q`` is [4, out slots]: bias, mult, shift and res_mult of every slot. ``res``
+    is the region of a residual already in this pass's slot order and output shape.
+    """
+
+    name: str
+    kind: str
+    src: str
+    dst: str
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, ...]
+    out_map: np.ndarray
+    levels: np.ndarray | None
+    q: np.ndarray
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int]
+    lo: int
+    hi: int
+    macs: int
+    x_max: int
+    per_chunk: bool = False
+    max: bool = False
+    res: str | None = None
+
+
 @dataclass(frozen=True)
 class _Geom:
-    """A layer as a convolution over a channel-blocked map."""
+    """A pass as a convolution over a channel-blocked map."""
 
     in_chunks: int
     h: int
@@ -52,6 +92,16 @@ class _Geom:
     oh: int
     ow: int
     n_tiles: int
+    per_chunk: bool
+
+    @property
+    def w_chunks(self) -> int:
+        """Input chunks one row tile's weights cover (1 for a per-chunk pass)."""
+        return 1 if self.per_chunk else self.in_chunks
+
+    def first_chunk(self, tile: int) -> int:
+        """First input chunk row tile ``tile`` reads."""
+        return tile if self.per_chunk else 0
 
 
 @dataclass(frozen=True)
@@ -76,7 +126,18 @@ class _Plan:
     ops: list[Op]
     w_blob: bytes
     q_blob: bytes
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True)
+class _Map:
+    """A feature map in DDR: its region, (slots, H, W), slot -> logical channel, value bound."""
+
+    region: str
+    shape: tuple[int, int, int]
     slots: np.ndarray
+    x_max: int
 
 
 def _act_max(lo: int, hi: int) -> int:
@@ -113,9 +174,11 @@ def _check_numerics(layer: IntLayer, cfg: AccelConfig, x_max: int) -> None:
             f"{cfg.act_bits}-bit signed activations [{a_lo}, {a_hi}]; re-export with "
             "activations of at most 8 bits"
         )
+    mult_range = (-(1 << (numerics.MULT_BITS - 1)), (1 << (numerics.MULT_BITS - 1)) - 1)
     checks = (
         ("bias", layer.bias, -(1 << (numerics.BIAS_BITS - 1)), (1 << (numerics.BIAS_BITS - 1)) - 1),
-        ("mult", layer.mult, -(1 << (numerics.MULT_BITS - 1)), (1 << (numerics.MULT_BITS - 1)) - 1),
+        ("mult", layer.mult, *mult_range),
+        ("res_mult", np.zeros(0) if layer.res_mult is None else layer.res_mult, *mult_range),
         ("shift", layer.shift, 0, numerics.MAX_SHIFT),
     )
     for name, v, lo, hi in checks:
@@ -126,12 +189,14 @@ def _check_numerics(layer: IntLayer, cfg: AccelConfig, x_max: int) -> None:
                 f"[{v.min()}, {v.max()}]; re-export with numerics.requant_multiplier"
             )
     row_abs = np.abs(layer.weight.astype(np.int64)).reshape(layer.out_channels, -1).sum(axis=1)
-    bound = int((row_abs * x_max).max())
+    _check_acc(layer.name, cfg, int((row_abs * x_max).max()), f"sum|w| * {x_max}")
+
+
+def _check_acc(name: str, cfg: AccelConfig, bound: int, how: str) -> None:
     if bound >= 1 << (cfg.acc_bits - 1):
         raise CompileError(
-            f"layer {layer.name}: accumulators may reach {bound} (sum|w| * {x_max}), which "
-            f"overflows the {cfg.acc_bits}-bit accumulator; use a config with larger acc_bits "
-            "or split the layer"
+            f"layer {name}: accumulators may reach {bound} ({how}), which overflows the "
+            f"{cfg.acc_bits}-bit accumulator; use a config with larger acc_bits or split the layer"
         )
 
 
@@ -141,54 +206,207 @@ def _weight4(layer: IntLayer, h: int, w: int) -> np.ndarray:
     wt = layer.weight.astype(np.int64)
     if layer.kind == "conv":
         return wt
+    if layer.weight.shape[1] % (h * w):
+        raise CompileError(
+            f"layer {layer.name}: Linear takes {layer.weight.shape[1]} inputs, not a multiple "
+            f"of its {h}x{w} input map"
+        )
     return wt.reshape(layer.out_channels, -1, h, w)
 
 
-def _slot_weight(w4: np.ndarray, in_map: np.ndarray | None, slots: int) -> np.ndarray:
+def _slot_weight(w4: np.ndarray, in_map: np.ndarray, slots: int) -> np.ndarray:
     """[N, slots, kh, kw]: input channels moved to the slot order of the map the layer reads."""
-    n, c = w4.shape[:2]
+    n = w4.shape[0]
     out = np.zeros((n, slots, *w4.shape[2:]), dtype=np.int64)
-    if in_map is None:
-        out[:, :c] = w4
-    else:
-        valid = np.flatnonzero(in_map >= 0)
-        out[:, valid] = w4[:, in_map[valid]]
+    valid = np.flatnonzero(in_map >= 0)
+    out[:, valid] = w4[:, in_map[valid]]
     return out
 
 
-def _geometry(layer: IntLayer, cfg: AccelConfig, in_shape: tuple[int, int, int], nt: int) -> _Geom:
-    in_c, h, w = in_shape
-    ck = chunks(in_c, cfg.cols)
+def _slot_map(slot: np.ndarray, nt: int, rows: int) -> np.ndarray:
+    """Logical channel of every output slot, -1 for padding."""
+    m = np.full(nt * rows, -1, dtype=np.int64)
+    m[slot] = np.arange(len(slot))
+    return m
+
+
+def _out_hw(name: str, h: int, w: int, kernel, stride, pad) -> tuple[int, int]:
+    try:
+        return conv_out_hw(h, w, *kernel, stride, pad)
+    except ValueError as e:
+        raise CompileError(f"layer {name}: {e}") from None
+
+
+def _layer_passes(
+    layer: IntLayer, cfg: AccelConfig, src: _Map, res: _Map | None, dst: str
+) -> list[_Pass]:
+    """A Conv2d/Linear node: its pass, after a copy pass that puts the residual in its slots."""
+    _check_numerics(layer, cfg, src.x_max)
+    nt, slot = _place_rows(layer, cfg)
+    rows = cfg.rows
+    slots, h, w = src.shape
+    w4 = _weight4(layer, h, w)
     if layer.kind == "conv":
-        kh, kw = (int(i) for i in layer.weight.shape[2:])
-        stride = tuple(int(i) for i in layer.stride)
+        kernel, stride = tuple(w4.shape[2:]), tuple(int(i) for i in layer.stride)
         pad = tuple(int(i) for i in layer.padding)
     else:
-        if layer.weight.shape[1] % (h * w):
+        kernel, stride, pad = (h, w), (1, 1), (0, 0)
+    levels = np.zeros((nt * rows, slots, *kernel), dtype=np.int64)
+    levels[slot] = _slot_weight(w4, src.slots, slots)
+    q = np.zeros((4, nt * rows), dtype=np.int64)
+    q[:3, slot] = layer.bias, layer.mult, layer.shift
+    out_map = _slot_map(slot, nt, rows)
+    oh, ow = _out_hw(layer.name, h, w, kernel, stride, pad)
+    out_shape = (layer.out_channels, oh, ow) if layer.kind == "conv" else (layer.out_channels,)
+    macs = oh * ow * layer.out_channels * int(np.prod(layer.weight.shape[1:]))
+    passes = []
+    res_region = None
+    if res is not None:
+        q[3, slot] = layer.res_mult
+        same = (
+            layer.res_stride == 1
+            and layer.res_pad == 0
+            and res.shape == (nt * rows, oh, ow)
+            and np.array_equal(res.slots, out_map)
+        )
+        res_region = res.region
+        if not same:
+            res_region = f"{dst}.res"
+            passes.append(_copy_pass(layer, cfg, res, slot, nt, res_region))
+    passes.append(
+        _Pass(
+            layer.name,
+            layer.kind,
+            src.region,
+            dst,
+            src.shape,
+            out_shape,
+            out_map,
+            levels,
+            q,
+            kernel,
+            stride,
+            pad,
+            int(layer.lo),
+            int(layer.hi),
+            macs,
+            src.x_max,
+            res=res_region,
+        )
+    )
+    return passes
+
+
+def _copy_pass(
+    layer: IntLayer, cfg: AccelConfig, res: _Map, slot: np.ndarray, nt: int, dst: str
+) -> _Pass:
+    """An exact 1x1 pass that writes ``layer``'s shortcut (subsampled by ``res_stride``,
+    channel-padded by ``res_pad``) in ``layer``'s slot order: 0/1 weights, identity requant."""
+    slots, h, w = res.shape
+    levels = np.zeros((nt * cfg.rows, slots, 1, 1), dtype=np.int64)
+    valid = np.flatnonzero(res.slots >= 0)
+    levels[slot[res.slots[valid] + layer.res_pad], valid, 0, 0] = 1
+    q = np.zeros((4, nt * cfg.rows), dtype=np.int64)
+    q[:3] = np.array(numerics.IDENTITY_REQUANT)[:, None]
+    lo, hi = numerics.act_range(cfg.act_bits, signed=True)
+    s = (layer.res_stride, layer.res_stride)
+    oh, ow = _out_hw(layer.name, h, w, (1, 1), s, (0, 0))
+    return _Pass(
+        f"{layer.name}.shortcut",
+        "copy",
+        res.region,
+        dst,
+        res.shape,
+        (layer.out_channels, oh, ow),
+        _slot_map(slot, nt, cfg.rows),
+        levels,
+        q,
+        (1, 1),
+        s,
+        (0, 0),
+        lo,
+        hi,
+        0,
+        res.x_max,
+    )
+
+
+def _pool_pass(
+    node: IntMaxPool | IntAvgPool | IntPool, cfg: AccelConfig, src: _Map, dst: str
+) -> _Pass:
+    """A pooling node as a per-chunk pass over ``src`` (its slots pass through)."""
+    slots, h, w = src.shape
+    q = np.zeros((4, slots), dtype=np.int64)
+    a_lo, a_hi = numerics.act_range(cfg.act_bits, signed=True)
+    lo, hi = a_lo, a_hi
+    if isinstance(node, IntMaxPool):
+        kernel, stride, pad = node.kernel, node.stride, node.padding
+        q[:3] = np.array(numerics.IDENTITY_REQUANT)[:, None]
+    elif isinstance(node, IntAvgPool):
+        kernel, stride, pad = node.kernel, node.stride, (0, 0)
+        q[:3] = np.array(numerics.average_requant(kernel[0] * kernel[1]))[:, None]
+    else:
+        kernel, stride, pad = (h, w), (1, 1), (0, 0)
+        q[1], q[2] = node.mult, node.shift
+        lo, hi = int(node.lo), int(node.hi)
+        if not (a_lo <= lo and hi <= a_hi):
             raise CompileError(
-                f"layer {layer.name}: Linear takes {layer.weight.shape[1]} inputs, not a multiple "
-                f"of its {h}x{w} input map"
+                f"layer {node.name}: output range [{lo}, {hi}] does not fit the "
+                f"{cfg.act_bits}-bit signed activations; re-export with 8-bit activations"
             )
-        kh, kw, stride, pad = h, w, (1, 1), (0, 0)
+    kernel, stride, pad = (tuple(int(i) for i in v) for v in (kernel, stride, pad))
+    is_max = isinstance(node, IntMaxPool)
+    levels = None
+    if not is_max:
+        _check_acc(node.name, cfg, kernel[0] * kernel[1] * src.x_max, "window sum")
+        levels = np.ones((slots, *kernel), dtype=np.int64)
+    oh, ow = _out_hw(node.name, h, w, kernel, stride, pad)
+    n_ch = int((src.slots >= 0).sum())
+    out_shape = (n_ch,) if isinstance(node, IntPool) else (n_ch, oh, ow)
+    return _Pass(
+        node.name,
+        node.kind,
+        src.region,
+        dst,
+        src.shape,
+        out_shape,
+        src.slots,
+        levels,
+        q,
+        kernel,
+        stride,
+        pad,
+        lo,
+        hi,
+        n_ch * oh * ow * kernel[0] * kernel[1],
+        src.x_max,
+        per_chunk=True,
+        max=is_max,
+    )
+
+
+def _geometry(p: _Pass, cfg: AccelConfig) -> _Geom:
+    slots, h, w = p.in_shape
+    (kh, kw), stride, pad = p.kernel, p.stride, p.pad
     kmax = (1 << isa.KERNEL_BITS) - 1
     if kh > kmax or kw > kmax:
         raise CompileError(
-            f"layer {layer.name}: kernel {kh}x{kw} is larger than {kmax}x{kmax} (a Linear's "
-            "kernel is its whole input map); pool the map down first"
+            f"layer {p.name}: kernel {kh}x{kw} is larger than {kmax}x{kmax} (a Linear's or a "
+            "global pool's kernel is its whole input map); pool the map down first"
         )
+    oh, ow = _out_hw(p.name, h, w, p.kernel, stride, pad)
+    stride = (1 if oh == 1 else stride[0], 1 if ow == 1 else stride[1])  # one output: no step
     smax = (1 << isa.CONV_STRIDE_BITS) - 1
     if max(stride) > smax:
-        raise CompileError(f"layer {layer.name}: stride {stride} exceeds {smax}")
-    if pad[0] >= kh or pad[1] >= kw:
+        raise CompileError(f"layer {p.name}: stride {stride} exceeds {smax}")
+    if pad[0] >= kh or pad[1] >= kw or max(pad) >= 1 << isa.PAD_BITS:
         raise CompileError(
-            f"layer {layer.name}: padding {pad} must be smaller than the {kh}x{kw} kernel (an "
-            "output that sees only padding is not supported); pad the input map instead"
+            f"layer {p.name}: padding {pad} must be smaller than the {kh}x{kw} kernel and at "
+            f"most {(1 << isa.PAD_BITS) - 1} (an output that sees only padding is not "
+            "supported); pad the input map instead"
         )
-    try:
-        oh, ow = conv_out_hw(h, w, kh, kw, stride, pad)
-    except ValueError as e:
-        raise CompileError(f"layer {layer.name}: {e}") from None
-    return _Geom(ck, h, w, kh, kw, stride, pad, oh, ow, nt)
+    nt = len(p.out_map) // cfg.rows
+    return _Geom(slots // cfg.cols, h, w, kh, kw, stride, pad, oh, ow, nt, p.per_chunk)
 
 
 def _x_tiles(g: _Geom, batch: int, cap: int, out_cap: int, max_out: int, name: str) -> list[_XTile]:
@@ -242,11 +460,11 @@ def _w_groups(g: _Geom, cfg: AccelConfig, name: str) -> list[list[tuple[int, int
             f"layer {name}: one channel chunk of a {g.kh}x{g.kw} kernel needs {per_chunk} W "
             f"entries, more than half the W buffer ({w_half}); use a config with a deeper w_depth"
         )
-    full = g.in_chunks * per_chunk
+    full = g.w_chunks * per_chunk
     if full <= w_half:
         per = min(w_half // full, q_half)
         return [
-            [(t, 0, g.in_chunks) for t in range(t0, min(g.n_tiles, t0 + per))]
+            [(t, g.first_chunk(t), g.w_chunks) for t in range(t0, min(g.n_tiles, t0 + per))]
             for t0 in range(0, g.n_tiles, per)
         ]
     cs = w_half // per_chunk
@@ -262,34 +480,29 @@ def _block(region: str, first: int, y_size: int, x_size: int, x_stride: int, eb:
     return (region, first * eb, (first + isa.block_entries(y_size, x_size, x_stride)) * eb)
 
 
-def _plan_layer(
-    idx: int,
-    layer: IntLayer,
-    cfg: AccelConfig,
-    batch: int,
-    in_shape: tuple[int, int, int],
-    in_map: np.ndarray | None,
-    x_max: int,
-) -> _Plan:
-    _check_numerics(layer, cfg, x_max)
-    nt, slot = _place_rows(layer, cfg)
-    g = _geometry(layer, cfg, in_shape, nt)
-    rows, cols = cfg.rows, cfg.cols
-    w4 = _slot_weight(_weight4(layer, *in_shape[1:]), in_map, g.in_chunks * cols)
-
-    levels = np.zeros((nt * rows, g.in_chunks * cols, g.kh, g.kw), dtype=np.int64)
-    levels[slot] = w4
-    lv = levels.reshape(nt, rows, g.in_chunks, cols, g.kh, g.kw).transpose(0, 2, 4, 5, 1, 3)
+def _w_codes(p: _Pass, g: _Geom, cfg: AccelConfig) -> np.ndarray:
+    """W entry codes [nt * w_chunks * kh * kw, rows * cols] of a pass, tile by tile."""
+    rows, cols, nt = cfg.rows, cfg.cols, g.n_tiles
+    if p.per_chunk:
+        lv = np.zeros((nt, 1, g.kh, g.kw, rows, cols), dtype=np.int64)
+        diag = p.levels.reshape(nt, rows, g.kh, g.kw).transpose(0, 2, 3, 1)
+        lv[:, 0, :, :, np.arange(rows), np.arange(cols)] = diag.transpose(3, 0, 1, 2)
+    else:
+        lv = p.levels.reshape(nt, rows, g.in_chunks, cols, g.kh, g.kw).transpose(0, 2, 4, 5, 1, 3)
     codes = np.empty_like(lv)
     for grp in cfg.groups:
         r0, size = cfg.group_offsets()[grp.fmt]
         fmt = numerics.weight_format(grp.fmt)
         codes[..., r0 : r0 + size, :] = fmt.encode(lv[..., r0 : r0 + size, :])
-    per_tile = g.in_chunks * g.kh * g.kw
-    w_blob = layout.pack(cfg, Entry.W, codes.reshape(nt * per_tile, rows * cols))
-    q = np.zeros((4, nt * rows), dtype=np.int64)
-    q[:3, slot] = layer.bias, layer.mult, layer.shift
-    q_blob = layout.pack(cfg, Entry.Q, layout.q_values(*q.reshape(4, nt, rows)))
+    return codes.reshape(-1, rows * cols)
+
+
+def _plan_pass(p: _Pass, cfg: AccelConfig, batch: int) -> _Plan:  # noqa: C901 - one schedule
+    g = _geometry(p, cfg)
+    rows, cols, nt = cfg.rows, cfg.cols, g.n_tiles
+    per_tile = g.w_chunks * g.kh * g.kw
+    w_blob = b"" if p.max else layout.pack(cfg, Entry.W, _w_codes(p, g, cfg))
+    q_blob = layout.pack(cfg, Entry.Q, layout.q_values(*p.q.reshape(4, nt, rows)))
 
     out_half, x_half, w_half, q_half = (
         cfg.out_depth // 2,
@@ -297,13 +510,13 @@ def _plan_layer(
         cfg.w_depth // 2,
         max(1, cfg.q_depth // 2),
     )
-    groups = _w_groups(g, cfg, layer.name)
-    split = groups[0][0][2] < g.in_chunks
+    groups = _w_groups(g, cfg, p.name)
+    split = groups[0][0][2] < g.w_chunks
     max_out = cfg.acc_depth if split else g.oh * g.ow
-    tiles = _x_tiles(g, batch, x_half, min(out_half, max_out), max_out, layer.name)
+    tiles = _x_tiles(g, batch, x_half, min(out_half, max_out), max_out, p.name)
     eb_x, eb_w, eb_q = (layout.entry_bytes(cfg, k) for k in (Entry.X, Entry.W, Entry.Q))
     x_sizes = [g.in_chunks * t.th * t.tw for t in tiles]
-    w_sizes = [sum(n for _, _, n in grp) * g.kh * g.kw for grp in groups]
+    w_sizes = [0 if p.max else sum(n for _, _, n in grp) * g.kh * g.kw for grp in groups]
     x_res = sum(x_sizes) <= cfg.x_depth
     w_res = sum(w_sizes) <= cfg.w_depth and nt <= cfg.q_depth
     x_bytes, w_bytes = sum(x_sizes) * eb_x, sum(w_sizes) * eb_w + nt * eb_q
@@ -311,9 +524,9 @@ def _plan_layer(
     x_outer_cost = x_bytes + w_bytes * (1 if w_res else len(tiles))
     w_outer = w_outer_cost <= x_outer_cost and not split
 
-    src, dst = f"fm{idx}", f"fm{idx + 1}"
+    src, dst = p.src, p.dst
     ops: list[Op] = []
-    loads = {"X": 0, "W": 0, "OUT": 0}
+    loads = {"X": 0, "W": 0, "OUT": 0, "R": 0}
 
     def next_half(kind: str, half: int) -> int:
         """Base of the half of a double-buffered region the next user of ``kind`` gets."""
@@ -325,8 +538,8 @@ def _plan_layer(
         return sum(sizes[:i]) if resident else next_half(kind, half)
 
     pending: list[Op] = []
-    """Input and weight loads not emitted yet: each goes just before the first GEMM that reads
-    it, so program order follows the data and the token counters never hold more than needed."""
+    """Loads not emitted yet: each goes just before the first GEMM that reads it, so program
+    order follows the data and the token counters never hold more than needed."""
 
     def flush(upto: Op | None = None, space: str | None = None) -> None:
         """Emit the pending loads ``upto`` reads (or that write ``space``, or all), in order.
@@ -385,8 +598,9 @@ def _plan_layer(
         wb = slot_of("W", i, w_res and not w_outer, w_sizes, w_half)
         qb = grp[0][0] if w_res and not w_outer else (wb // w_half) * q_half
         at = wb
-        for t, c0, cn in grp:  # one load per row tile, so its GEMMs start as soon as it lands
-            first, n = t * per_tile + c0 * g.kh * g.kw, cn * g.kh * g.kw
+        for t, c0, cn in grp if not p.max else ():
+            # one load per row tile, so its GEMMs start as soon as it lands
+            first, n = t * per_tile + (c0 - g.first_chunk(t)) * g.kh * g.kw, cn * g.kh * g.kw
             args = dict(buf=int(Buf.W), sram=at, y_size=1, x_size=n, x_stride=n)
             claim = ("W", at, at + n) if at > wb else ("W", wb, wb + w_sizes[i])  # as for X
             pending.append(Op(Opcode.LOAD, args, (), (claim,), "w", first * eb_w))
@@ -406,7 +620,7 @@ def _plan_layer(
         pad_left = t.x0 - (t.ox0 * sx - g.pad[1])
         items, w_off = [], 0
         for tt, c0, cn in groups[i_w]:
-            items.append((tt, c0, cn, wb + w_off))
+            items.append((tt, c0, cn, 0 if p.max else wb + w_off))
             w_off += cn * g.kh * g.kw
         k_min = min(cn for _, _, cn, _ in items) * g.kh * g.kw
         band = max(1, min(out_half // t.cols, -(-MIN_GEMM_MACS // (t.cols * k_min))))
@@ -418,7 +632,8 @@ def _plan_layer(
         else:
             steps = [(oy1, it) for it in items for oy1 in bands]
         for oy1, (tt, c0, cn, wbase) in steps:
-            first, last = c0 == 0, c0 + cn == g.in_chunks
+            c_first = g.first_chunk(tt)
+            first, last = c0 == c_first, c0 + cn == c_first + g.w_chunks
             q_base = qb + tiles_in.index(tt)
             rb = min(band, t.oy0 + t.rows - oy1)
             m = rb * t.cols
@@ -427,6 +642,24 @@ def _plan_layer(
             off, th, pad_top = (rel * t.tw, t.th - rel, 0) if rel >= 0 else (0, t.th, -rel)
             r0, r1 = max(0, rel), min(t.th, rel + (rb - 1) * sy + g.kh)
             ob = next_half("OUT", out_half) if last else 0
+            out_at = layout.fmap_entry(nt, g.oh, g.ow, t.b, tt, oy1, t.ox0)
+            rbase = 0
+            reads = [
+                *(
+                    ("X", xb + c * c_stride + r0 * t.tw, xb + c * c_stride + r1 * t.tw)
+                    for c in range(c0, c0 + cn)
+                ),
+                ("Q", q_base, q_base + 1),
+            ]
+            if not p.max:
+                reads.append(("W", wbase, wbase + cn * g.kh * g.kw))
+            if p.res is not None and last:
+                rbase = next_half("R", out_half)
+                args = dict(buf=int(Buf.R), sram=rbase, y_size=rb, x_size=t.cols, x_stride=g.ow)
+                rd = _block(p.res, out_at, rb, t.cols, g.ow, eb_x)
+                wr = (("R", rbase, rbase + m),)
+                pending.append(Op(Opcode.LOAD, args, (rd,), wr, p.res, out_at * eb_x))
+                reads.append(("R", rbase, rbase + m))
             args = dict(
                 reset=int(first),
                 final=int(last),
@@ -435,9 +668,9 @@ def _plan_layer(
                 acc_base=acc,
                 o_base=ob,
                 q_base=q_base,
-                max=0,
-                res=0,
-                r_base=0,
+                max=int(p.max),
+                res=int(p.res is not None and last),
+                r_base=rbase,
                 oh_count=rb,
                 ow_count=t.cols,
                 c_count=cn,
@@ -450,17 +683,9 @@ def _plan_layer(
                 tile_h=th,
                 tile_w=t.tw,
                 c_stride=c_stride,
-                lo=layer.lo,
-                hi=layer.hi,
+                lo=p.lo,
+                hi=p.hi,
             )
-            reads = [
-                ("W", wbase, wbase + cn * g.kh * g.kw),
-                *(
-                    ("X", xb + c * c_stride + r0 * t.tw, xb + c * c_stride + r1 * t.tw)
-                    for c in range(c0, c0 + cn)
-                ),
-                ("Q", q_base, q_base + 1),
-            ]
             if not first:
                 reads.append(("ACC", acc, acc + m))
             writes = [("OUT", ob, ob + m)] if last else [("ACC", acc, acc + m)]
@@ -468,11 +693,10 @@ def _plan_layer(
             flush(gemm)
             ops.append(gemm)
             if last:
-                first_out = layout.fmap_entry(nt, g.oh, g.ow, t.b, tt, oy1, t.ox0)
                 args = dict(sram=ob, y_size=rb, x_size=t.cols, x_stride=g.ow)
-                wr = _block(dst, first_out, rb, t.cols, g.ow, eb_x)
+                wr = _block(dst, out_at, rb, t.cols, g.ow, eb_x)
                 reads = (("OUT", ob, ob + m),)
-                ops.append(Op(Opcode.STORE, args, reads, (wr,), dst, first_out * eb_x))
+                ops.append(Op(Opcode.STORE, args, reads, (wr,), dst, out_at * eb_x))
 
     if w_outer:
         x_bases: dict[int, int] = {}
@@ -492,8 +716,7 @@ def _plan_layer(
                 compute(i_x, xb, i_w, *w_bases[i_w])
 
     flush()
-    out_shape = (layer.out_channels, g.oh, g.ow) if layer.kind == "conv" else (layer.out_channels,)
-    eb = {int(Buf.X): eb_x, int(Buf.W): eb_w, int(Buf.Q): eb_q}
+    eb = {int(Buf.X): eb_x, int(Buf.W): eb_w, int(Buf.Q): eb_q, int(Buf.R): eb_x}
     dma = sum(
         o.args["y_size"] * o.args["x_size"] * eb.get(o.args.get("buf", int(Buf.X)))
         for o in ops
@@ -501,11 +724,12 @@ def _plan_layer(
     )
     in_bytes = batch * g.in_chunks * g.h * g.w * eb_x
     out_bytes = batch * nt * g.oh * g.ow * eb_x
+    res_bytes = out_bytes if p.res is not None else 0
     rec = LayerRecord(
-        name=layer.name,
-        kind=layer.kind,
-        in_shape=tuple(int(i) for i in in_shape),
-        out_shape=out_shape,
+        name=p.name,
+        kind=p.kind + ("+res" if p.res is not None else ""),
+        in_shape=tuple(int(i) for i in p.in_shape),
+        out_shape=tuple(int(i) for i in p.out_shape),
         kernel=(g.kh, g.kw),
         stride=g.stride,
         padding=g.pad,
@@ -515,8 +739,8 @@ def _plan_layer(
         order="weights outer" if w_outer else "inputs outer",
         x_tiles=len(tiles),
         w_groups=len(groups),
-        lo=int(layer.lo),
-        hi=int(layer.hi),
+        lo=int(p.lo),
+        hi=int(p.hi),
         insn_offset=0,
         insn_count=0,
         w_offset=0,
@@ -527,19 +751,15 @@ def _plan_layer(
         in_size=in_bytes,
         out_offset=0,
         out_size=out_bytes,
-        macs=batch * g.oh * g.ow * layer.out_channels * int(np.prod(layer.weight.shape[1:])),
-        array_macs=batch * g.oh * g.ow * nt * rows * g.in_chunks * cols * g.kh * g.kw,
+        macs=batch * p.macs,
+        array_macs=batch * g.oh * g.ow * nt * rows * g.w_chunks * cols * g.kh * g.kw,
         dma_bytes=dma,
-        min_dma_bytes=len(w_blob) + len(q_blob) + in_bytes + out_bytes,
+        min_dma_bytes=len(w_blob) + len(q_blob) + in_bytes + out_bytes + res_bytes,
+        src=p.src,
+        dst=p.dst,
+        res=p.res or "",
     )
-    return _Plan(rec, ops, w_blob, q_blob, _slot_map(slot, nt, rows))
-
-
-def _slot_map(slot: np.ndarray, nt: int, rows: int) -> np.ndarray:
-    """Logical channel of every output slot, -1 for padding."""
-    m = np.full(nt * rows, -1, dtype=np.int64)
-    m[slot] = np.arange(len(slot))
-    return m
+    return _Plan(rec, ops, w_blob, q_blob, p.src, p.dst)
 
 
 def _json_meta(meta: dict) -> dict:
@@ -554,17 +774,12 @@ def _json_meta(meta: dict) -> dict:
 
 
 def lower(graph: IntGraph, cfg: AccelConfig, batch: int) -> Program:
-    """Compile an IntGraph for ``cfg`` at a fixed ``batch`` size into a Program."""
+    """Compile an IntGraph for ``cfg`` at a fixed ``batch`` size into one Program."""
     if not isinstance(cfg, AccelConfig):
         raise TypeError(f"cfg must be an AccelConfig, got {type(cfg).__name__}")
     if not isinstance(batch, int | np.integer) or batch < 1:
         raise CompileError(f"batch must be a positive int, got {batch!r}")
     batch = int(batch)
-    if not graph.is_chain:
-        raise CompileError(
-            "the graph has residual adds or pooling; the accelerator lowering handles chains of "
-            "Conv2d/Linear layers so far: compile the chain parts separately"
-        )
     a_lo, a_hi = numerics.act_range(cfg.act_bits, signed=True)
     if not (a_lo <= graph.input_lo <= graph.input_hi <= a_hi):
         raise CompileError(
@@ -572,21 +787,36 @@ def lower(graph: IntGraph, cfg: AccelConfig, batch: int) -> Program:
             f"{cfg.act_bits}-bit signed activations [{a_lo}, {a_hi}]"
         )
     shape = tuple(int(i) for i in graph.input_shape)
-    in_shape = shape if len(shape) == 3 else (shape[0], 1, 1)
-    in_map, x_max = None, _act_max(graph.input_lo, graph.input_hi)
-    plans: list[_Plan] = []
-    for i, layer in enumerate(graph.layers):
-        p = _plan_layer(i, layer, cfg, batch, in_shape, in_map, x_max)
-        plans.append(p)
-        oh, ow = p.rec.out_hw
-        in_shape, in_map = (p.rec.out_tiles * cfg.rows, oh, ow), p.slots
-        x_max = _act_max(layer.lo, layer.hi)
+    c, h, w = shape if len(shape) == 3 else (shape[0], 1, 1)
+    slots = chunks(c, cfg.cols) * cfg.cols
+    in_map = np.full(slots, -1, dtype=np.int64)
+    in_map[:c] = np.arange(c)
+    maps = {-1: _Map("fm0", (slots, h, w), in_map, _act_max(graph.input_lo, graph.input_hi))}
+    passes: list[_Pass] = []
+    for i, node in enumerate(graph.layers):
+        src, dst = maps[graph.source(i)], f"fm{i + 1}"
+        if isinstance(node, IntLayer):
+            res = None if node.res_from is None else maps[node.res_from]
+            passes.extend(_layer_passes(node, cfg, src, res, dst))
+        else:
+            passes.append(_pool_pass(node, cfg, src, dst))
+        p = passes[-1]
+        oh, ow = _out_hw(p.name, *p.in_shape[1:], p.kernel, p.stride, p.pad)
+        keep = p.kind in ("maxpool", "avgpool")
+        x_max = p.x_max if keep else _act_max(p.lo, p.hi)
+        maps[i] = _Map(dst, (len(p.out_map), oh, ow), p.out_map, x_max)
+    plans = [_plan_pass(p, cfg, batch) for p in passes]
     ops = add_tokens([o for p in plans for o in p.ops])
-    return _assemble(graph, cfg, batch, plans, ops)
+    return _assemble(graph, cfg, batch, plans, ops, maps[len(graph.layers) - 1].slots)
 
 
 def _assemble(
-    graph: IntGraph, cfg: AccelConfig, batch: int, plans: list[_Plan], ops: list[Op]
+    graph: IntGraph,
+    cfg: AccelConfig,
+    batch: int,
+    plans: list[_Plan],
+    ops: list[Op],
+    out_slots: np.ndarray,
 ) -> Program:
     ib = cfg.insn_bits // 8
     pos = align(len(ops) * ib)
@@ -596,15 +826,12 @@ def _assemble(
     q_start = pos
     for p in plans:
         p.rec.q_offset, pos = pos, align(pos + p.rec.q_size)
-    region = {}
-    for i, p in enumerate(plans):
-        region[f"fm{i}"] = pos
-        p.rec.in_offset, pos = pos, align(pos + p.rec.in_size)
-    for i, p in enumerate(plans):
-        p.rec.out_offset = region.get(f"fm{i + 1}", pos)
-    last = plans[-1].rec
-    region[f"fm{len(plans)}"], pos = pos, align(pos + last.out_size)
-    last.out_offset = region[f"fm{len(plans)}"]
+    region = {"fm0": pos}
+    pos = align(pos + plans[0].rec.in_size)
+    for p in plans:
+        region[p.dst], pos = pos, align(pos + p.rec.out_size)
+    for p in plans:
+        p.rec.in_offset, p.rec.out_offset = region[p.src], region[p.dst]
     window_size = pos
     if window_size >= 1 << 32:
         raise CompileError(
@@ -661,7 +888,7 @@ def _assemble(
         input_hi=int(graph.input_hi),
         output_shape=tuple(int(i) for i in graph.shapes()[-1]),
         output_scale=float(graph.output_scale),
-        output_slots=[int(s) for s in plans[-1].slots],
+        output_slots=[int(s) for s in out_slots],
         meta=_json_meta(graph.meta),
     )
 

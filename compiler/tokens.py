@@ -11,6 +11,7 @@ instruction it must wait for moves forward, and that producer instruction pushes
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from ..arch.isa import UNIT_OF, Opcode, Unit
@@ -42,30 +43,46 @@ class Op:
 
 
 class _Tracker:
-    """Who touched which range last, pruned so that lookups stay short."""
+    """Who touched which range last, per space sorted by range start (so a lookup bisects to
+    the entries that can overlap), pruned of entries a later access covers."""
 
     def __init__(self) -> None:
-        self.spaces: dict[str, list[tuple[int, int, int, bool, Unit]]] = {}
+        self.starts: dict[str, list[int]] = {}
+        self.entries: dict[str, list[tuple[int, int, int, bool, Unit]]] = {}
+        self.longest: dict[str, int] = {}
+
+    def _near(self, space: str, lo: int, hi: int) -> tuple[int, int]:
+        """Index span of the entries of ``space`` that start in [lo - longest, hi)."""
+        starts = self.starts.get(space, [])
+        a = bisect.bisect_left(starts, lo - self.longest.get(space, 0))
+        return a, bisect.bisect_left(starts, hi)
 
     def conflicts(self, op: Op) -> set[int]:
         out = set()
         for acc, write in ((op.reads, False), (op.writes, True)):
             for space, lo, hi in acc:
-                for a, b, idx, w, _ in self.spaces.get(space, ()):
-                    if a < hi and lo < b and (w or write):
+                a, b = self._near(space, lo, hi)
+                for e0, e1, idx, w, _ in self.entries.get(space, [])[a:b]:
+                    if e0 < hi and lo < e1 and (w or write):
                         out.add(idx)
         return out
 
     def record(self, op: Op, idx: int) -> None:
         for acc, write in ((op.reads, False), (op.writes, True)):
             for space, lo, hi in acc:
+                starts = self.starts.setdefault(space, [])
+                entries = self.entries.setdefault(space, [])
+                a, b = bisect.bisect_left(starts, lo), bisect.bisect_left(starts, hi)
                 keep = [
                     e
-                    for e in self.spaces.get(space, ())
-                    if not (lo <= e[0] and e[1] <= hi and (write or (not e[3] and e[4] == op.unit)))
+                    for e in entries[a:b]
+                    if not (e[1] <= hi and (write or (not e[3] and e[4] == op.unit)))
                 ]
-                keep.append((lo, hi, idx, write, op.unit))
-                self.spaces[space] = keep
+                entries[a:b], starts[a:b] = keep, [e[0] for e in keep]
+                at = bisect.bisect_right(starts, lo)
+                entries.insert(at, (lo, hi, idx, write, op.unit))
+                starts.insert(at, lo)
+                self.longest[space] = max(self.longest.get(space, 0), hi - lo)
 
 
 def add_tokens(ops: list[Op]) -> list[Op]:

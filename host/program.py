@@ -6,7 +6,7 @@ every blob) and one ``<segment>.bin`` per window segment.
 
 Window layout (byte offsets from the window base, every region 64-byte aligned)::
 
-    [instructions][W blobs][Q blobs][feature map 0 (input)][map 1]...[map L (output)]
+    [instructions][W blobs][Q blobs][input map][the map each pass writes]...[output map]
 
 The instruction, W and Q regions are the static ``segments``; the runtime writes the input map
 and reads the output map for every batch, and the maps in between never leave the window.
@@ -27,7 +27,7 @@ from ..arch import AccelConfig, ConfigError
 from .errors import ProgramFormatError
 
 MAGIC = "rmsmp-program"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 ALIGN = 64
 """Byte alignment of every window region."""
 
@@ -41,16 +41,18 @@ def align(n: int, a: int = ALIGN) -> int:
 
 @dataclass
 class LayerRecord:
-    """What the runtime and the reports need to know of one layer.
+    """What the runtime and the reports need to know of one pass (a layer, a pool, or the copy
+    that puts a shortcut in its layer's slot order).
 
-    Shapes are per sample: ``in_shape`` is the (channel slots, H, W) map the layer reads,
-    ``out_shape`` its logical output. The layer runs as a ``kernel`` convolution over
-    ``in_chunks`` channel chunks into ``out_tiles`` row tiles of ``out_hw`` pixels; its input
-    and output maps live at ``in_offset`` / ``out_offset`` in the window in ``arch.layout``'s
-    feature-map layout (one layer's output region is the next one's input region). ``order``,
-    ``x_tiles`` and ``w_groups`` describe the tiling; ``dma_bytes`` is what its instructions move,
-    ``min_dma_bytes`` the weights, input and output once. ``array_macs`` counts the MACs the
-    array performs, padding slots included; ``macs`` the layer's own.
+    Shapes are per sample: ``in_shape`` is the (channel slots, H, W) map the pass reads,
+    ``out_shape`` its logical output. It runs as a ``kernel`` convolution over ``in_chunks``
+    channel chunks into ``out_tiles`` row tiles of ``out_hw`` pixels; its input and output maps
+    live at ``in_offset`` / ``out_offset`` in the window in ``arch.layout``'s feature-map layout,
+    in the regions named ``src`` and ``dst`` (``res``: the region it adds as a residual, "" for
+    none). ``order``, ``x_tiles`` and ``w_groups`` describe the tiling; ``dma_bytes`` is what its
+    instructions move, ``min_dma_bytes`` the weights, input, residual and output once.
+    ``array_macs`` counts the MACs the array performs, padding slots included; ``macs`` the
+    layer's own.
     """
 
     name: str
@@ -82,6 +84,9 @@ class LayerRecord:
     array_macs: int
     dma_bytes: int
     min_dma_bytes: int
+    src: str
+    dst: str
+    res: str
 
     def to_dict(self) -> dict:
         """Plain-data form (what the JSON header holds)."""

@@ -10,7 +10,7 @@ import torch
 
 from rmsmp.compiler.export import export_qat
 from rmsmp.compiler.ir import IntPool
-from rmsmp.compiler.lower import CompileError, lower
+from rmsmp.compiler.lower import lower
 from rmsmp.compiler.methods import METHODS, method, prepare
 from rmsmp.compiler.models.resnet_cifar import ResNetCifar
 from rmsmp.compiler.quant import UnsupportedLayerError
@@ -130,13 +130,21 @@ def test_random_resnets_export_exactly_under_every_method(seed: int) -> None:
     _check_every_activation(model.eval(), x)
 
 
-def test_residual_graph_is_not_lowered_to_the_accelerator(qat_model) -> None:
+def test_qat_resnet20_runs_whole_on_the_accelerator_model(qat_model) -> None:
+    """The exported QAT ResNet-20 (8-bit logits) is one Program; golden == IntGraph.evaluate."""
     from rmsmp.arch import AccelConfig
+    from rmsmp.host.runtime import run_with_stats
 
-    graph = export_qat(qat_model[0])
-    assert not graph.is_chain
-    with pytest.raises(CompileError, match="residual adds or pooling"):
-        lower(graph, AccelConfig.for_board("pynq-z1"), 1)
+    x, _ = next(batches("test", 3, False, np.random.default_rng(1)))
+    graph = export_qat(qat_model[0], logits_from=x)
+    assert not graph.is_chain and (graph.layers[-1].lo, graph.layers[-1].hi) == (-128, 127)
+    prog = lower(graph, AccelConfig.for_board("pynq-z1"), 2)
+    res = run_with_stats(prog, x.numpy())
+    assert np.array_equal(res.output, graph.evaluate(graph.quantize_input(x.numpy())))
+    on_host = [step for step, where in res.placement if where == "host"]
+    assert on_host == ["quantize input", "input map layout", "gather output channels"]
+    kinds = [r.kind for r in prog.layers]
+    assert kinds.count("conv+res") == 9 and kinds.count("copy") == 9 and "pool" in kinds
 
 
 def test_export_qat_rejects_other_models() -> None:
