@@ -2,8 +2,10 @@
 
 Resumable and one method at a time (``--method``): each run trains into a checkpoint under
 benchmarks/results/ckpt/ (resumed if present) and records its row in
-benchmarks/results/accuracy.json (method, model, epochs, top-1, wall time, command). ``--plot``
-redraws benchmarks/results/accuracy.png from the JSON.
+benchmarks/results/accuracy.json (method, model, epochs, top-1, wall time, command). ``--kd``
+distils from an fp32 teacher (row ``method+kd``). Runs under ``torchrun`` too (ResNet-20: one
+replica per process; rank 0 records the row). ``--plot`` redraws
+benchmarks/results/accuracy.png from the JSON.
 """
 
 from __future__ import annotations
@@ -43,13 +45,19 @@ def save_row(row: dict) -> None:
 
 
 def run_resnet20(
-    method: str, epochs: int, lr: float, sensitivity: str = "none", reassign_every: int = 0
+    method: str,
+    epochs: int,
+    lr: float,
+    sensitivity: str = "none",
+    reassign_every: int = 0,
+    kd_teacher: str | None = None,
 ) -> dict:
     """Train (resuming) and evaluate one method on ResNet-20 / CIFAR-10 (JPEG copy).
 
-    A row-assignment option other than the default names its row ``method+option``.
+    A row-assignment option other than the default names its row ``method+option``;
+    ``kd_teacher`` ("pretrained" or an fp32 checkpoint) distils from it, row ``method+kd``.
     """
-    from rmsmp.compiler.train import train
+    from rmsmp.compiler.train import Distill, train
 
     name, flags = method, ""
     if sensitivity != "none":
@@ -57,6 +65,11 @@ def run_resnet20(
     if reassign_every:
         name += f"+reassign{reassign_every}"
         flags += f" --reassign-every {reassign_every}"
+    kd = None
+    if kd_teacher is not None:
+        kd = Distill(kd_teacher)
+        name += "+kd"
+        flags += f" --kd {kd_teacher}"
     ckpt = RESULTS / "ckpt" / f"resnet20-{name}-e{epochs}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -68,6 +81,7 @@ def run_resnet20(
         lr=lr,
         sensitivity=sensitivity,
         reassign_every=reassign_every,
+        kd=kd,
     )
     hist = ck["history"]
     return {
@@ -79,6 +93,7 @@ def run_resnet20(
         "top1_per_epoch": [h["top1"] for h in hist],
         "train_seconds": sum(h["seconds"] for h in hist),
         "wall_seconds_this_call": time.perf_counter() - t0,
+        "processes": ck.get("world_size", 1),
         "command": f"python benchmarks/accuracy.py --model resnet20 --method {method} "
         f"--epochs {epochs} --lr {lr}{flags}",
     }
@@ -144,10 +159,10 @@ def plot() -> Path:
 def table() -> str:
     """The recorded rows as a text table."""
     rows = load_rows()
-    lines = [f"{'model':<10}{'method':<11}{'epochs':>7}{'top-1':>8}{'train s':>9}"]
+    lines = [f"{'model':<10}{'method':<17}{'epochs':>7}{'top-1':>8}{'train s':>9}"]
     for r in rows:
         lines.append(
-            f"{r['model']:<10}{r['method']:<11}{r['epochs']:>7}{r['top1']:>8.2f}"
+            f"{r['model']:<10}{r['method']:<17}{r['epochs']:>7}{r['top1']:>8.2f}"
             f"{r['train_seconds']:>9.0f}"
         )
     return "\n".join(lines)
@@ -174,15 +189,16 @@ def update_readme() -> None:
 
 
 def main() -> int:
+    from rmsmp.compiler.ddp import env_rank
     from rmsmp.compiler.methods import METHODS
-    from rmsmp.compiler.train import BREVITAS
+    from rmsmp.compiler.train import BREVITAS_METHODS
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="resnet20", choices=("resnet20", "minilm"))
     p.add_argument(
         "--method",
         action="append",
-        choices=[*sorted(METHODS), BREVITAS],
+        choices=[*sorted(METHODS), *BREVITAS_METHODS],
         help="method(s) to run; default: all, one after the other",
     )
     p.add_argument("--epochs", type=int, default=2)
@@ -194,19 +210,30 @@ def main() -> int:
         help="ResNet-20: choose the 8-bit rows by per-row Hessian trace",
     )
     p.add_argument("--reassign-every", type=int, default=0, help="ResNet-20: re-assign rows")
+    p.add_argument(
+        "--kd",
+        metavar="TEACHER",
+        default=None,
+        help="ResNet-20: distil from TEACHER, 'pretrained' or an fp32 checkpoint (row method+kd)",
+    )
     p.add_argument("--plot", action="store_true", help="only redraw the plot and print the table")
     p.add_argument("--readme", action="store_true", help="also rewrite the README's table")
     args = p.parse_args()
+    if args.kd is not None and args.model != "resnet20":
+        p.error("--kd is for --model resnet20")
+    main_rank = env_rank() == 0
     if not args.plot:
-        for m in args.method or [*METHODS, BREVITAS]:
+        for m in args.method or [*METHODS, *BREVITAS_METHODS]:
             if args.model == "minilm":
-                save_row(run_minilm(m, args.epochs))
+                row = run_minilm(m, args.epochs)
             else:
-                save_row(
-                    run_resnet20(m, args.epochs, args.lr, args.sensitivity, args.reassign_every)
+                row = run_resnet20(
+                    m, args.epochs, args.lr, args.sensitivity, args.reassign_every, args.kd
                 )
-            print(table(), flush=True)
-    if load_rows():
+            if main_rank:
+                save_row(row)
+                print(table(), flush=True)
+    if load_rows() and main_rank:
         print(table())
         print(f"plot: {plot()}")
         if args.readme:

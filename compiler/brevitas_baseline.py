@@ -1,9 +1,12 @@
 """Peer baseline: Brevitas Int4 per-channel weight QAT (4-bit unsigned activations) on ResNet-20.
 
-Every Conv2d but the first becomes a ``brevitas.nn.QuantConv2d`` with 4-bit per-output-channel
-float-scaled weights, fed by a 4-bit unsigned ``QuantIdentity`` (its inputs follow a ReLU); the
-first conv and the classifier stay float, as our methods keep them at 8 bits. Brevitas is an
-optional extra (``pip install 'rmsmp[brevitas]'``).
+Every Conv2d of the residual blocks becomes a ``brevitas.nn.QuantConv2d`` with 4-bit
+per-output-channel float-scaled weights, fed by a 4-bit unsigned ``QuantIdentity`` (its inputs
+follow a ReLU). The ends are either float (the usual Brevitas recipe) or, like-for-like with our
+methods, 8-bit: the first conv with 8-bit per-channel weights on a signed 8-bit image, the
+classifier with 8-bit per-channel weights on an unsigned 8-bit pooled input, and the last
+feature map quantized to 4 bits before pooling, as ours is. Scales stay float either way (ours
+become dyadic at export). Brevitas is an optional extra (``pip install 'rmsmp[brevitas]'``).
 """
 
 from __future__ import annotations
@@ -14,37 +17,67 @@ from .models.resnet_cifar import load_resnet20
 
 WEIGHT_BITS = 4
 ACT_BITS = 4
+END_BITS = 8
 
 
 def _require_brevitas():
     try:
         import brevitas.nn as qnn
-        from brevitas.quant import Int8WeightPerChannelFloat, Uint8ActPerTensorFloat
+        from brevitas.quant import (
+            Int8ActPerTensorFloat,
+            Int8WeightPerChannelFloat,
+            Uint8ActPerTensorFloat,
+        )
     except ImportError:
         raise ImportError(
             "the Brevitas baseline needs brevitas: pip install 'rmsmp[brevitas]'"
         ) from None
-    return qnn, Int8WeightPerChannelFloat, Uint8ActPerTensorFloat
+    return qnn, Int8WeightPerChannelFloat, Uint8ActPerTensorFloat, Int8ActPerTensorFloat
 
 
-def brevitas_resnet20() -> nn.Module:
-    """The pretrained ResNet-20 with its inner convs replaced by Brevitas Int4 layers."""
-    qnn, wq, aq = _require_brevitas()
+def _quant_conv(conv: nn.Conv2d, bits: int) -> nn.Module:
+    qnn, wq, _, _ = _require_brevitas()
+    qconv = qnn.QuantConv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        bias=False,
+        weight_quant=wq,
+        weight_bit_width=bits,
+    )
+    qconv.weight.data.copy_(conv.weight.data)
+    return qconv
+
+
+def brevitas_resnet20(eight_bit_ends: bool = False) -> nn.Module:
+    """The pretrained ResNet-20 with its block convs replaced by Brevitas Int4 layers.
+
+    ``eight_bit_ends`` also quantizes the first conv and the classifier to 8 bits (weights and
+    inputs) and the last feature map to 4 bits, as our methods do; otherwise they stay float.
+    """
+    qnn, wq, uact, sact = _require_brevitas()
     model = load_resnet20()
     for block in (b for stage in (model.layer1, model.layer2, model.layer3) for b in stage):
         for name in ("conv1", "conv2"):
-            conv: nn.Conv2d = getattr(block, name)
-            qconv = qnn.QuantConv2d(
-                conv.in_channels,
-                conv.out_channels,
-                conv.kernel_size,
-                stride=conv.stride,
-                padding=conv.padding,
-                bias=False,
-                weight_quant=wq,
-                weight_bit_width=WEIGHT_BITS,
-            )
-            qconv.weight.data.copy_(conv.weight.data)
-            act = qnn.QuantIdentity(act_quant=aq, bit_width=ACT_BITS, return_quant_tensor=False)
-            setattr(block, name, nn.Sequential(act, qconv))
+            act = qnn.QuantIdentity(act_quant=uact, bit_width=ACT_BITS, return_quant_tensor=False)
+            setattr(block, name, nn.Sequential(act, _quant_conv(getattr(block, name), WEIGHT_BITS)))
+    if eight_bit_ends:
+        image = qnn.QuantIdentity(act_quant=sact, bit_width=END_BITS, return_quant_tensor=False)
+        model.conv1 = nn.Sequential(image, _quant_conv(model.conv1, END_BITS))
+        linear = qnn.QuantLinear(
+            model.linear.in_features,
+            model.linear.out_features,
+            bias=True,
+            weight_quant=wq,
+            weight_bit_width=END_BITS,
+        )
+        linear.weight.data.copy_(model.linear.weight.data)
+        linear.bias.data.copy_(model.linear.bias.data)
+        pooled = qnn.QuantIdentity(act_quant=uact, bit_width=END_BITS, return_quant_tensor=False)
+        model.linear = nn.Sequential(pooled, linear)
+        model.attach_output_quantizer(
+            qnn.QuantIdentity(act_quant=uact, bit_width=ACT_BITS, return_quant_tensor=False)
+        )
     return model

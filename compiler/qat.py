@@ -59,12 +59,12 @@ class RowQuantizer(nn.Module):
             raise ValueError(f"need one format per output row ({n}), got {len(formats)}")
         old = self.formats or [None] * n
         changed = [i for i in range(n) if old[i] != formats[i]]
-        rows = weight.detach().reshape(n, -1).double().numpy()
+        rows = weight.detach().reshape(n, -1).double().cpu().numpy()
         with torch.no_grad():
             for fmt in {formats[i] for i in changed}:
                 idx = [i for i in changed if formats[i] == fmt]
                 a, _ = best_scale(rows[idx], numerics.weight_format(fmt))
-                self.alpha[idx] = torch.as_tensor(a, dtype=self.alpha.dtype)
+                self.alpha[idx] = torch.as_tensor(a).to(self.alpha)
         self.formats = list(formats)
         self._groups = {
             fmt: torch.tensor([i for i, f in enumerate(formats) if f == fmt])
@@ -125,6 +125,31 @@ class ActQuantizer(nn.Module):
         s = s * g + (s - s * g).detach()
         v = torch.clamp(x / s, self.lo, self.hi)
         return s * (v + (torch.round(v) - v).detach())
+
+
+@torch.no_grad()
+def init_act_steps(model: nn.Module, x: torch.Tensor) -> int:
+    """Initialise every not yet initialised activation step from a forward pass on ``x``.
+
+    The same steps as the first training batch would give them, but before that batch: data
+    parallel replicas must agree on them before DDP wraps the model. BatchNorm's running
+    statistics are left as they were. Returns how many steps were initialised.
+    """
+    todo = [m for m in model.modules() if isinstance(m, ActQuantizer) and not bool(m.initialized)]
+    if todo:
+        norms = [
+            m
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
+        saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+        for m in norms:
+            m.momentum = 0.0
+        model(x)
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
+    return len(todo)
 
 
 class QConv2d(nn.Conv2d):

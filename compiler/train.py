@@ -2,31 +2,40 @@
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional name
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
 from .data import cifar10_raw, normalize
+from .ddp import World, all_sum, from_main, init_world, shard, wrap
 from .methods import method, prepare, reassign
 from .models.resnet_cifar import load_resnet20, resnet20
+from .qat import init_act_steps
 
 CKPT_VERSION = 1
 CKPT_KEYS = ("model_name", "method", "epochs", "epoch", "assignment", "model", "history")
 BREVITAS = "brevitas"
-"""Method name of the Brevitas Int4 peer baseline (not one of our presets)."""
+"""Method name of the Brevitas Int4 peer baseline (not one of our presets): float ends."""
+BREVITAS_8ENDS = "brevitas-8ends"
+"""The Brevitas baseline with 8-bit first and last layers, as our methods have."""
+BREVITAS_METHODS = (BREVITAS, BREVITAS_8ENDS)
 
 
-def progress(transient: bool = False) -> Progress:
+def progress(transient: bool = False, disable: bool = False) -> Progress:
     """The progress bar: description, bar, running loss (``info``), elapsed and remaining time.
 
     ``transient`` bars (evaluation, loading) are drawn on stderr and vanish when done, so the
-    results on stdout stay clean; a task with ``total=None`` is a spinner.
+    results on stdout stay clean; a task with ``total=None`` is a spinner. ``disable`` draws
+    nothing (data-parallel replicas other than rank 0).
     """
     return Progress(
         TextColumn("{task.description}"),
@@ -36,6 +45,7 @@ def progress(transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         transient=transient,
         console=Console(stderr=True) if transient else None,
+        disable=disable,
     )
 
 
@@ -72,13 +82,14 @@ def evaluate(model: nn.Module, n: int | None = None, batch: int = 500) -> float:
     if n is not None and n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
     model.eval()
+    device = next(model.parameters()).device
     correct = total = 0
     n_test = len(cifar10_raw("test")[1])
     size = n_test if n is None else min(n, n_test)
     with progress(transient=True) as prog:
         task = prog.add_task("evaluating on the test set", total=-(-size // batch), info="")
         for x, y in batches("test", batch, False, np.random.default_rng(0), n):
-            correct += int((model(x).argmax(1) == y).sum())
+            correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
             total += len(y)
             prog.update(task, advance=1, info=f"top-1 {100.0 * correct / total:.2f}%")
     return 100.0 * correct / total
@@ -102,18 +113,19 @@ def build(
     """The pretrained model, prepared for a method (assignment reused when given).
 
     ``sensitivity="hutchinson"`` assigns the 8-bit rows by per-row Hessian trace
-    (``assign_rmsmp``); "none" by quantisation error. ``BREVITAS`` builds the peer baseline
-    instead, its activation ranges calibrated on a few training batches as Brevitas recommends.
+    (``assign_rmsmp``); "none" by quantisation error. ``BREVITAS_METHODS`` build the peer
+    baseline instead (float or 8-bit ends), its activation ranges calibrated on a few training
+    batches as Brevitas recommends.
     """
     if model_name != "resnet20":
         raise ValueError(f"training supports --model resnet20 for now, got {model_name!r}")
     calib, _ = next(batches("train", 256, False, np.random.default_rng(0)))
-    if method_name == BREVITAS:
+    if method_name in BREVITAS_METHODS:
         from brevitas.graph.calibrate import calibration_mode
 
         from .brevitas_baseline import brevitas_resnet20
 
-        model = brevitas_resnet20().eval()
+        model = brevitas_resnet20(eight_bit_ends=method_name == BREVITAS_8ENDS).eval()
         with torch.no_grad(), calibration_mode(model):
             for x, _ in batches("train", 256, False, np.random.default_rng(1), n=1024):
                 model(x)
@@ -183,6 +195,101 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     return model, ck
 
 
+@dataclass(frozen=True)
+class Distill:
+    """Knowledge distillation from a float teacher's logits, for every method alike.
+
+    The loss is ``(1 - weight) * CE(student, labels) + weight * T^2 * KL(teacher || student)``,
+    both logits softened by the temperature ``T``; the defaults (equal weights, T = 1) are LSQ's.
+    ``teacher`` is "pretrained" (the fp32 ResNet-20 every method starts from) or the path of a
+    checkpoint (e.g. the fine-tuned fp32 one).
+    """
+
+    teacher: str = "pretrained"
+    weight: float = 0.5
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.weight <= 1:
+            raise ValueError(f"distillation weight must be in (0, 1], got {self.weight}")
+        if not self.temperature > 0:
+            raise ValueError(f"distillation temperature must be > 0, got {self.temperature}")
+
+    def load_teacher(self) -> nn.Module:
+        """The teacher, in eval mode."""
+        if self.teacher == "pretrained":
+            return load_resnet20()
+        return load_checkpoint(self.teacher)[0].eval()
+
+    def loss(self, logits: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The distillation loss of a batch (``teacher``: the teacher's logits)."""
+        t = self.temperature
+        soft = F.kl_div(
+            F.log_softmax(logits / t, 1),
+            F.log_softmax(teacher / t, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        return (1 - self.weight) * F.cross_entropy(logits, y) + self.weight * t * t * soft
+
+
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+"""The training loss of a network on a batch (inputs, labels)."""
+
+
+def objective(kd: Distill | None, device: torch.device) -> Objective:
+    """Cross-entropy, or ``kd``'s distillation loss against its teacher (loaded onto ``device``)."""
+    if kd is None:
+        return lambda net, x, y: F.cross_entropy(net(x), y)
+    teacher = kd.load_teacher().to(device)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def distill(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t = teacher(x)
+        return kd.loss(net(x), t, y)
+
+    return distill
+
+
+def run_epoch(
+    model: nn.Module,
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler | None,
+    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss_of: Objective,
+    world: World,
+    on_step: Callable[[float], None] | None = None,
+) -> float:
+    """One epoch of ``net`` (``model``, or its DDP wrapper) on ``data``'s global batches.
+
+    Each replica steps on its slice of every batch (DDP averages the gradients, so with equal
+    slices a step is the one-process step on the whole batch); a batch smaller than the world
+    is skipped by all. ``on_step`` gets this replica's running loss. Returns the mean loss over
+    every replica's samples.
+    """
+    model.train()
+    tl = total = 0.0
+    for x, y in data:
+        if len(y) < world.size:
+            continue
+        xs, ys = shard(world, x, y)
+        loss = loss_of(net, xs, ys)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        tl += float(loss.detach()) * len(ys)
+        total += len(ys)
+        if on_step is not None:
+            on_step(tl / total)
+    tl, total = all_sum(world, tl, total)
+    return tl / total
+
+
 def train(
     model_name: str,
     method_name: str,
@@ -194,18 +301,23 @@ def train(
     seed: int = 0,
     sensitivity: str = "none",
     reassign_every: int = 0,
+    kd: Distill | None = None,
 ) -> dict:
     """Fine-tune (fp32) or QAT-train for ``epochs``; resumes from ``out`` if it exists.
 
     Returns the checkpoint dict (with ``history``: per-epoch loss, top-1 and seconds).
     ``reassign_every`` > 0 re-assigns the rows from the current weights every that many epochs,
-    as RMSMP does (the paper: every 10).
+    as RMSMP does (the paper: every 10). ``kd`` distils from a float teacher. Under torchrun
+    every process trains a replica on its slice of each batch of ``batch`` (see ``ddp``); rank 0
+    evaluates and writes the checkpoint, and every rank returns it.
     """
     if epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
     out = Path(out)
-    if method_name != BREVITAS:
+    if method_name not in BREVITAS_METHODS:
         method(method_name)
+    elif reassign_every:
+        raise ValueError(f"--reassign-every is for our methods, not {method_name}")
     if train_subset is not None:
         if train_subset < 1:
             raise ValueError(f"--train-subset must be at least 1, got {train_subset}")
@@ -213,9 +325,11 @@ def train(
         if train_subset >= n_train:
             print(f"note: --train-subset {train_subset} covers all {n_train} training images")
             train_subset = None
+    world = init_world()
     torch.manual_seed(seed)
     ck = None
     same_run = False
+    kd_options = None if kd is None else asdict(kd)
     if out.exists():
         model, ck = load_checkpoint(out)
         if ck["method"] != method_name or ck["model_name"] != model_name:
@@ -223,10 +337,16 @@ def train(
                 f"{out} holds {ck['model_name']} method {ck['method']}; "
                 "use another -o to start a different run"
             )
+        if ck.get("kd") != kd_options:
+            raise ValueError(
+                f"{out} was trained with distillation {ck.get('kd')}, not {kd_options}; "
+                "pass the same options to resume it, or use another -o"
+            )
         same_run = restore_schedule(ck, epochs, out)
         assignment = ck["assignment"]
     else:
         model, assignment = build(model_name, method_name, sensitivity=sensitivity)
+    model.to(world.device)
     decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
     rest = [p for n, p in model.named_parameters() if not n.endswith("weight")]
     opt = torch.optim.SGD(
@@ -246,32 +366,38 @@ def train(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
     if same_run:
         sched.load_state_dict(ck["scheduler"])
-    loss_fn = nn.CrossEntropyLoss()
+    loss_of = objective(kd, world.device)
+    net = None
     for epoch in range(start, epochs):
-        if reassign_every and epoch and epoch % reassign_every == 0 and method_name != BREVITAS:
+        if reassign_every and epoch and epoch % reassign_every == 0:
             assignment = reassign(model, method(method_name))
-        model.train()
         rng = np.random.default_rng(seed * 1000 + epoch)
         t0 = time.perf_counter()
-        total = tl = 0.0
-        with progress() as prog:
+        data = batches("train", batch, True, rng, train_subset)
+        first = next(data)
+        if net is None:
+            model.train()
+            init_act_steps(model, first[0].to(world.device))
+            net = wrap(model, world)
+        with progress(disable=not world.main) as prog:
             task = prog.add_task(
                 f"{method_name} epoch {epoch + 1}/{epochs}", total=per_epoch, info=""
             )
-            for x, y in batches("train", batch, True, rng, train_subset):
-                loss = loss_fn(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                tl += float(loss.detach()) * len(y)
-                total += len(y)
-                prog.update(task, advance=1, info=f"loss {tl / total:.3f}")
-        top1 = evaluate(model)
+            loss = run_epoch(
+                model,
+                net,
+                opt,
+                sched,
+                itertools.chain([first], data),
+                loss_of,
+                world,
+                lambda tl, t=task: prog.update(t, advance=1, info=f"loss {tl:.3f}"),
+            )
+        top1 = from_main(world, evaluate(model) if world.main else 0.0)
         history.append(
             {
                 "epoch": epoch + 1,
-                "loss": tl / total,
+                "loss": loss,
                 "top1": top1,
                 "seconds": time.perf_counter() - t0,
             }
@@ -283,11 +409,14 @@ def train(
             "epochs": epochs,
             "epoch": epoch + 1,
             "assignment": assignment,
+            "kd": kd_options,
+            "world_size": world.size,
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "history": history,
         }
-        save_checkpoint(ck, out)
-        print(f"epoch {epoch + 1}: loss {tl / total:.4f}, top-1 {top1:.2f}%")
+        if world.main:
+            save_checkpoint(ck, out)
+            print(f"epoch {epoch + 1}: loss {loss:.4f}, top-1 {top1:.2f}%")
     return ck

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rmsmp.compiler.brevitas_baseline import brevitas_resnet20
 from rmsmp.compiler.train import BREVITAS, batches, build
 
 
@@ -25,3 +26,20 @@ def test_brevitas_baseline_is_int4_per_channel_and_trains() -> None:
     loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
     assert all(c.weight.grad is not None and bool((c.weight.grad != 0).any()) for c in qconvs)
+
+
+def test_brevitas_8ends_quantizes_the_ends_to_8_bits_like_ours() -> None:
+    model = brevitas_resnet20(eight_bit_ends=True).eval()
+    assert len([m for m in model.modules() if type(m).__name__ == "QuantConv2d"]) == 19
+    for layer in (model.conv1[1], model.linear[1]):
+        qw = layer.quant_weight()
+        ints = qw.value.detach() / qw.scale.detach()
+        assert torch.allclose(ints, torch.round(ints), atol=1e-3)
+        assert 15 < int(ints.abs().max()) <= 128
+        assert qw.scale.reshape(-1).numel() == layer.weight.shape[0]
+    assert float(model.conv1[0].act_quant.bit_width()) == 8 and model.conv1[0].act_quant.is_signed
+    assert float(model.linear[0].act_quant.bit_width()) == 8
+    assert float(model.quant_out.act_quant.bit_width()) == 4
+    x, _ = next(batches("train", 4, False, np.random.default_rng(0)))
+    assert len(torch.unique(model.conv1[0](x))) <= 256
+    assert model(x).shape == (4, 10)

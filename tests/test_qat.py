@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 
 from rmsmp.arch import numerics
 from rmsmp.compiler.methods import METHODS, method, prepare, reassign
-from rmsmp.compiler.qat import ActQuantizer, RowQuantizer, round_to_levels, ste_levels
+from rmsmp.compiler.qat import (
+    ActQuantizer,
+    RowQuantizer,
+    init_act_steps,
+    round_to_levels,
+    ste_levels,
+)
+from rmsmp.compiler.train import Distill
 
 DOCUMENTED = {
     "fixed4": list(range(-7, 8)),
@@ -19,7 +29,7 @@ DOCUMENTED = {
 }
 
 
-def _small_model() -> nn.Sequential:
+def small_model() -> nn.Sequential:
     """conv 3->20, conv 20->40, linear: the middle layer is the one the ratio applies to."""
     return nn.Sequential(
         nn.Conv2d(3, 20, 3),
@@ -89,7 +99,7 @@ def test_activation_quantizer_levels_and_gradients() -> None:
 
 def test_presets_meet_their_ratio_and_keep_the_ends_8bit() -> None:
     torch.manual_seed(0)
-    model = _small_model()
+    model = small_model()
     x = torch.randn(4, 3, 8, 8)
     assert set(METHODS) == {"fp32", "fixed4", "pot4", "sp2-4", "msq", "ilmpq", "rmsmp", "rmsmp-sp2"}
     rm = method("rmsmp")
@@ -105,7 +115,7 @@ def test_presets_meet_their_ratio_and_keep_the_ends_8bit() -> None:
 
 def test_sensitivity_sends_the_most_sensitive_rows_to_8_bits() -> None:
     torch.manual_seed(0)
-    model = _small_model()
+    model = small_model()
     sens = {"2": torch.zeros(40)}
     sens["2"][[7, 31]] = torch.tensor([5.0, 9.0])
     assign = prepare(model, method("rmsmp"), torch.randn(4, 3, 8, 8), sensitivity=sens)
@@ -115,7 +125,7 @@ def test_sensitivity_sends_the_most_sensitive_rows_to_8_bits() -> None:
 
 def test_reassignment_keeps_the_step_parameter_and_meets_the_ratio() -> None:
     torch.manual_seed(0)
-    model = _small_model()
+    model = small_model()
     rm = method("rmsmp")
     before = prepare(model, rm, torch.randn(4, 3, 8, 8))
     alpha = model[2].wq.alpha
@@ -131,3 +141,40 @@ def test_reassignment_keeps_the_step_parameter_and_meets_the_ratio() -> None:
     )
     assert after["2"] != before["2"]
     assert model[2].wq.formats == after["2"]
+
+
+def test_init_act_steps_matches_the_first_forward_and_keeps_bn_statistics() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    x = torch.randn(6, 3, 8, 8)
+    prepare(model, method("fixed4"), x)
+    twin = copy.deepcopy(model)
+    model.train()
+    twin.train()
+    bn = {k: v.clone() for k, v in model[1].state_dict().items()}
+    torch.manual_seed(1)
+    assert init_act_steps(model, x) == 2
+    torch.manual_seed(1)
+    twin(x)
+    assert model[0].aq.step.item() == twin[0].aq.step.item()
+    assert model[3].aq.step.item() == twin[3].aq.step.item()
+    assert all(torch.equal(v, model[1].state_dict()[k]) for k, v in bn.items())
+    assert not torch.equal(bn["running_mean"], twin[1].running_mean)
+    assert init_act_steps(model, x) == 0
+
+
+def test_distillation_loss_is_ce_plus_softened_kl() -> None:
+    torch.manual_seed(0)
+    s = torch.randn(5, 10, requires_grad=True)
+    t = torch.randn(5, 10)
+    y = torch.randint(0, 10, (5,))
+    ce = F.cross_entropy(s, y)
+    assert float(Distill(weight=0.3).loss(s, s.detach(), y)) == pytest.approx(0.7 * float(ce))
+    temp = 3.0
+    Distill(weight=1.0, temperature=temp).loss(s, t, y).backward()
+    want = temp * (F.softmax(s / temp, 1) - F.softmax(t / temp, 1)) / len(s)
+    assert torch.allclose(s.grad, want.detach(), atol=1e-6)
+    with pytest.raises(ValueError, match="weight"):
+        Distill(weight=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        Distill(temperature=-1.0)
