@@ -12,7 +12,15 @@ from .arch import AccelConfig, ConfigError
 if TYPE_CHECKING:
     from .host.program import Program
 
-__all__ = ["AccelConfig", "ConfigError", "Program", "compile", "quantize", "run"]
+__all__ = [
+    "AccelConfig",
+    "ConfigError",
+    "Program",
+    "compile",
+    "quantize",
+    "run",
+    "run_with_stats",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,10 +32,10 @@ def __getattr__(name: str) -> Any:
         from .compiler.lower import compile_model
 
         return compile_model
-    if name == "run":
-        from .host.runtime import run
+    if name in ("run", "run_with_stats"):
+        from .host import runtime
 
-        return run
+        return getattr(runtime, name)
     if name == "Program":
         from .host.program import Program
 

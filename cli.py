@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .arch import PRESETS, AccelConfig
+from .boards import BOARDS
 from .compiler.methods import METHODS
 from .host import backends
 
@@ -200,6 +201,93 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def shape_arg(text: str) -> tuple[int, ...]:
+    """A per-sample input shape written as comma-separated positive ints, e.g. 3,32,32."""
+    try:
+        dims = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        dims = ()
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive ints separated by commas (e.g. 3,32,32), got {text!r}"
+        )
+    return dims
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from .compiler.frontend import graph_from_file
+    from .compiler.lower import lower
+
+    src = readable_file(args.model, "model")
+    out = writable_file(args.output, "-o", suffix=".rmsmp")
+    cfg = AccelConfig.load(args.config) if args.config else AccelConfig.for_board(args.board)
+    with working(f"exporting the integer graph of {src}"):
+        graph = graph_from_file(src, args.input_shape)
+    with working(f"lowering {len(graph.layers)} nodes for {cfg.name}, batch {args.batch}"):
+        program = lower(graph, cfg, args.batch)
+    program.save(out)
+    print(program.summary() if args.summary else repr(program))
+    print(f"Program -> {out} (run it with: rmsmp run {out} --input X.npy -o Y.npy)")
+    return 0
+
+
+def _samples(args: argparse.Namespace, program) -> tuple:
+    """Sample inputs (and labels) for the overlay package: ``--samples``, or CIFAR-10 test
+    images for a Program that takes 3x32x32 inputs."""
+    import numpy as np
+
+    if args.samples:
+        path = readable_file(args.samples, "--samples")
+        try:
+            data = np.load(path, allow_pickle=False)
+            return data["x"], data["labels"] if "labels" in data.files else None
+        except (OSError, ValueError, KeyError) as e:
+            raise UsageError(
+                f"--samples {path} is not an .npz with an array 'x' ({e}); write it with "
+                "np.savez(path, x=inputs, labels=classes)"
+            ) from None
+    if program.input_shape != (3, 32, 32):
+        raise UsageError(
+            f"the Program takes {program.input_shape} inputs; give sample inputs with --samples "
+            "(np.savez(path, x=inputs[, labels=classes]))"
+        )
+    from .compiler.data import cifar10_test
+
+    return cifar10_test(args.images)
+
+
+def _build(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .boards import board
+    from .boards.overlay import write_overlay
+    from .boards.vivado import OVERLAY_DIR, run_vivado, vivado_command, write_project
+    from .host.program import Program
+
+    b = board(args.board)
+    cfg = AccelConfig.load(args.config) if args.config else b.config
+    out = writable_dir(args.output, "-o")
+    package = out / OVERLAY_DIR
+    if args.program:  # first: a Program for other hardware fails before the long generation
+        program = Program.load(readable_file(args.program, "--program"))
+        write_overlay(b, cfg, package, program, *_samples(args, program))
+        print(f"overlay package: {package} (the Vivado run adds rmsmp.bit and rmsmp.hwh)")
+    for k, p in write_project(b, cfg, out).items():
+        print(f"{k}: {p}")
+    print(f"config hash: {cfg.hash}")
+    command = " ".join(vivado_command())
+    if shutil.which("vivado") is None:
+        print(
+            f"vivado is not on PATH, so no bitstream was built. On a machine with Vivado run:\n"
+            f"  cd {out} && {command}\nthen copy {package} to the board."
+        )
+        return 0
+    with working(f"Vivado: {command} (synthesis, implementation, bitstream; tens of minutes)"):
+        run_vivado(out)
+    print(f"bitstream and hardware handoff: {package / 'rmsmp.bit'}, {package / 'rmsmp.hwh'}")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from .host.program import Program
 
@@ -357,6 +445,24 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--config", help="an AccelConfig JSON file instead of a board preset")
     g.add_argument("-o", "--output", required=True, help="output directory")
     g.add_argument("--lint", action="store_true", help="also lint the Verilog with Verilator")
+    c = command(
+        "compile",
+        _compile,
+        "compile a QAT checkpoint (from rmsmp quantize) or a torch.save'd float module into a "
+        ".rmsmp Program: the whole network, one accelerator run per batch",
+    )
+    c.add_argument("model", help="checkpoint or torch.save(model, path) file")
+    c.add_argument(
+        "--input-shape",
+        type=shape_arg,
+        help="per-sample input shape, e.g. 3,224,224 (needed for a module)",
+    )
+    csrc = c.add_mutually_exclusive_group()
+    csrc.add_argument("--board", default="pynq-z1", choices=sorted(PRESETS))
+    csrc.add_argument("--config", help="an AccelConfig JSON file instead of a board preset")
+    c.add_argument("--batch", type=int_range(1, 256), default=1, help="images per device run")
+    c.add_argument("--summary", action="store_true", help="print every pass of the Program")
+    c.add_argument("-o", "--output", required=True, help="the .rmsmp file to write")
     r = command("run", _run, "run a Program on an input .npy")
     r.add_argument("program")
     r.add_argument("--backend", default="golden", choices=backends.names())
@@ -374,6 +480,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--dequantize", action="store_true", help="write float32 real values, not integers"
     )
     r.add_argument("--timeout-cycles", type=int_range(1), default=2_000_000_000)
+    b = command(
+        "build", _build, "write the Vivado project for a board, and run it if Vivado is here"
+    )
+    b.add_argument("--board", required=True, choices=sorted(BOARDS))
+    b.add_argument("--config", help="an AccelConfig JSON file instead of the board's default")
+    b.add_argument("-o", "--output", required=True, help="output directory")
+    b.add_argument("--program", help="a compiled Program to put into the overlay package")
+    b.add_argument("--samples", help="sample inputs for the package: .npz with x (and labels)")
+    b.add_argument(
+        "--images", type=int_range(1, 10_000), default=8, help="CIFAR-10 samples (no --samples)"
+    )
     i = command("inspect", _inspect, "print a Program's layers, tiling and window use")
     i.add_argument("program")
     q = command(

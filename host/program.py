@@ -39,6 +39,17 @@ def align(n: int, a: int = ALIGN) -> int:
     return -(-n // a) * a
 
 
+_PASS_WORK = {
+    "conv": "convolution window walk + requant",
+    "linear": "matrix-vector walk + requant",
+    "copy": "shortcut copy into the block's channel order",
+    "maxpool": "max-pool window walk",
+    "avgpool": "average-pool window sum + exact divide",
+    "pool": "global-average sum + requant",
+}
+"""What each kind of pass computes on the accelerator."""
+
+
 @dataclass
 class LayerRecord:
     """What the runtime and the reports need to know of one pass (a layer, a pool, or the copy
@@ -91,6 +102,13 @@ class LayerRecord:
     def to_dict(self) -> dict:
         """Plain-data form (what the JSON header holds)."""
         return asdict(self)
+
+    def describe(self) -> str:
+        """What the pass computes, for placement lists and summaries."""
+        kind, _, res = self.kind.partition("+")
+        k = f"{self.kernel[0]}x{self.kernel[1]}/{self.stride[0]}"
+        extra = " + residual add" if res else ""
+        return f"{self.name}: {k} {_PASS_WORK.get(kind, kind)}{extra}"
 
     @classmethod
     def from_dict(cls, d: dict) -> LayerRecord:
@@ -169,9 +187,10 @@ class Program:
             f"input {self.input_shape} scale {self.input_scale:g} range "
             f"[{self.input_lo}, {self.input_hi}] -> output {self.output_shape} "
             f"scale {self.output_scale:g}",
-            f"window {self.window_size} bytes, {self.insn_count} instructions; every layer "
-            "runs on the accelerator, the host quantizes the input and gathers the output",
-            f"{'layer':<18}{'kind':<7}{'kernel':>7}{'in map':>14}{'out':>14}{'order':>15}"
+            f"window {self.window_size} bytes, {self.insn_count} instructions, "
+            f"{len(self.layers)} passes, every one on the accelerator; the host quantizes and "
+            "lays out the input, and gathers the output",
+            f"{'pass':<26}{'kind':<12}{'kernel':>7}{'in map':>14}{'out':>14}{'order':>15}"
             f"{'X tiles':>8}{'W grps':>7}{'insns':>7}{'MACs':>12}{'DMA/min':>8}",
         ]
         for r in self.layers:
@@ -179,7 +198,7 @@ class Program:
             inm = "x".join(map(str, r.in_shape))
             out = "x".join(map(str, r.out_shape))
             lines.append(
-                f"{r.name:<18}{r.kind:<7}{kern:>7}{inm:>14}{out:>14}{r.order:>15}"
+                f"{r.name:<26}{r.kind:<12}{kern:>7}{inm:>14}{out:>14}{r.order:>15}"
                 f"{r.x_tiles:>8}{r.w_groups:>7}{r.insn_count:>7}{r.macs:>12}"
                 f"{r.dma_bytes / r.min_dma_bytes:>8.2f}"
             )

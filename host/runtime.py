@@ -229,9 +229,7 @@ def run_with_stats(
         for seg in program.segments.values():
             dev.write(seg.offset, seg.data)
         placement.append(("input map layout", "host"))
-        for rec in program.layers:
-            k = f"{rec.kernel[0]}x{rec.kernel[1]}"
-            placement.append((f"{rec.name}: {rec.kind} {k} window walk + requant", dev.name))
+        placement.extend((rec.describe(), dev.name) for rec in program.layers)
         placement.append(("gather output channels", "host"))
         totals = np.zeros(5, dtype=np.int64)
         outs = []
@@ -259,6 +257,9 @@ def run(
     backend: str = "golden",
     device: Device | None = None,
     timeout_cycles: int = DEFAULT_TIMEOUT_CYCLES,
+    dequantize: bool = False,
 ) -> np.ndarray:
-    """Run ``program`` on a batch ``x``; the int64 output, shaped (B, *program.output_shape)."""
-    return run_with_stats(program, x, backend, device, timeout_cycles).output
+    """Run ``program`` on a batch ``x``; the int64 output, shaped (B, *program.output_shape),
+    or with ``dequantize`` its real values (float32, times the output scale)."""
+    y = run_with_stats(program, x, backend, device, timeout_cycles).output
+    return program.dequantize(y) if dequantize else y
