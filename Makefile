@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
-APT_PKGS := g++ make iverilog
+APT_PKGS := g++ make iverilog tcl
 
 .PHONY: demo test test-all lint setup synth bench
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from graphgen import random_graph
 
 from rmsmp.arch import AccelConfig
 from rmsmp.compiler.lower import lower
 from rmsmp.host.runtime import run_with_stats
 from rmsmp.sim.verilator import RtlDevice
+
+pytestmark = pytest.mark.rtl  # a Verilator build of a board-sized preset
 
 PYNQ = AccelConfig.for_board("pynq-z1")
 
