@@ -51,6 +51,7 @@ def run_resnet20(
     sensitivity: str = "none",
     reassign_every: int = 0,
     kd_teacher: str | None = None,
+    split_rule: str = "error",
 ) -> dict:
     """Train (resuming) and evaluate one method on ResNet-20 / CIFAR-10 (JPEG copy).
 
@@ -62,6 +63,8 @@ def run_resnet20(
     name, flags = method, ""
     if sensitivity != "none":
         name, flags = f"{name}+{sensitivity}", f"{flags} --sensitivity {sensitivity}"
+    if split_rule != "error":
+        name, flags = f"{name}+{split_rule}", f"{flags} --split-rule {split_rule}"
     if reassign_every:
         name += f"+reassign{reassign_every}"
         flags += f" --reassign-every {reassign_every}"
@@ -82,6 +85,7 @@ def run_resnet20(
         sensitivity=sensitivity,
         reassign_every=reassign_every,
         kd=kd,
+        split_rule=split_rule,
     )
     hist = ck["history"]
     return {
@@ -189,9 +193,10 @@ def update_readme() -> None:
 
 
 def main() -> int:
+    from rmsmp.compiler.assign import SPLIT_RULES
     from rmsmp.compiler.ddp import env_rank
     from rmsmp.compiler.methods import METHODS
-    from rmsmp.compiler.train import BREVITAS_METHODS
+    from rmsmp.compiler.train import BREVITAS_METHODS, SENSITIVITIES
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="resnet20", choices=("resnet20", "minilm"))
@@ -206,8 +211,14 @@ def main() -> int:
     p.add_argument(
         "--sensitivity",
         default="none",
-        choices=("none", "hutchinson"),
-        help="ResNet-20: choose the 8-bit rows by per-row Hessian trace",
+        choices=SENSITIVITIES,
+        help="ResNet-20: choose the 8-bit rows by per-row Hessian or Fisher trace",
+    )
+    p.add_argument(
+        "--split-rule",
+        default="error",
+        choices=SPLIT_RULES,
+        help="ResNet-20: split the 4-bit rows by quantisation error or the paper's variance rule",
     )
     p.add_argument("--reassign-every", type=int, default=0, help="ResNet-20: re-assign rows")
     p.add_argument(
@@ -228,7 +239,13 @@ def main() -> int:
                 row = run_minilm(m, args.epochs)
             else:
                 row = run_resnet20(
-                    m, args.epochs, args.lr, args.sensitivity, args.reassign_every, args.kd
+                    m,
+                    args.epochs,
+                    args.lr,
+                    args.sensitivity,
+                    args.reassign_every,
+                    args.kd,
+                    args.split_rule,
                 )
             if main_rank:
                 save_row(row)

@@ -118,8 +118,9 @@ def prepare(
 
     ``assignment`` (from a checkpoint) is reused as is; otherwise each layer's rows are assigned
     at the method's ratio: by ``assign_rows`` (optimal on quantisation error) or, given per-row
-    ``sensitivity`` (e.g. Hutchinson Hessian traces), by ``assign_rmsmp``, which gives the 8-bit
-    rows to the most sensitive rows and splits the rest by ``split_rule``. Activation
+    ``sensitivity`` (e.g. Hutchinson Hessian traces) or a ``split_rule`` other than "error", by
+    ``assign_rmsmp``, which gives the 8-bit rows to the most sensitive rows (without a
+    sensitivity: those that 4 bits fit worst) and splits the rest by ``split_rule``. Activation
     signedness comes from ``calib_input`` (a tensor, or a tuple of the model's positional inputs).
     Modules with a ``share_input_quantizer`` method (residual blocks) then move their first
     conv's input quantizer to the block input, so the shortcut sees the same integers; a model
@@ -141,7 +142,7 @@ def prepare(
             fmts = list(assignment[name])
         elif name in ends:
             fmts = [m.end_format] * n
-        elif sensitivity is not None or granularity > 1:
+        elif sensitivity is not None or granularity > 1 or split_rule != "error":
             sens = sensitivity.get(name) if sensitivity is not None else None
             fmts = assign_rmsmp(
                 w.reshape(n, -1).double().numpy(),

@@ -13,7 +13,9 @@ H_rr (K x K for a row of K weights). Two estimators, both built on Hessian-vecto
   blocks H_rq cancel in expectation (a block-diagonal approximation that the iteration really
   computes, rather than one that the iterate drifts away from).
 
-Both are stochastic on a real network: the coupling to other rows enters as zero-mean noise,
+``fisher_row_traces`` is the first-order stand-in: the empirical Fisher's diagonal (squared
+gradients) summed per row, one backward pass per batch. The two Hessian estimators are
+stochastic on a real network: the coupling to other rows enters as zero-mean noise,
 which the returned standard errors measure. A Hessian-vector product costs about two backward
 passes.
 
@@ -214,3 +216,24 @@ def power_iteration_row_eigs(
             eig[name], stderr[name] = q.mean(dim=0), q.std(dim=0) / len(q) ** 0.5
         del grads
     return RowEigs(eig, stderr)
+
+
+def fisher_row_traces(
+    model: nn.Module, loss_fn: LossFn, batches: Iterable[Any]
+) -> dict[str, Tensor]:
+    """Tr(F_rr) of every row: the empirical Fisher's diagonal summed over the row's weights.
+
+    The mean over ``batches`` of the squared gradient of the batch loss, row by row: with
+    one-sample batches the empirical Fisher, with larger ones its mini-batch form (the squared
+    mean gradient plus 1/batch of the per-sample variance). A first-order stand-in for the
+    Hessian trace, at one backward pass per batch and with no sampling noise of its own.
+    """
+    data = _list_batches(batches)
+    with _differentiable_weights(model) as (names, weights):
+        out = [torch.zeros(w.shape[0], dtype=torch.float64) for w in weights]
+        for batch in data:
+            grads = _gradients(model, loss_fn, batch, weights)
+            for acc, g in zip(out, grads, strict=True):
+                acc += _row_sum(g * g) / len(data)
+            del grads
+    return dict(zip(names, out, strict=True))

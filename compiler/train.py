@@ -95,13 +95,25 @@ def evaluate(model: nn.Module, n: int | None = None, batch: int = 500) -> float:
     return 100.0 * correct / total
 
 
-def row_sensitivity(model: nn.Module, n_batches: int = 4) -> dict:
-    """Per-row Hutchinson Hessian traces of the float model on a few training batches."""
-    from .sensitivity import hutchinson_row_traces
+SENSITIVITIES = ("none", "hutchinson", "fisher")
+"""How the 8-bit rows are chosen: quantisation error, per-row Hessian trace, per-row Fisher."""
 
-    data = list(batches("train", 64, False, np.random.default_rng(2), n=64 * n_batches))
+
+def row_sensitivity(model: nn.Module, kind: str) -> dict:
+    """Per-row sensitivity of the float model on training images: Hutchinson Hessian traces
+    (4 batches of 64, 16 probes each) or empirical Fisher traces (64 batches of 8)."""
+    from .sensitivity import fisher_row_traces, hutchinson_row_traces
+
+    size, count = (64, 4) if kind == "hutchinson" else (8, 64)
+    data = list(batches("train", size, False, np.random.default_rng(2), n=size * count))
     loss = nn.CrossEntropyLoss()
-    return hutchinson_row_traces(model, lambda m, b: loss(m(b[0]), b[1]), data).trace
+
+    def loss_fn(m: nn.Module, b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return loss(m(b[0]), b[1])
+
+    if kind == "hutchinson":
+        return hutchinson_row_traces(model, loss_fn, data).trace
+    return fisher_row_traces(model, loss_fn, data)
 
 
 def build(
@@ -109,13 +121,15 @@ def build(
     method_name: str,
     assignment: dict | None = None,
     sensitivity: str = "none",
+    split_rule: str = "error",
 ) -> tuple[nn.Module, dict]:
     """The pretrained model, prepared for a method (assignment reused when given).
 
-    ``sensitivity="hutchinson"`` assigns the 8-bit rows by per-row Hessian trace
-    (``assign_rmsmp``); "none" by quantisation error. ``BREVITAS_METHODS`` build the peer
-    baseline instead (float or 8-bit ends), its activation ranges calibrated on a few training
-    batches as Brevitas recommends.
+    ``sensitivity`` "hutchinson" or "fisher" assigns the 8-bit rows by per-row Hessian or
+    Fisher trace (``assign_rmsmp``); "none" by quantisation error. ``split_rule`` "variance"
+    splits the 4-bit rows by the paper's normalised-variance rule instead of by error.
+    ``BREVITAS_METHODS`` build the peer baseline instead (float or 8-bit ends), its activation
+    ranges calibrated on a few training batches as Brevitas recommends.
     """
     if model_name != "resnet20":
         raise ValueError(f"training supports --model resnet20 for now, got {model_name!r}")
@@ -133,10 +147,12 @@ def build(
     m = method(method_name)
     model = load_resnet20() if assignment is None else resnet20()
     model.eval()
-    if sensitivity not in ("none", "hutchinson"):
-        raise ValueError(f"sensitivity must be 'none' or 'hutchinson', got {sensitivity!r}")
-    sens = row_sensitivity(model) if sensitivity == "hutchinson" and assignment is None else None
-    return model, prepare(model, m, calib, assignment, sensitivity=sens)
+    if sensitivity not in SENSITIVITIES:
+        raise ValueError(f"sensitivity must be one of {SENSITIVITIES}, got {sensitivity!r}")
+    sens = None
+    if sensitivity != "none" and assignment is None:
+        sens = row_sensitivity(model, sensitivity)
+    return model, prepare(model, m, calib, assignment, sens, split_rule)
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -302,12 +318,14 @@ def train(
     sensitivity: str = "none",
     reassign_every: int = 0,
     kd: Distill | None = None,
+    split_rule: str = "error",
 ) -> dict:
     """Fine-tune (fp32) or QAT-train for ``epochs``; resumes from ``out`` if it exists.
 
     Returns the checkpoint dict (with ``history``: per-epoch loss, top-1 and seconds).
     ``reassign_every`` > 0 re-assigns the rows from the current weights every that many epochs,
-    as RMSMP does (the paper: every 10). ``kd`` distils from a float teacher. Under torchrun
+    as RMSMP does (the paper: every 10). ``sensitivity`` and ``split_rule`` choose the rows'
+    formats (see ``build``). ``kd`` distils from a float teacher. Under torchrun
     every process trains a replica on its slice of each batch of ``batch`` (see ``ddp``); rank 0
     evaluates and writes the checkpoint, and every rank returns it.
     """
@@ -345,7 +363,7 @@ def train(
         same_run = restore_schedule(ck, epochs, out)
         assignment = ck["assignment"]
     else:
-        model, assignment = build(model_name, method_name, sensitivity=sensitivity)
+        model, assignment = build(model_name, method_name, None, sensitivity, split_rule)
     model.to(world.device)
     decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
     rest = [p for n, p in model.named_parameters() if not n.endswith("weight")]

@@ -11,6 +11,7 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 
 from rmsmp.arch import numerics
+from rmsmp.compiler.assign import assign_rmsmp
 from rmsmp.compiler.methods import METHODS, method, prepare, reassign
 from rmsmp.compiler.qat import (
     ActQuantizer,
@@ -178,3 +179,18 @@ def test_distillation_loss_is_ce_plus_softened_kl() -> None:
         Distill(weight=0.0)
     with pytest.raises(ValueError, match="temperature"):
         Distill(temperature=-1.0)
+
+
+def test_variance_rule_gives_pot_to_the_rows_most_concentrated_near_zero() -> None:
+    torch.manual_seed(0)
+    model = small_model()
+    with torch.no_grad():  # rows 0-19 peaked (Laplace-like), rows 20-39 uniform
+        w = model[2].weight
+        w[:20] = torch.distributions.Laplace(0.0, 0.05).sample(w[:20].shape)
+        w[20:] = torch.empty_like(w[20:]).uniform_(-0.2, 0.2)
+    assign = prepare(model, method("rmsmp"), torch.randn(4, 3, 8, 8), split_rule="variance")
+    mid = assign["2"]
+    assert (mid.count("pot4"), mid.count("fixed4"), mid.count("fixed8")) == (24, 14, 2)
+    assert all(f in ("pot4", "fixed8") for f in mid[:20])
+    rows = model[2].weight.detach().reshape(40, -1).double().numpy()
+    assert mid == assign_rmsmp(rows, method("rmsmp").ratio, split_rule="variance")

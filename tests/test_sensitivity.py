@@ -1,4 +1,4 @@
-"""Per-row Hessian sensitivities against Hessians known in closed form."""
+"""Per-row Hessian (and Fisher) sensitivities against ones known in closed form."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from rmsmp.compiler.sensitivity import (
+    fisher_row_traces,
     hutchinson_row_traces,
     power_iteration_row_eigs,
     weight_layers,
@@ -225,3 +226,18 @@ def test_rejects_bad_inputs():
     with pytest.raises(ValueError, match="no Conv2d/Linear"):
         power_iteration_row_eigs(nn.Sequential(nn.ReLU()), _ce, batches)
     assert weight_layers(nn.Sequential(nn.ReLU())) == []
+
+
+def test_fisher_is_the_mean_squared_row_gradient() -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2, bias=False)
+    data = [(torch.randn(1, 3), torch.randn(1, 2)) for _ in range(5)]
+
+    def loss_fn(m: nn.Module, b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return 0.5 * ((m(b[0]) - b[1]) ** 2).sum()
+
+    got = fisher_row_traces(layer, loss_fn, data)[""]  # a bare Linear's layer name
+    w = layer.weight.detach().double()
+    x, y = torch.cat([b[0] for b in data]).double(), torch.cat([b[1] for b in data]).double()
+    want = (((x @ w.T - y) ** 2) * (x**2).sum(1, keepdim=True)).sum(0)
+    assert got.shape == (2,) and torch.allclose(got, want / len(data))
