@@ -1,0 +1,82 @@
+"""Whole residual CNNs as one Program: golden == IntGraph.evaluate == fake-quant torch, and
+RTL == golden, with nothing on the host between the input and the logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from cnngen import Net
+
+import rmsmp
+from rmsmp.arch import AccelConfig
+from rmsmp.compiler.export import export
+from rmsmp.compiler.lower import lower
+from rmsmp.host.runtime import run_with_stats
+
+HOST_STEPS = ["quantize input", "input map layout", "gather output channels"]
+
+
+def _case(seed: int, side: tuple[int, int]):
+    """A random residual CNN, its input batch, its fake-quant model and integer graph."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    cin = int(rng.integers(1, 4))
+    s = int(rng.integers(*side))
+    model = Net(rng, cin).eval()
+    x = torch.from_numpy(rng.normal(0, 1.5, size=(int(rng.integers(1, 5)), cin, s, s))).float()
+    qmodel = rmsmp.quantize(model, x, act_bits=int(rng.integers(2, 8)))
+    return rng, x, qmodel, export(qmodel)
+
+
+def _check_run(res, graph, qmodel, x) -> None:
+    ref = graph.evaluate(graph.quantize_input(x.numpy()))
+    assert np.array_equal(res.output, ref)
+    with torch.no_grad():
+        fq = qmodel(x).numpy() / graph.output_scale
+    # The fake-quant model is the integer graph's definition: 0 LSB apart, up to float noise.
+    assert np.abs(res.output - fq).max() < 1e-6
+    assert [s for s, where in res.placement if where == "host"] == HOST_STEPS
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_residual_cnns_run_whole_on_golden(seed: int) -> None:
+    rng, x, qmodel, graph = _case(seed, (8, 13))
+    cfg = AccelConfig.for_board("pynq-z1" if seed % 2 else "zc706")
+    prog = lower(graph, cfg, int(rng.integers(1, 4)))
+    assert not graph.is_chain and any(r.res for r in prog.layers)
+    _check_run(run_with_stats(prog, x.numpy()), graph, qmodel, x)
+
+
+@pytest.fixture(scope="module")
+def rtl():
+    from rmsmp.sim.verilator import RtlDevice
+
+    dev = RtlDevice(AccelConfig.for_board("tiny"), 1 << 22)
+    yield dev
+    dev.close()
+
+
+@pytest.mark.parametrize("seed", range(100, 112))
+def test_random_residual_cnns_rtl_equals_golden(rtl, seed: int) -> None:
+    """On the tiny preset (every scheme, tiny buffers, so every pass is tiled)."""
+    rng, x, qmodel, graph = _case(seed, (6, 9))
+    prog = lower(graph, rtl.config, int(rng.integers(1, 3)))
+    kinds = {r.kind for r in prog.layers}
+    assert "conv+res" in kinds and kinds & {"avgpool", "pool"}
+    gold = run_with_stats(prog, x.numpy(), backend="golden")
+    hw = run_with_stats(prog, x.numpy(), device=rtl)
+    assert np.array_equal(hw.output, gold.output)
+    assert hw.total_cycles > 0 and hw.mac_cycles > 0
+    _check_run(hw, graph, qmodel, x)
+
+
+def test_max_pool_padding_never_wins_on_negative_maps() -> None:
+    """A 3x3/2 pad-1 max pool of an all-negative map: the padded border must not give 0."""
+    from rmsmp.compiler.ir import IntGraph, IntMaxPool
+
+    graph = IntGraph([IntMaxPool("pool", (3, 3), (2, 2), (1, 1), 1.0)], (3, 7, 7), 1.0)
+    x = -(np.arange(2 * 3 * 49).reshape(2, 3, 7, 7) % 120) - 1
+    prog = lower(graph, AccelConfig.for_board("tiny"), 2)
+    out = run_with_stats(prog, x).output
+    assert out.max() < 0 and np.array_equal(out, graph.evaluate(x))
