@@ -102,20 +102,32 @@ def q_values(bias, mult, shift, res_mult=0) -> np.ndarray:
     return np.stack(parts, axis=-1).reshape(*parts[0].shape[:-1], -1)
 
 
+def _byte_mask(widths: np.ndarray) -> np.ndarray | None:
+    """[fields, 8] mask of the low bytes each field keeps, when every width is whole bytes."""
+    if (widths % 8).any() or (widths > 64).any():
+        return None
+    return np.arange(8) < (widths // 8)[:, None]
+
+
 def pack(cfg: AccelConfig, kind: Entry, values: np.ndarray) -> bytes:
     """Pack an [entries, fields] integer array into the DDR image of those entries.
 
     Values are taken modulo 2^width (two's complement for signed fields); the caller checks ranges.
+    Entries of whole-byte fields (X, OUT, Q) are packed byte-wise, the others bit by bit.
     """
     widths = field_widths(cfg, kind)
     values = np.asarray(values, dtype=np.int64)
     if values.ndim != 2 or values.shape[1] != len(widths):
         raise ValueError(f"{kind.name} entries need shape [n, {len(widths)}], got {values.shape}")
+    pad = entry_bytes(cfg, kind) * 8 - int(widths.sum())
+    mask = _byte_mask(widths)
+    if mask is not None:
+        raw = np.ascontiguousarray(values, dtype="<i8").view(np.uint8).reshape(len(values), len(widths), 8)[:, mask]
+        return np.pad(raw, ((0, 0), (0, pad // 8))).tobytes()
     cols = []
     for i, w in enumerate(widths):
         cols.append(((values[:, i : i + 1] >> np.arange(w)) & 1).astype(np.uint8))
     bits = np.concatenate(cols, axis=1) if cols else np.zeros((len(values), 0), np.uint8)
-    pad = entry_bytes(cfg, kind) * 8 - bits.shape[1]
     bits = np.pad(bits, ((0, 0), (0, pad)))
     return np.packbits(bits, axis=1, bitorder="little").tobytes()
 
@@ -126,8 +138,17 @@ def unpack(cfg: AccelConfig, kind: Entry, blob: bytes, signed: bool = True) -> n
     if len(blob) % nb:
         raise ValueError(f"{kind.name} image of {len(blob)} bytes is not a multiple of {nb}")
     raw = np.frombuffer(blob, dtype=np.uint8).reshape(-1, nb)
-    bits = np.unpackbits(raw, axis=1, bitorder="little").astype(np.int64)
     widths = field_widths(cfg, kind)
+    mask = _byte_mask(widths)
+    if mask is not None:
+        full = np.zeros((raw.shape[0], len(widths), 8), dtype=np.uint8)
+        full[:, mask] = raw[:, : int(widths.sum()) // 8]
+        v = full.view("<i8")[..., 0]
+        if not signed:
+            return v
+        up = (64 - widths).astype(np.int64)
+        return np.right_shift(np.left_shift(v, up), up)
+    bits = np.unpackbits(raw, axis=1, bitorder="little").astype(np.int64)
     out = np.zeros((raw.shape[0], len(widths)), dtype=np.int64)
     off = 0
     for i, w in enumerate(widths):

@@ -20,7 +20,22 @@ _U32 = 0xFFFF_FFFF
 _MEMO_BYTES = 64 << 20
 """Cap on the decoded W/Q entries kept for reuse."""
 _MEMO_WORDS = 1 << 16
-"""Cap on the decoded instruction words kept for reuse."""
+"""Cap on the decoded instruction words (and window walks) kept for reuse."""
+_WALK_FIELDS = (
+    "oh_count",
+    "ow_count",
+    "c_count",
+    "kh",
+    "kw",
+    "stride_y",
+    "stride_x",
+    "pad_top",
+    "pad_left",
+    "tile_h",
+    "tile_w",
+    "c_stride",
+)
+"""The GEMM fields that shape its window walk."""
 
 
 class GoldenDevice(Device):
@@ -51,6 +66,9 @@ class GoldenDevice(Device):
         self._regs["MAGIC"] = regs.MAGIC
         c = config
         self.w = np.zeros((c.w_depth, c.rows, c.cols), dtype=np.int64)
+        self.levels = np.zeros((c.w_depth, c.cols, c.rows))
+        """W decoded at load time: the weight level of every (entry, column, row), as float64
+        (exact: every sum a GEMM forms stays far below 2^53), so a GEMM is one BLAS matmul."""
         self.x = np.zeros((c.x_depth, c.cols), dtype=np.int64)
         self.q = np.zeros((c.q_depth, c.rows, len(layout.Q_FIELDS)), dtype=np.int64)
         self.r = np.zeros((c.out_depth, c.cols), dtype=np.int64)
@@ -59,6 +77,7 @@ class GoldenDevice(Device):
         offs = c.group_offsets()
         self._groups = [(numerics.weight_format(g.fmt), *offs[g.fmt]) for g in c.groups]
         self._decoded: dict[int, isa.Insn | None] = {}
+        self._walks: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._unpacked: dict[tuple[Entry, bytes], np.ndarray] = {}
         self._unpacked_bytes = 0
 
@@ -199,7 +218,11 @@ class GoldenDevice(Device):
             raw = self._unpack(kind, bytes(self.mem[at : at + n]))
             dst = slice(i.sram + y * i.x_size, i.sram + (y + 1) * i.x_size)
             if buf is Buf.W:
-                self.w[dst] = raw.reshape(i.x_size, cfg.rows, cfg.cols)
+                codes = raw.reshape(i.x_size, cfg.rows, cfg.cols)
+                self.w[dst] = codes
+                for fmt, r0, rows in self._groups:
+                    lv = fmt.decode(codes[:, r0 : r0 + rows, :]).transpose(0, 2, 1)
+                    self.levels[dst, :, r0 : r0 + rows] = lv
             elif buf is Buf.X:
                 self.x[dst] = numerics.wrap(raw, cfg.act_bits)
             elif buf is Buf.R:
@@ -223,35 +246,43 @@ class GoldenDevice(Device):
             self.mem[at : at + n] = layout.pack(cfg, Entry.OUT, src)
         return Error.NONE
 
+    def _walk(self, i: isa.Insn) -> tuple[np.ndarray, np.ndarray]:
+        """The [m, k] X addresses of a GEMM's window walk relative to ``x_base``, and which of
+        them lie inside the tile; memoised by the walk's shape (programs repeat a few)."""
+        key = tuple(i.args[f] for f in _WALK_FIELDS)
+        if key not in self._walks:
+            if len(self._walks) >= _MEMO_WORDS:
+                self._walks.clear()
+            oy = np.arange(i.oh_count)[:, None, None, None, None]
+            ox = np.arange(i.ow_count)[None, :, None, None, None]
+            c = np.arange(i.c_count)[None, None, :, None, None]
+            ki = np.arange(i.kh)[None, None, None, :, None]
+            kj = np.arange(i.kw)[None, None, None, None, :]
+            y = oy * i.stride_y + ki - i.pad_top
+            x = ox * i.stride_x + kj - i.pad_left
+            rel = c * i.c_stride + y * i.tile_w + x
+            inside = (y >= 0) & (y < i.tile_h) & (x >= 0) & (x < i.tile_w)
+            m, k = i.oh_count * i.ow_count, i.c_count * i.kh * i.kw
+            valid = np.broadcast_to(inside, rel.shape).reshape(m, k)
+            self._walks[key] = (rel.reshape(m, k), valid)
+        return self._walks[key]
+
     def _window(self, i: isa.Insn, fill: int = 0) -> np.ndarray:
         """The [m, k, cols] inputs of a GEMM's window walk, ``fill`` outside the tile."""
-        oy = np.arange(i.oh_count)[:, None, None, None, None]
-        ox = np.arange(i.ow_count)[None, :, None, None, None]
-        c = np.arange(i.c_count)[None, None, :, None, None]
-        ki = np.arange(i.kh)[None, None, None, :, None]
-        kj = np.arange(i.kw)[None, None, None, None, :]
-        y = oy * i.stride_y + ki - i.pad_top
-        x = ox * i.stride_x + kj - i.pad_left
-        addr = i.x_base + c * i.c_stride + y * i.tile_w + x
-        valid = np.broadcast_to((y >= 0) & (y < i.tile_h) & (x >= 0) & (x < i.tile_w), addr.shape)
-        addr = np.where(valid, addr, 0)
-        m, k = i.oh_count * i.ow_count, i.c_count * i.kh * i.kw
-        xs = self.x[addr.reshape(m, k)]
-        return np.where(valid.reshape(m, k)[..., None], xs, fill)
+        rel, valid = self._walk(i)
+        xs = self.x[np.where(valid, rel + i.x_base, 0)]
+        return np.where(valid[..., None], xs, fill)
 
     def _gemm(self, i: isa.Insn) -> None:
-        """Per row group: ``numerics.dot`` of decoded levels and X, as one exact int64 matmul."""
+        """``numerics.dot`` of every row's decoded levels with X, as one exact matmul."""
         cfg = self.config
         m, k = i.oh_count * i.ow_count, i.c_count * i.kh * i.kw
         if i.max:
             s = self._window(i, -(1 << (cfg.acc_bits - 1))).max(axis=1)
         else:
-            xs = self._window(i).reshape(m, k * cfg.cols)
-            ws = self.w[i.w_base : i.w_base + k]
-            s = np.empty((m, cfg.rows), dtype=np.int64)
-            for fmt, r0, n in self._groups:
-                lv = fmt.decode(ws[:, r0 : r0 + n, :]).transpose(1, 0, 2).reshape(n, k * cfg.cols)
-                s[:, r0 : r0 + n] = xs @ lv.T
+            xs = self._window(i).reshape(m, k * cfg.cols).astype(np.float64)
+            lv = self.levels[i.w_base : i.w_base + k].reshape(k * cfg.cols, cfg.rows)
+            s = np.rint(xs @ lv).astype(np.int64)
         if not i.reset:
             s += self.acc[i.acc_base : i.acc_base + m]
         s = numerics.wrap(s, cfg.acc_bits)
