@@ -1,4 +1,4 @@
-"""The on-chip buffers (W, X, Q, ACC, OUT): their shapes and the signatures of their ports.
+"""The on-chip buffers (W, X, Q, R, ACC, OUT): their shapes and the signatures of their ports.
 
 The shell owns the memories; units get typed read/write ports. Read ports are synchronous and
 not transparent (data one cycle after the address, as a block RAM gives it).
@@ -12,15 +12,17 @@ from amaranth import Shape, unsigned
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 
 from ..arch import AccelConfig
-from ..arch.layout import Entry, entry_bits
+from ..arch.isa import Buf, buf_depth
+from ..arch.layout import BUF_ENTRY, Entry, entry_bits
 
 
 class Buffer(enum.Enum):
-    """The on-chip buffers."""
+    """The on-chip buffers; the LOAD targets are named as in ``arch.isa.Buf``."""
 
     W = "w"
     X = "x"
     Q = "q"
+    R = "r"
     ACC = "acc"
     OUT = "out"
 
@@ -29,14 +31,10 @@ def shape(cfg: AccelConfig, buf: Buffer) -> tuple[int, int]:
     """(entry bits, depth) of a buffer."""
     if buf is Buffer.ACC:
         return cfg.rows * cfg.acc_bits, cfg.acc_depth
-    kind = {Buffer.W: Entry.W, Buffer.X: Entry.X, Buffer.Q: Entry.Q, Buffer.OUT: Entry.OUT}[buf]
-    depth = {
-        Buffer.W: cfg.w_depth,
-        Buffer.X: cfg.x_depth,
-        Buffer.Q: cfg.q_depth,
-        Buffer.OUT: cfg.out_depth,
-    }[buf]
-    return entry_bits(cfg, kind), depth
+    if buf is Buffer.OUT:
+        return entry_bits(cfg, Entry.OUT), cfg.out_depth
+    target = Buf[buf.name]
+    return entry_bits(cfg, BUF_ENTRY[target]), buf_depth(cfg, target)
 
 
 def addr_width(cfg: AccelConfig, buf: Buffer) -> int:

@@ -15,9 +15,19 @@ their parameters rotating through a register loaded once from Q, and the output 
 when its last group leaves the lanes. The array keeps issuing meanwhile; only outputs closer than
 ``rows / requant_lanes`` cycles apart (few MACs per output) are spaced out. An instruction ends
 once the pipeline is empty.
+
+``max`` (pooling): the X entry and its in-tile flag travel down a delay line from the buffer read
+to the accumulate stage, and the array's input is held at zero, so its dot products are 0. The
+accumulator's start term becomes the running maximum instead: ``acc[r] = v`` on an output's first
+pair, else ``max(acc[r], v)``, with ``v`` lane r of the X entry, or ``-2^(acc_bits-1)`` outside
+the tile. ``res`` (residual): R[r_base + m] is read as the output's accumulator finishes, held
+beside it and shifted group by group into the lanes' ``res`` inputs (zero without ``res``, so the
+residual term vanishes); each row's ``res_mult`` comes from its Q row like the other parameters.
 """
 
 from __future__ import annotations
+
+from itertools import accumulate
 
 from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
@@ -25,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch import AccelConfig
 from ..arch.isa import CONV_STRIDE_BITS, OPCODE_BITS, Opcode, Unit, layout
-from ..arch.layout import Q_ROW_BITS
+from ..arch.layout import Q_FIELDS, Q_ROW_BITS
 from ..arch.numerics import BIAS_BITS, MULT_BITS, SHIFT_BITS
 from .arith import small_mul
 from .buffers import Buffer, addr_width, read_sig, write_sig
@@ -46,6 +56,7 @@ class Compute(wiring.Component):
                 "w_rd": In(read_sig(cfg, Buffer.W)),
                 "x_rd": In(read_sig(cfg, Buffer.X)),
                 "q_rd": In(read_sig(cfg, Buffer.Q)),
+                "r_rd": In(read_sig(cfg, Buffer.R)),
                 "acc_rd": In(read_sig(cfg, Buffer.ACC)),
                 "acc_wr": In(write_sig(cfg, Buffer.ACC)),
                 "out_wr": In(write_sig(cfg, Buffer.OUT)),
@@ -77,6 +88,7 @@ class Compute(wiring.Component):
 
         is_gemm = insn[:OPCODE_BITS] == Opcode.GEMM
         reset, final = f("reset"), f("final")
+        pool, res = f("max"), f("res")
         lo, hi = f("lo"), f("hi")
 
         # Walk state.
@@ -134,18 +146,30 @@ class Compute(wiring.Component):
         m.d.comb += [
             array.w.eq(self.w_rd.data),
             array.x.eq(self.x_rd.data),
-            array.x_valid.eq(pipe[1].in_tile),
+            array.x_valid.eq(pipe[1].in_tile & ~pool),
         ]
+        x_line = self.x_rd.data
+        for k in range(2, acc_stage + 1):
+            x_next = Signal.like(x_line, name=f"x_stage{k}")
+            m.d.sync += x_next.eq(x_line)
+            x_line = x_next
 
-        # Accumulate: from 0 or ACC (read one cycle ahead), into `acc`.
+        # Accumulate: from 0 or ACC (read one cycle ahead), into `acc`; or the running maximum.
         acc_layout = data.ArrayLayout(signed(cfg.acc_bits), rows)
+        lanes_of_x = data.ArrayLayout(signed(cfg.act_bits), cfg.cols)
         acc = Signal(acc_layout)
         init = data.View(acc_layout, self.acc_rd.data)
         s = pipe[acc_stage]
+        xs = data.View(lanes_of_x, x_line)
         m.d.comb += self.acc_rd.addr.eq(f("acc_base") + pipe[acc_stage - 1].m)
         with m.If(s.valid):
             for r in range(rows):
-                start = Mux(s.first, Mux(reset, 0, init[r]), acc[r])
+                v = Mux(s.in_tile, xs[r], -(1 << (cfg.acc_bits - 1)))
+                start = Mux(
+                    s.first,
+                    Mux(pool, v, Mux(reset, 0, init[r])),
+                    Mux(pool & (v > acc[r]), v, acc[r]),
+                )
                 m.d.sync += acc[r].eq(start + array.dots[r])
         done_out = pipe[acc_stage + 1]
         finished = done_out.valid & done_out.last
@@ -155,19 +179,28 @@ class Compute(wiring.Component):
             self.acc_wr.en.eq(finished & ~final),
         ]
 
-        # Requant: `groups` cycles per output, `lanes` rows per cycle.
+        # Requant: `groups` cycles per output, `lanes` rows per cycle. R is read like ACC, so
+        # that its entry arrives with the finished accumulator.
         hold = Signal(acc_layout)
+        res_hold = Signal(lanes_of_x)
         left = Signal(range(groups + 1))
         rq_m = Signal.like(m_idx)
         feeding = left != 0
+        m.d.comb += self.r_rd.addr.eq(f("r_base") + s.m)
         with m.If(feeding):
             m.d.sync += [
                 hold.eq(hold.as_value() >> (lanes * cfg.acc_bits)),
+                res_hold.eq(res_hold.as_value() >> (lanes * cfg.act_bits)),
                 qreg.eq(qreg.rotate_right(lanes * Q_ROW_BITS)),
                 left.eq(left - 1),
             ]
         with m.If(finished & final):
-            m.d.sync += [hold.eq(acc), left.eq(groups), rq_m.eq(done_out.m)]
+            m.d.sync += [
+                hold.eq(acc),
+                res_hold.eq(Mux(res, self.r_rd.data, 0)),
+                left.eq(groups),
+                rq_m.eq(done_out.m),
+            ]
         side = data.StructLayout({"valid": 1, "last": 1, "m": len(m_idx)})
         tags = [Signal(side, name="rq_in")]
         m.d.comb += [tags[0].valid.eq(feeding), tags[0].last.eq(left == 1), tags[0].m.eq(rq_m)]
@@ -175,15 +208,18 @@ class Compute(wiring.Component):
             tags.append(Signal(side, name=f"rq_stage{k + 1}"))
             m.d.sync += tags[-1].eq(tags[-2])
         outs = []
+        bias_at, mult_at, shift_at, res_mult_at, _ = accumulate((0, *Q_FIELDS))
         for lane in range(lanes):
             ln = RequantLane(cfg.acc_bits, cfg.act_bits)
             m.submodules[f"rq{lane}"] = ln
             q = qreg[lane * Q_ROW_BITS : (lane + 1) * Q_ROW_BITS]
             m.d.comb += [
                 ln.acc.eq(hold[lane]),
-                ln.bias.eq(q[:BIAS_BITS]),
-                ln.mult.eq(q[BIAS_BITS : BIAS_BITS + MULT_BITS]),
-                ln.shift.eq(q[BIAS_BITS + MULT_BITS : BIAS_BITS + MULT_BITS + SHIFT_BITS]),
+                ln.bias.eq(q[bias_at : bias_at + BIAS_BITS]),
+                ln.mult.eq(q[mult_at : mult_at + MULT_BITS]),
+                ln.shift.eq(q[shift_at : shift_at + SHIFT_BITS]),
+                ln.res.eq(res_hold[lane]),
+                ln.res_mult.eq(q[res_mult_at : res_mult_at + MULT_BITS]),
                 ln.lo.eq(lo),
                 ln.hi.eq(hi),
             ]

@@ -16,7 +16,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from ..arch import AccelConfig
-from ..arch.isa import OPCODE_BITS, UNIT_OF, Buf, Error, Opcode, Unit
+from ..arch.isa import OPCODE_BITS, UNIT_OF, Buf, Error, Opcode, Unit, buf_depth
 from ..arch.layout import BUF_ENTRY, Entry, entry_beats
 from .arith import log2_exact, small_mul
 from .dma import BurstGen, ReadClientSignature
@@ -72,18 +72,18 @@ class Checker(wiring.Component):
 
         ys, xs, st, sram, dram = (ls(n) for n in ("y_size", "x_size", "x_stride", "sram", "dram"))
         buf = f(ld, "buf")
-        depth = Signal(range(max(cfg.w_depth, cfg.x_depth, cfg.q_depth, cfg.out_depth) + 1))
+        depth = Signal(range(max(cfg.out_depth, *(buf_depth(cfg, b) for b in Buf)) + 1))
         beats = Signal(range(max(entry_beats(cfg, k) for k in Entry) + 1))
         m.d.comb += [depth.eq(cfg.out_depth), beats.eq(entry_beats(cfg, Entry.OUT))]
         buf_ok = Signal()
         with m.If(is_load):
             m.d.comb += buf_ok.eq(0)
             with m.Switch(buf):
-                for b, d in ((Buf.W, cfg.w_depth), (Buf.X, cfg.x_depth), (Buf.Q, cfg.q_depth)):
+                for b in Buf:
                     with m.Case(b):
                         m.d.comb += [
                             buf_ok.eq(1),
-                            depth.eq(d),
+                            depth.eq(buf_depth(cfg, b)),
                             beats.eq(entry_beats(cfg, BUF_ENTRY[b])),
                         ]
         with m.Else():
@@ -110,6 +110,8 @@ class Checker(wiring.Component):
             & (f(gm, "tile_w") >= 1)
             & (f(gm, "q_base") < cfg.q_depth)
             & (f(gm, "lo") <= f(gm, "hi"))
+            & (~f(gm, "max") | (f(gm, "reset") & f(gm, "final")))
+            & (~f(gm, "res") | f(gm, "final"))
         )
         s1_g_simple = reg(g_simple, "s1_g_simple")
 
@@ -133,6 +135,7 @@ class Checker(wiring.Component):
             & (s2_x_end <= cfg.x_depth)
             & ((reset & final) | (f(gm, "acc_base") + s2_m <= cfg.acc_depth))
             & (~final | (f(gm, "o_base") + s2_m <= cfg.out_depth))
+            & (~f(gm, "res") | (f(gm, "r_base") + s2_m <= cfg.out_depth))
         )
         s3_g_ok = reg(g_ok, "s3_g_ok")
 

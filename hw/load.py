@@ -1,4 +1,4 @@
-"""The load unit: LOAD copies a 2-D block of entries from the DMA window into W, X or Q.
+"""The load unit: LOAD copies a 2-D block of entries from the DMA window into W, X, Q or R.
 
 Row y is ``x_size`` entries at entry offset ``y * x_stride`` from beat offset ``dram``; rows are
 packed on chip from ``sram``. Every row's bursts are requested back to back (BurstGen) without
@@ -20,7 +20,7 @@ from .buffers import Buffer, write_sig
 from .dma import BurstGen, ReadClientSignature
 from .queues import FaultSignature, command_layout, field, sequence, token_members
 
-BUF_OF: dict[Buf, Buffer] = {Buf.W: Buffer.W, Buf.X: Buffer.X, Buf.Q: Buffer.Q}
+BUF_OF: dict[Buf, Buffer] = {b: Buffer[b.name] for b in Buf}
 """The on-chip buffer each LOAD target names."""
 
 

@@ -1,12 +1,21 @@
-"""Requantisation lane: ``clamp(round_half_up((acc * 2^F + bias) * mult / 2^shift), lo, hi)``.
+"""Requantisation lane: ``clamp(round_half_up(p / 2^shift), lo, hi)`` with
+``p = (acc * 2^F + bias) * mult + res * 2^F * res_mult``.
 
-The exact hardware form of ``arch.numerics.requant``, pipelined for the clock:
+The exact hardware form of ``arch.numerics.requant_residual`` (``arch.numerics.requant`` when
+``res`` is 0: the residual term is then exactly 0), pipelined for the clock:
 
-1. ``v = acc * 2^BIAS_FRAC_BITS + bias``, registered (the DSP48s' A/B input registers);
-2. partial products of ``v`` and ``mult``, split into chunks that each fit one DSP48E1
-   multiplier (signed 25 x 18), registered (the DSP48's M register);
-3. ``p``, their shifted sum (exact, full width), and the clamp thresholds, registered;
+1. ``v = acc * 2^BIAS_FRAC_BITS + bias`` and ``mult``, registered (the DSP48s' A/B input
+   registers); the partial products of ``res`` and ``res_mult``, registered (M registers: those
+   two inputs go straight into their multipliers, so the caller drives them from registers);
+2. partial products of ``v`` and ``mult``, registered (M registers); the residual product, the
+   exact sum of its pieces, registered;
+3. ``p``, the shifted sum of the partial products and of the residual product (exact, full
+   width), and the clamp thresholds, registered;
 4. the rounded, clamped output, registered.
+
+Partial products split their operands into chunks that each fit one DSP48E1 multiplier (signed
+25 x 18). The residual's product is summed a stage ahead so that stage 3 adds five terms, not six
+(its carry chains set the lane's clock).
 
 With ``r = round_half_up(p / 2^s) = floor((2p + 2^s) / 2^(s+1))`` (every ``s >= 0``):
 ``r > hi`` exactly when ``2p >= (2*hi + 1) * 2^s`` and ``r < lo`` exactly when
@@ -16,7 +25,7 @@ bits of ``r = ((2p >> s) + 1) >> 1``, which are all an unclamped output needs.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -26,6 +35,14 @@ DSP_A_BITS = 25
 """Signed width of the DSP48E1 multiplier's A operand."""
 DSP_B_BITS = 18
 """Signed width of its B operand."""
+
+
+def _shifted_sum(parts: list[tuple[Value, int]]) -> Value:
+    """The sum of ``value << offset`` over (value, offset) ``parts``."""
+    total = parts[0][0] << parts[0][1]
+    for v, off in parts[1:]:
+        total = total + (v << off)
+    return total
 
 
 def _chunks(value, width: int, chunk: int) -> list[tuple[object, int]]:
@@ -40,7 +57,8 @@ def _chunks(value, width: int, chunk: int) -> list[tuple[object, int]]:
 
 
 class RequantLane(wiring.Component):
-    """One output per cycle, ``LATENCY`` cycles after its inputs."""
+    """One output per cycle, ``LATENCY`` cycles after its inputs (``res``: the residual, an
+    activation; ``res_mult``: its multiplier)."""
 
     LATENCY = 4
 
@@ -54,6 +72,8 @@ class RequantLane(wiring.Component):
                 "bias": In(signed(BIAS_BITS)),
                 "mult": In(signed(MULT_BITS)),
                 "shift": In(unsigned(SHIFT_BITS)),
+                "res": In(signed(act_bits)),
+                "res_mult": In(signed(MULT_BITS)),
                 "lo": In(signed(act_bits)),
                 "hi": In(signed(act_bits)),
                 "out": Out(signed(act_bits)),
@@ -63,6 +83,8 @@ class RequantLane(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         vbits = max(self.acc_bits + BIAS_FRAC_BITS, BIAS_BITS) + 1
+        # |v * mult| <= 2^(pbits - 2), and |res * 2^F * res_mult| < 2^(pbits - 2) as
+        # act_bits + BIAS_FRAC_BITS < vbits: their sum p fits pbits signed bits.
         pbits = vbits + MULT_BITS
         ab = self.act_bits
 
@@ -74,25 +96,31 @@ class RequantLane(wiring.Component):
                 sig = d
             return sig
 
-        # 1: v and the multiplier operand, registered.
+        def products(x: Value, y: Value, name: str) -> list[tuple[Signal, int]]:
+            """Registered partial products of ``x`` and ``y``, one DSP48 each, with offsets."""
+            parts = []
+            for a, aoff in _chunks(x, len(x), DSP_A_BITS):
+                for b, boff in _chunks(y, len(y), DSP_B_BITS):
+                    pp = Signal(signed(len(a) + len(b) + 1), name=f"{name}_{aoff}_{boff}")
+                    m.d.sync += pp.eq(a * b)
+                    parts.append((pp, aoff + boff))
+            return parts
+
+        # 1: v and the multiplier operand, registered; the residual's partial products.
         v = Signal(signed(vbits))
         mult = Signal.like(self.mult)
         m.d.sync += [v.eq((self.acc << BIAS_FRAC_BITS) + self.bias), mult.eq(self.mult)]
+        res_parts = products(self.res, self.res_mult, "rp")
 
-        # 2: partial products, one DSP48 each.
-        parts = []
-        for a, aoff in _chunks(v, vbits, DSP_A_BITS):
-            for b, boff in _chunks(mult, MULT_BITS, DSP_B_BITS):
-                pp = Signal(signed(len(a) + len(b) + 1), name=f"pp_{aoff}_{boff}")
-                m.d.sync += pp.eq(a * b)
-                parts.append((pp, aoff + boff))
+        # 2: partial products; the residual's product.
+        parts = products(v, mult, "pp")
+        res_prod = Signal(signed(ab + MULT_BITS))
+        m.d.sync += res_prod.eq(_shifted_sum(res_parts))
 
-        # 3: the exact product and the clamp thresholds.
+        # 3: the exact sum and the clamp thresholds.
         shift, lo, hi = delay(self.shift, 2), delay(self.lo, 2), delay(self.hi, 2)
         p2 = Signal(signed(pbits + 1))
-        total = parts[0][0] << parts[0][1]
-        for pp, off in parts[1:]:
-            total = total + (pp << off)
+        total = _shifted_sum([*parts, (res_prod, BIAS_FRAC_BITS)])
         tbits = ab + 2 + (1 << SHIFT_BITS)
         above, below = Signal(signed(tbits)), Signal(signed(tbits))
         m.d.sync += [

@@ -134,6 +134,7 @@ class Accelerator(wiring.Component):
         wiring.connect(m, mems[Buffer.W].read_port(), compute.w_rd)
         wiring.connect(m, mems[Buffer.X].read_port(), compute.x_rd)
         wiring.connect(m, mems[Buffer.Q].read_port(), compute.q_rd)
+        wiring.connect(m, mems[Buffer.R].read_port(), compute.r_rd)
         wiring.connect(m, mems[Buffer.ACC].read_port(), compute.acc_rd)
         wiring.connect(m, mems[Buffer.ACC].write_port(), compute.acc_wr)
         wiring.connect(m, mems[Buffer.OUT].write_port(), compute.out_wr)

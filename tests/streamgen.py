@@ -1,8 +1,9 @@
 """Random instruction streams for ISA v2: race-free by construction, tokens included.
 
-Random LOADs (from random data and from what earlier STOREs wrote), convolution GEMMs and 2-D
-STOREs get their tokens from ``compiler.tokens.add_tokens``, so any legal execution order gives
-the same memory. Optional faults keep the outcome timing-independent: a dropped push or an extra
+Random LOADs into W, X, Q and R (from random data, and into X and R from what earlier STOREs
+wrote), convolution GEMMs (some in max mode, some adding a residual from R) and 2-D STOREs get
+their tokens from ``compiler.tokens.add_tokens``, so any legal execution order gives the same
+memory. Optional faults keep the outcome timing-independent: a dropped push or an extra
 pop (a DEADLOCK), or an illegal instruction or operand part way (fetch stops there).
 """
 
@@ -53,7 +54,11 @@ def _r(rng: np.random.Generator, lo: int, hi: int) -> int:
 
 
 def _gemm(rng: np.random.Generator, cfg: AccelConfig) -> Op:
-    kh, kw = _r(rng, 1, 3), _r(rng, 1, 3)
+    """A random GEMM: a quarter in max mode (some with kernels up to 9 x 9, mostly padding), a
+    quarter adding a residual from R, independently."""
+    pool, res = int(rng.random() < 0.25), int(rng.random() < 0.25)
+    big = 9 if pool and rng.random() < 0.3 else 3
+    kh, kw = _r(rng, 1, big), _r(rng, 1, big)
     c_count = _r(rng, 1, 2)
     while c_count * kh * kw > cfg.w_depth:
         c_count = kh = kw = 1
@@ -64,7 +69,7 @@ def _gemm(rng: np.random.Generator, cfg: AccelConfig) -> Op:
     oh = _r(rng, 1, 3)
     ow = _r(rng, 1, max(1, min(3, mcap // oh)))
     m, k = oh * ow, c_count * kh * kw
-    reset, final = _r(rng, 0, 1), _r(rng, 0, 1)
+    reset, final = _r(rng, 0, 1) | pool, _r(rng, 0, 1) | pool | res
     a = dict(
         reset=reset,
         final=final,
@@ -73,9 +78,9 @@ def _gemm(rng: np.random.Generator, cfg: AccelConfig) -> Op:
         acc_base=_r(rng, 0, cfg.acc_depth - m),
         o_base=_r(rng, 0, cfg.out_depth - m),
         q_base=_r(rng, 0, cfg.q_depth - 1),
-        max=0,
-        res=0,
-        r_base=0,
+        max=pool,
+        res=res,
+        r_base=_r(rng, 0, cfg.out_depth - m),
         oh_count=oh,
         ow_count=ow,
         c_count=c_count,
@@ -83,8 +88,8 @@ def _gemm(rng: np.random.Generator, cfg: AccelConfig) -> Op:
         kw=kw,
         stride_y=_r(rng, 1, 2),
         stride_x=_r(rng, 1, 2),
-        pad_top=_r(rng, 0, kh - 1),
-        pad_left=_r(rng, 0, kw - 1),
+        pad_top=_r(rng, 0, min(kh - 1, (1 << isa.PAD_BITS) - 1)),
+        pad_left=_r(rng, 0, min(kw - 1, (1 << isa.PAD_BITS) - 1)),
         tile_h=th,
         tile_w=tw,
         c_stride=c_stride,
@@ -98,6 +103,8 @@ def _gemm(rng: np.random.Generator, cfg: AccelConfig) -> Op:
     ]
     if not reset:
         reads.append(("ACC", a["acc_base"], a["acc_base"] + m))
+    if res:
+        reads.append(("R", a["r_base"], a["r_base"] + m))
     out = (
         ("OUT", a["o_base"], a["o_base"] + m)
         if final
@@ -136,12 +143,14 @@ def _stream(
         region[k], pos = pos, pos + len(blobs[k])
     out_base = -(-pos // 64) * 64
     out_entries = (size - out_base) // eb[Entry.OUT]
-    depth = {Buf.W: cfg.w_depth, Buf.X: cfg.x_depth, Buf.Q: cfg.q_depth}
+    depth = {b: isa.buf_depth(cfg, b) for b in Buf}
     ops: list[Op] = []
     for _ in range(n_ops):
         kind = rng.choice(["load", "load", "gemm", "gemm", "store", "load_out"])
         if kind in ("load", "load_out"):
-            buf = Buf(int(rng.integers(0, 3))) if kind == "load" else Buf.X
+            buf = Buf(int(rng.integers(0, len(Buf)))) if kind == "load" else Buf.X
+            if kind == "load_out" and rng.random() < 0.5:
+                buf = Buf.R
             ent = layout.BUF_ENTRY[buf]
             ys = _r(rng, 1, min(3, depth[buf]))
             xs = _r(rng, 1, max(1, min(6, depth[buf] // ys)))

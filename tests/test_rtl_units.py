@@ -12,11 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from graphgen import GEMM_DEFAULTS
 from streamgen import random_stream
 
 from rmsmp.arch import AccelConfig, isa, layout, numerics
 from rmsmp.arch.isa import Buf, Error, Opcode, Unit
 from rmsmp.arch.layout import Entry
+from rmsmp.arch.numerics import BIAS_FRAC_BITS
 from rmsmp.arch.regs import Status
 from rmsmp.hw.dma import BurstGen
 from rmsmp.hw.fetch import Checker
@@ -39,10 +41,8 @@ def _simulate(dut, bench) -> None:
 # --- units in the Amaranth simulator -------------------------------------------------------
 
 
-@pytest.mark.parametrize("acc_bits", [24, 32, 46])
-def test_requant_lane_is_numerics_requant(acc_bits: int) -> None:
-    rng = np.random.default_rng(acc_bits)
-    n = 600
+def _lane_inputs(rng: np.random.Generator, acc_bits: int, n: int) -> dict[str, np.ndarray]:
+    """Random requant-lane inputs, many of them in the ranges layers use, the extremes first."""
     top = 2 ** (acc_bits - 1)  # configs allow acc_bits <= 46, so acc * 2^16 + bias fits int64
     acc = rng.integers(-top, top, n)
     acc[:200] = rng.integers(-5000, 5000, 200)
@@ -56,34 +56,62 @@ def test_requant_lane_is_numerics_requant(acc_bits: int) -> None:
     shift = rng.integers(0, 64, n)
     shift[:300] = rng.integers(28, 52, 300)
     shift[8:12] = [0, 1, 62, 63]
+    res_mult = rng.integers(-(2**31), 2**31, n)
+    res_mult[:300] = rng.integers(2**28, 2**31, 300)
+    res_mult[12:16] = [-(2**31), 2**31 - 1, -(2**31), 2**31 - 1]
+    res = rng.integers(-128, 128, n)
+    res[12:16] = [-128, -128, 127, 127]
+    # Rows 300..: scaled as layers are (both terms within a few hundred), so most land in range.
+    k = slice(300, n)
+    shift[k] = rng.integers(44, 49, n - 300)
+    mult[k] = rng.integers(2**26, 2**31, n - 300)
+    res_mult[k] = rng.integers(2 ** (shift[k] - 18), np.minimum(2 ** (shift[k] - 16), 2**31))
+    reach = 200 * 2 ** (shift[k] - BIAS_FRAC_BITS) // mult[k]
+    acc[k] = rng.integers(-reach, reach + 1)
+    bias[k] = rng.integers(-(2**16), 2**16, n - 300)
     lo = rng.integers(-128, 1, n)
     hi = rng.integers(0, 128, n)
-    lo[12], hi[12] = -128, 127
-    want = [
-        int(numerics.requant(np.array([a]), b, m, s, int(l_), int(h))[0])
-        for a, b, m, s, l_, h in zip(acc, bias, mult, shift, lo, hi, strict=True)
-    ]
+    lo[16], hi[16] = -128, 127
+    return dict(
+        acc=acc, bias=bias, mult=mult, shift=shift, res=res, res_mult=res_mult, lo=lo, hi=hi
+    )
+
+
+def _lane_outputs(acc_bits: int, inputs: dict[str, np.ndarray]) -> list[int]:
+    """RequantLane's output for every row of ``inputs``, one input per cycle."""
     dut = RequantLane(acc_bits, 8)
+    n = len(inputs["acc"])
     got = []
 
     async def bench(ctx):
         for i in range(n + dut.LATENCY):
             if i < n:
-                for sig, v in (
-                    (dut.acc, acc),
-                    (dut.bias, bias),
-                    (dut.mult, mult),
-                    (dut.shift, shift),
-                    (dut.lo, lo),
-                    (dut.hi, hi),
-                ):
-                    ctx.set(sig, int(v[i]))
+                for name, v in inputs.items():
+                    ctx.set(getattr(dut, name), int(v[i]))
             await ctx.tick()
             if i >= dut.LATENCY - 1:
                 got.append(ctx.get(dut.out))
 
     _simulate(dut, bench)
-    assert got[:n] == want
+    return got[:n]
+
+
+@pytest.mark.parametrize("acc_bits", [24, 32, 46])
+def test_requant_lane_is_numerics_requant(acc_bits: int) -> None:
+    """With ``res`` 0 the residual term is exactly 0, whatever ``res_mult`` holds."""
+    a = _lane_inputs(np.random.default_rng(acc_bits), acc_bits, 600)
+    a["res"][:] = 0
+    want = numerics.requant(a["acc"], a["bias"], a["mult"], a["shift"], a["lo"], a["hi"])
+    assert _lane_outputs(acc_bits, a) == want.tolist()
+
+
+@pytest.mark.parametrize("acc_bits", [24, 32, 46])
+def test_requant_lane_is_numerics_requant_residual(acc_bits: int) -> None:
+    a = _lane_inputs(np.random.default_rng(100 + acc_bits), acc_bits, 600)
+    want = numerics.requant_residual(
+        a["acc"], a["bias"], a["mult"], a["shift"], a["res"], a["res_mult"], a["lo"], a["hi"]
+    )
+    assert _lane_outputs(acc_bits, a) == want.tolist()
 
 
 @pytest.mark.parametrize("fmt", sorted(numerics.FORMATS))
@@ -113,27 +141,54 @@ def test_pipelined_dot_row_is_numerics_dot(fmt: str) -> None:
     assert got[:n] == numerics.dot(f, codes, x).tolist()
 
 
+def _field_value(rng: np.random.Generator, f: isa.Field) -> int:
+    """A random value of field ``f``, often at or near its limits."""
+    top = (1 << f.width) - 1
+    if f.name.startswith(("pop", "push")):
+        return int(rng.random() < 0.2)
+    return int(rng.choice([0, 1, 2, 3, top, top - 1, rng.integers(0, top + 1)])) & top
+
+
 def _random_word(rng: np.random.Generator, cfg: AccelConfig) -> int:
-    """A word with a random opcode (illegal ones too) and fields near their limits."""
+    """A word with a random opcode (illegal ones too) and fields near their limits, or, half the
+    time, a legal instruction with one to three fields changed (it probes each condition)."""
+    lay = isa.layout(cfg)
+    if rng.random() < 0.5:
+        op = Opcode(int(rng.choice([Opcode.LOAD, Opcode.STORE, Opcode.GEMM, Opcode.GEMM])))
+        args = dict(buf=int(rng.integers(0, 4)), sram=0, dram=0, y_size=1, x_size=1, x_stride=1)
+        if op is Opcode.GEMM:
+            args = dict(
+                GEMM_DEFAULTS,
+                reset=int(rng.integers(0, 2)),
+                final=int(rng.integers(0, 2)),
+                max=int(rng.integers(0, 2)),
+                res=int(rng.integers(0, 2)),
+                r_base=cfg.out_depth - int(rng.integers(1, 4)),
+                ow_count=int(rng.integers(1, 4)),
+            )
+        word = isa.encode(cfg, op, **{k: v for k, v in args.items() if k in lay[op]})
+        for name in rng.choice(sorted(lay[op]), size=int(rng.integers(1, 4))):
+            f = lay[op][str(name)]
+            word &= ~(((1 << f.width) - 1) << f.offset)
+            word |= _field_value(rng, f) << f.offset
+        return word
     op = int(rng.integers(0, 16))
     word = op
     if op not in tuple(Opcode):
         return word | int(rng.integers(0, 1 << 60)) << 4
-    for f in isa.layout(cfg)[Opcode(op)].values():
-        top = (1 << f.width) - 1
-        v = int(rng.choice([0, 1, 2, 3, top, top - 1, rng.integers(0, top + 1)]))
-        if f.name.startswith(("pop", "push")):
-            v = int(rng.random() < 0.2)
-        word |= v << f.offset
+    for f in lay[Opcode(op)].values():
+        word |= _field_value(rng, f) << f.offset
     return word
 
 
 @pytest.mark.parametrize("board", ["tiny", "pynq-z1"])
 def test_checker_is_isa_check(board: str) -> None:
+    """Every condition of ``isa.check`` is met and failed somewhere, the R buffer and the max
+    and res modes included."""
     cfg = AccelConfig.for_board(board)
     rng = np.random.default_rng(2)
     cases = []
-    for _ in range(400):
+    for _ in range(1500):
         word = _random_word(rng, cfg)
         wb = int(rng.choice([0, 24, 1 << 12, 1 << 20, (1 << 32) - 1, rng.integers(0, 1 << 32)]))
         cases.append((word, wb, isa.check(cfg, isa.decode(cfg, word), wb)))
@@ -150,6 +205,15 @@ def test_checker_is_isa_check(board: str) -> None:
     _simulate(dut, bench)
     assert got == [c[2] for c in cases]
     assert {Error.NONE, Error.BAD_OPERAND, Error.DMA_WINDOW, Error.ILLEGAL_OPCODE} <= set(got)
+    seen = set()
+    for word, _, err in cases:
+        insn = isa.decode(cfg, word)
+        if insn is not None and insn.op is Opcode.GEMM:
+            seen |= {(mode, err) for mode in ("max", "res") if insn.args[mode]}
+        elif insn is not None and insn.op is Opcode.LOAD and insn.buf == Buf.R:
+            seen.add(("R", err))
+    for what in ("max", "res", "R"):
+        assert {(what, Error.NONE), (what, Error.BAD_OPERAND)} <= seen, what
 
 
 def test_burst_gen_rows_back_to_back_within_pages() -> None:
@@ -251,6 +315,80 @@ def test_random_streams_equal_golden(rtl, ddr: str) -> None:
             assert rtl.read_reg("CYCLES_LO") >= macs
             assert 0 < rtl.read_reg("LOAD_CYCLES") < rtl.read_reg("CYCLES_LO")
     assert rtl.protocol_violations() == []
+
+
+POOL_CASES = [
+    # kh, kw, stride, pad, oh, ow, tile_h, tile_w, res, lo, hi
+    (3, 3, 2, 1, 2, 3, 5, 6, 0, -128, 127),  # 3x3 pool with padding, over both channel chunks
+    (1, 1, 1, 0, 1, 3, 1, 2, 1, -100, 100),  # the third window lies wholly outside: MIN -> lo
+    (2, 2, 2, 0, 2, 3, 5, 6, 1, -128, 127),  # max pool, then the residual added
+    (7, 9, 3, 6, 1, 2, 5, 6, 1, -90, 90),  # a kernel over 7 (KERNEL_BITS 4), mostly padding
+]
+
+
+def _window_max(x: np.ndarray, case: tuple, floor: int) -> np.ndarray:
+    """[m, cols] lane maxima of the window walk over ``x`` ([chunk, y, x, cols]), written out
+    position by position (``floor`` where a window has no position inside the tile)."""
+    kh, kw, stride, pad, oh, ow, th, tw = case[:8]
+    s = np.full((oh * ow, x.shape[-1]), floor, dtype=np.int64)
+    for oy in range(oh):
+        for ox in range(ow):
+            for c in range(x.shape[0]):
+                for i in range(kh):
+                    for j in range(kw):
+                        y, xx = oy * stride + i - pad, ox * stride + j - pad
+                        if 0 <= y < th and 0 <= xx < tw:
+                            s[oy * ow + ox] = np.maximum(s[oy * ow + ox], x[c, y, xx])
+    return s
+
+
+def test_max_mode_and_residual_against_numerics(rtl) -> None:
+    """GEMMs with ``max`` (and ``res``) on the RTL against window maxima written out in numpy,
+    through ``numerics.requant`` / ``requant_residual`` with the identity requant; extremes
+    (-128 in every lane, res_mult at both ends, windows wholly in padding) included."""
+    cfg, rng = TINY, np.random.default_rng(11)
+    chunks, th, tw = 2, 5, 6
+    x = rng.integers(-128, 128, (chunks, th, tw, cfg.cols))
+    x[:, :2, :2] = -128  # the first 3x3 window's maximum is -128 (padding never wins)
+    x[1, 4, 5] = 127
+    bias, mult, shift = numerics.IDENTITY_REQUANT
+    res_mult = rng.integers(-(2**31), 2**31, cfg.rows)
+    res_mult[:2] = [-(2**31), 2**31 - 1]
+    r = rng.integers(-128, 128, (cfg.out_depth, cfg.cols))
+    r[1, :2] = [-128, 127]
+    at_x, at_q, at_r, at_out = 1024, 8192, 9216, 12288
+    rtl.write(at_x, layout.pack(cfg, Entry.X, x.reshape(-1, cfg.cols)))
+    rtl.write(at_q, layout.pack(cfg, Entry.Q, layout.q_values(bias, mult, shift, res_mult)[None]))
+    rtl.write(at_r, layout.pack(cfg, Entry.X, r))
+    n_x = chunks * th * tw
+    loads = [
+        isa.encode(cfg, Opcode.LOAD, buf=b, sram=0, dram=at // 8, y_size=1, x_size=n, x_stride=n)
+        for b, at, n in ((Buf.X, at_x, n_x), (Buf.Q, at_q, 1), (Buf.R, at_r, cfg.out_depth))
+    ]
+    rtl.write(0, isa.to_bytes(cfg, loads))
+    assert _run(rtl, len(loads))["ERROR"] == Error.NONE
+    floor = -(1 << (cfg.acc_bits - 1))
+    out_bytes = layout.entry_bytes(cfg, Entry.OUT)
+    for case in POOL_CASES:
+        kh, kw, stride, pad, oh, ow, th_, tw_, res, lo, hi = case
+        m, r_base = oh * ow, 1
+        gemm = GEMM_DEFAULTS | dict(
+            max=1, res=res, r_base=r_base, oh_count=oh, ow_count=ow, c_count=chunks, kh=kh,
+            kw=kw, stride_y=stride, stride_x=stride, pad_top=pad, pad_left=pad, tile_h=th_,
+            tile_w=tw_, c_stride=th * tw, lo=lo, hi=hi, push_next=1,
+        )  # fmt: skip
+        store = dict(sram=0, dram=at_out // 8, y_size=1, x_size=m, x_stride=m, pop_prev=1)
+        words = [isa.encode(cfg, Opcode.GEMM, **gemm), isa.encode(cfg, Opcode.STORE, **store)]
+        rtl.write(0, isa.to_bytes(cfg, words))
+        assert _run(rtl, len(words))["ERROR"] == Error.NONE, case
+        got = layout.unpack(cfg, Entry.OUT, rtl.read(at_out, m * out_bytes))
+        s = _window_max(x[:, :th_, :tw_], case, floor)
+        if res:
+            rr = r[r_base : r_base + m]
+            want = numerics.requant_residual(s, bias, mult, shift, rr, res_mult, lo, hi)
+        else:
+            want = numerics.requant(s, bias, mult, shift, lo, hi)
+        assert got.tolist() == want.tolist(), case
 
 
 def test_run_start_errors(rtl) -> None:
