@@ -3,13 +3,14 @@
 The generated Verilog is compiled with Verilator together with a C++ harness (``harness.cpp``: a
 DDR model behind the AXI4 master, fixed-latency or seeded-random, an AXI4-Lite driver, and an AXI
 protocol checker watching both ports every cycle) into a shared library, loaded through ctypes.
-Builds are cached by config hash under the user cache dir.
+Builds are cached by the generated Verilog and the harness source under the user cache dir.
 """
 
 from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -107,11 +108,19 @@ def lint(verilog: Path) -> str:
 
 
 def build(cfg: AccelConfig) -> Path:
-    """Build (or reuse) the Verilated shared library for ``cfg``; returns its path."""
+    """Build (or reuse) the Verilated shared library for ``cfg``; returns its path.
+
+    Cached by the Verilog this process generates, not by the sources on disk: a process that
+    imported ``hw`` before someone edited it must not file its Verilog under the new sources."""
+    return build_verilog(_verilog(cfg), cfg.hash)
+
+
+@functools.cache
+def _verilog(cfg: AccelConfig) -> str:
+    """The accelerator's Verilog, generated once per process and config."""
     from ..hw.generate import verilog_text
 
-    key = hashlib.sha256(cfg.hash.encode() + _hw_source_digest()).digest()
-    return _build(cfg.hash, key, lambda: verilog_text(cfg))
+    return verilog_text(cfg)
 
 
 def build_verilog(verilog: str, tag: str) -> Path:
@@ -195,16 +204,6 @@ def _build(tag: str, key: bytes, verilog: Callable[[], str]) -> Path:
         )
         tmp.rename(lib)
     return lib
-
-
-def _hw_source_digest() -> bytes:
-    """Digest of the generator's sources (hw/ and the arch/ it derives from), so any change
-    to either rebuilds."""
-    h = hashlib.sha256()
-    root = Path(__file__).resolve().parent.parent
-    for p in sorted([*(root / "hw").glob("*.py"), *(root / "arch").glob("*.py")]):
-        h.update(p.read_bytes())
-    return h.digest()
 
 
 RESP_NAMES = ("OKAY", "EXOKAY", "SLVERR", "DECERR")
