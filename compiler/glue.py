@@ -25,8 +25,9 @@ from .methods import method, prepare
 from .models.minilm import load_minilm
 from .nlp import MINILM_ACT_BITS, _batch, minilm_method
 from .train import (
-    CKPT_VERSION,
     Distill,
+    checkpoint,
+    optimizer_step,
     progress,
     read_checkpoint,
     restore_schedule,
@@ -164,11 +165,7 @@ def finetune(
                     with torch.no_grad():
                         target = teach(*x)
                     loss = kd.loss(logits, target, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += float(loss.detach())
+                total += optimizer_step(opt, sched, loss)
                 prog.update(task, advance=1, info=f"loss {total / step:.4f}")
         acc = dev_accuracy(model, tok, n_dev)
         history = [
@@ -180,21 +177,20 @@ def finetune(
                 "seconds": time.perf_counter() - t0,
             },
         ]
-        ck = {
-            "version": CKPT_VERSION,
-            "model_name": MODEL_NAME,
-            "method": method_name,
-            "epochs": epochs,
-            "epoch": epoch + 1,
-            "assignment": assignment,
-            "act_bits": MINILM_ACT_BITS if quantized else None,
-            "kd": None if kd is None else dataclasses.asdict(kd),
-            "n_train": len(sentences),
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "history": history,
-        }
+        ck = checkpoint(
+            MODEL_NAME,
+            method_name,
+            epochs,
+            epoch + 1,
+            assignment,
+            model,
+            opt,
+            sched,
+            history,
+            act_bits=MINILM_ACT_BITS if quantized else None,
+            kd=None if kd is None else dataclasses.asdict(kd),
+            n_train=len(sentences),
+        )
         save_checkpoint(ck, out)
         print(f"epoch {epoch + 1}: loss {total / per_epoch:.4f}, SST-2 dev {acc:.2f}%")
     return ck

@@ -29,7 +29,14 @@ from .data import sst2
 from .methods import Method, method, prepare
 from .models.minilm import embed, load_minilm, sentence_embedding
 from .probe import DEFAULT_N_TRAIN, sst2_eval
-from .train import CKPT_VERSION, progress, read_checkpoint, restore_schedule, save_checkpoint
+from .train import (
+    CKPT_VERSION,
+    optimizer_step,
+    progress,
+    read_checkpoint,
+    restore_schedule,
+    save_checkpoint,
+)
 
 CALIB_SENTENCES = 256
 # Distillation set: a seeded subset of SST-2 train sentences (no labels). One learning rate for
@@ -249,11 +256,7 @@ def distill_minilm(
                         teacher(ids, mask, types)
                     student(ids, mask, types)
                     loss = distill_loss(hs, ht, mask, emb_std)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    total += float(loss.detach())
+                    total += optimizer_step(opt, sched, loss)
                     prog.update(task, advance=1, info=f"loss {total / step:.4f}")
             history = [
                 *ck["history"],

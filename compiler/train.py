@@ -49,6 +49,46 @@ def progress(transient: bool = False, disable: bool = False) -> Progress:
     )
 
 
+def checkpoint(
+    model_name: str,
+    method_name: str,
+    epochs: int,
+    epoch: int,
+    assignment: dict,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    history: list[dict],
+    **extra: object,
+) -> dict:
+    """The checkpoint dict of a run after ``epoch`` of ``epochs`` (``extra``: run-specific keys)."""
+    return {
+        "version": CKPT_VERSION,
+        "model_name": model_name,
+        "method": method_name,
+        "epochs": epochs,
+        "epoch": epoch,
+        "assignment": assignment,
+        **extra,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "history": history,
+    }
+
+
+def optimizer_step(
+    opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler | None, loss
+) -> float:
+    """Back-propagate ``loss``, step ``opt`` (and ``sched``); returns the loss value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+    return float(loss.detach())
+
+
 def save_checkpoint(ck: dict, out: Path) -> None:
     """Write ``ck`` to ``out`` atomically, so an interrupted run never leaves half a file."""
     tmp = out.with_suffix(".tmp")
@@ -292,13 +332,7 @@ def run_epoch(
         if len(y) < world.size:
             continue
         xs, ys = shard(world, x, y)
-        loss = loss_of(net, xs, ys)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-        tl += float(loss.detach()) * len(ys)
+        tl += optimizer_step(opt, sched, loss_of(net, xs, ys)) * len(ys)
         total += len(ys)
         if on_step is not None:
             on_step(tl / total)
@@ -420,20 +454,19 @@ def train(
                 "seconds": time.perf_counter() - t0,
             }
         )
-        ck = {
-            "version": CKPT_VERSION,
-            "model_name": model_name,
-            "method": method_name,
-            "epochs": epochs,
-            "epoch": epoch + 1,
-            "assignment": assignment,
-            "kd": kd_options,
-            "world_size": world.size,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "history": history,
-        }
+        ck = checkpoint(
+            model_name,
+            method_name,
+            epochs,
+            epoch + 1,
+            assignment,
+            model,
+            opt,
+            sched,
+            history,
+            kd=kd_options,
+            world_size=world.size,
+        )
         if world.main:
             save_checkpoint(ck, out)
             print(f"epoch {epoch + 1}: loss {loss:.4f}, top-1 {top1:.2f}%")
