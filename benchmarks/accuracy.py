@@ -54,6 +54,7 @@ def run_resnet20(
     reassign_every: int = 0,
     kd_teacher: str | None = None,
     split_rule: str = "error",
+    step_grad_scale: bool = False,
 ) -> dict:
     """Train (resuming) and evaluate one method on ResNet-20 / CIFAR-10 (JPEG copy).
 
@@ -70,6 +71,8 @@ def run_resnet20(
     if reassign_every:
         name += f"+reassign{reassign_every}"
         flags += f" --reassign-every {reassign_every}"
+    if step_grad_scale:
+        name, flags = f"{name}+lsqgrad", f"{flags} --step-grad-scale"
     kd = None
     if kd_teacher is not None:
         kd = Distill(kd_teacher)
@@ -88,6 +91,7 @@ def run_resnet20(
         reassign_every=reassign_every,
         kd=kd,
         split_rule=split_rule,
+        step_grad_scale=step_grad_scale,
     )
     hist = ck["history"]
     return {
@@ -252,6 +256,11 @@ def main() -> int:
     )
     p.add_argument("--reassign-every", type=int, default=0, help="ResNet-20: re-assign rows")
     p.add_argument(
+        "--step-grad-scale",
+        action="store_true",
+        help="ResNet-20: scale the weight steps' gradients as LSQ does (row method+lsqgrad)",
+    )
+    p.add_argument(
         "--kd",
         metavar="TEACHER",
         default=None,
@@ -282,6 +291,7 @@ def main() -> int:
                     args.reassign_every,
                     args.kd,
                     args.split_rule,
+                    args.step_grad_scale,
                 )
             if main_rank:
                 save_row(row)

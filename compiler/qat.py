@@ -38,6 +38,11 @@ def ste_levels(v: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
 class RowQuantizer(nn.Module):
     """Fake-quantizes a weight [N, ...] row by row with each row's format and learnable step."""
 
+    scale_step_gradient = False
+    """Scale each step's gradient by LSQ's 1/sqrt(K * max_level) (K: the row's weights), so a
+    wide-range format (PoT's 64) does not take larger relative steps; the forward is unchanged.
+    Off by default, as every checkpoint so far was trained (``scale_step_gradients``)."""
+
     def __init__(self, weight: torch.Tensor, formats: list[str]) -> None:
         super().__init__()
         n = weight.shape[0]
@@ -97,6 +102,9 @@ class RowQuantizer(nn.Module):
         out = torch.empty_like(flat)
         for fmt, idx in self._groups.items():
             a = self.alpha[idx].abs().clamp_min(1e-12)[:, None]
+            if self.scale_step_gradient:
+                g = (flat.shape[1] * float(self.levels(fmt)[-1])) ** -0.5
+                a = a * g + (a - a * g).detach()
             out[idx] = a * ste_levels(flat[idx] / a, self.levels(fmt))
         return out.reshape(weight.shape)
 
@@ -125,6 +133,17 @@ class ActQuantizer(nn.Module):
         s = s * g + (s - s * g).detach()
         v = torch.clamp(x / s, self.lo, self.hi)
         return s * (v + (torch.round(v) - v).detach())
+
+
+def scale_step_gradients(model: nn.Module) -> int:
+    """Turn on LSQ's gradient scale for every weight step of ``model``; returns how many
+    quantizers it found (ValueError for none: the method quantizes no weights here)."""
+    found = [m for m in model.modules() if isinstance(m, RowQuantizer)]
+    if not found:
+        raise ValueError("no row quantizer in the model: the step-gradient scale needs QAT weights")
+    for m in found:
+        m.scale_step_gradient = True
+    return len(found)
 
 
 @torch.no_grad()

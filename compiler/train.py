@@ -19,7 +19,7 @@ from .data import cifar10_raw, normalize
 from .ddp import World, all_sum, from_main, init_world, shard, wrap
 from .methods import method, prepare, reassign
 from .models.resnet_cifar import load_resnet20, resnet20
-from .qat import init_act_steps
+from .qat import init_act_steps, scale_step_gradients
 
 CKPT_VERSION = 1
 CKPT_KEYS = ("model_name", "method", "epochs", "epoch", "assignment", "model", "history")
@@ -353,13 +353,15 @@ def train(
     reassign_every: int = 0,
     kd: Distill | None = None,
     split_rule: str = "error",
+    step_grad_scale: bool = False,
 ) -> dict:
     """Fine-tune (fp32) or QAT-train for ``epochs``; resumes from ``out`` if it exists.
 
     Returns the checkpoint dict (with ``history``: per-epoch loss, top-1 and seconds).
     ``reassign_every`` > 0 re-assigns the rows from the current weights every that many epochs,
     as RMSMP does (the paper: every 10). ``sensitivity`` and ``split_rule`` choose the rows'
-    formats (see ``build``). ``kd`` distils from a float teacher. Under torchrun
+    formats (see ``build``); ``step_grad_scale`` scales the weight steps' gradients as LSQ does
+    (``RowQuantizer.scale_step_gradient``). ``kd`` distils from a float teacher. Under torchrun
     every process trains a replica on its slice of each batch of ``batch`` (see ``ddp``); rank 0
     evaluates and writes the checkpoint, and every rank returns it.
     """
@@ -389,15 +391,18 @@ def train(
                 f"{out} holds {ck['model_name']} method {ck['method']}; "
                 "use another -o to start a different run"
             )
-        if ck.get("kd") != kd_options:
+        if (ck.get("kd"), ck.get("step_grad_scale", False)) != (kd_options, step_grad_scale):
             raise ValueError(
-                f"{out} was trained with distillation {ck.get('kd')}, not {kd_options}; "
+                f"{out} was trained with distillation {ck.get('kd')} and step-gradient scale "
+                f"{ck.get('step_grad_scale', False)}, not {kd_options} and {step_grad_scale}; "
                 "pass the same options to resume it, or use another -o"
             )
         same_run = restore_schedule(ck, epochs, out)
         assignment = ck["assignment"]
     else:
         model, assignment = build(model_name, method_name, None, sensitivity, split_rule)
+    if step_grad_scale:
+        scale_step_gradients(model)
     model.to(world.device)
     decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
     rest = [p for n, p in model.named_parameters() if not n.endswith("weight")]
@@ -465,6 +470,7 @@ def train(
             sched,
             history,
             kd=kd_options,
+            step_grad_scale=step_grad_scale,
             world_size=world.size,
         )
         if world.main:

@@ -18,6 +18,7 @@ from rmsmp.compiler.qat import (
     RowQuantizer,
     init_act_steps,
     round_to_levels,
+    scale_step_gradients,
     ste_levels,
 )
 from rmsmp.compiler.train import Distill
@@ -194,3 +195,24 @@ def test_variance_rule_gives_pot_to_the_rows_most_concentrated_near_zero() -> No
     assert all(f in ("pot4", "fixed8") for f in mid[:20])
     rows = model[2].weight.detach().reshape(40, -1).double().numpy()
     assert mid == assign_rmsmp(rows, method("rmsmp").ratio, split_rule="variance")
+
+
+def test_step_gradient_scale_scales_only_the_step_gradient() -> None:
+    torch.manual_seed(2)
+    w = torch.randn(3, 12)
+    grads, outs = [], []
+    for scaled in (False, True):
+        rq = RowQuantizer(w, ["pot4", "fixed4", "fixed8"])
+        if scaled:
+            assert scale_step_gradients(nn.Sequential(rq)) == 1
+        wi = w.clone().requires_grad_()
+        out = rq(wi)
+        (out * torch.arange(36.0).view(3, 12)).sum().backward()
+        grads.append((rq.alpha.grad.clone(), wi.grad.clone()))
+        outs.append(out.detach())
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(grads[0][1], grads[1][1])
+    g = torch.tensor([(12 * 64) ** -0.5, (12 * 7) ** -0.5, (12 * 127) ** -0.5])
+    assert torch.allclose(grads[1][0], grads[0][0] * g, rtol=1e-5)
+    with pytest.raises(ValueError, match="no row quantizer"):
+        scale_step_gradients(nn.Linear(2, 2))
