@@ -546,9 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="evaluate N random test items (more than the set: all of it)",
     )
-    d = command("demo", _demo, "ResNet-20's first conv layers: quantize, compile, run on RTL")
+    d = command(
+        "demo",
+        _demo,
+        "whole ResNet-20 (our rmsmp QAT checkpoint) on CIFAR-10 images: golden and RTL, "
+        "bit-exact, with accuracy and cycles",
+    )
     d.add_argument("--board", default="pynq-z1", choices=sorted(PRESETS))
-    d.add_argument("--images", type=int_range(1, 10_000), default=4, help="CIFAR-10 test images")
+    d.add_argument("--images", type=int_range(1, 10_000), default=32, help="CIFAR-10 test images")
     return p
 
 

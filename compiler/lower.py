@@ -22,6 +22,7 @@ the ordering to dependency tokens (``compiler.tokens``).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -238,11 +239,18 @@ def _out_hw(name: str, h: int, w: int, kernel, stride, pad) -> tuple[int, int]:
 
 
 def _layer_passes(
-    layer: IntLayer, cfg: AccelConfig, src: _Map, res: _Map | None, dst: str
+    layer: IntLayer,
+    cfg: AccelConfig,
+    src: _Map,
+    res: _Map | None,
+    dst: str,
+    placement: tuple[int, np.ndarray, np.ndarray] | None = None,
 ) -> list[_Pass]:
-    """A Conv2d/Linear node: its pass, after a copy pass that puts the residual in its slots."""
+    """A Conv2d/Linear node: its pass, after a copy pass that puts the residual in its slots.
+
+    ``placement`` (row tiles, slot of every row, slot-order levels) overrides the placement by
+    format (``_spread_pass`` gives one)."""
     _check_numerics(layer, cfg, src.x_max)
-    nt, slot = _place_rows(layer, cfg)
     rows = cfg.rows
     slots, h, w = src.shape
     w4 = _weight4(layer, h, w)
@@ -251,8 +259,12 @@ def _layer_passes(
         pad = tuple(int(i) for i in layer.padding)
     else:
         kernel, stride, pad = (h, w), (1, 1), (0, 0)
-    levels = np.zeros((nt * rows, slots, *kernel), dtype=np.int64)
-    levels[slot] = _slot_weight(w4, src.slots, slots)
+    if placement is None:
+        nt, slot = _place_rows(layer, cfg)
+        levels = np.zeros((nt * rows, slots, *kernel), dtype=np.int64)
+        levels[slot] = _slot_weight(w4, src.slots, slots)
+    else:
+        nt, slot, levels = placement
     q = np.zeros((4, nt * rows), dtype=np.int64)
     q[:3, slot] = layer.bias, layer.mult, layer.shift
     out_map = _slot_map(slot, nt, rows)
@@ -329,6 +341,77 @@ def _copy_pass(
         0,
         res.x_max,
     )
+
+
+@functools.cache
+def _digit_table(fmt: str, terms: int) -> dict[int, tuple[int, ...]]:
+    """Every integer that is a sum of at most ``terms`` levels of ``fmt``, with those levels."""
+    levels = [int(v) for v in numerics.weight_format(fmt).levels() if v]
+    table: dict[int, tuple[int, ...]] = {0: ()}
+    frontier = dict(table)
+    for _ in range(terms):
+        grown = {}
+        for v, parts in frontier.items():
+            for lv in levels:
+                if v + lv not in table and v + lv not in grown:
+                    grown[v + lv] = (*parts, lv)
+        table.update(grown)
+        frontier = grown
+    return {v: parts + (0,) * (terms - len(parts)) for v, parts in table.items()}
+
+
+def _spread_pass(
+    layer: IntLayer, cfg: AccelConfig, src: _Map, dst: str
+) -> tuple[_Pass, _Map] | None:
+    """The first layer with each input channel spread over ``d`` lanes (the host lays the input
+    out that way) and each weight written as ``d`` levels of its PE row's format, so that rows
+    of a scarce format (an 8-bit first layer on a preset with few Fixed-8 rows) can run on the
+    other rows. None unless that needs fewer row tiles than ``_layer_passes``'s placement."""
+    c_in, h, w = layer.weight.shape[1], *src.shape[1:]
+    d = cfg.cols // c_in
+    if layer.kind != "conv" or d < 2:
+        return None
+    plain, _ = _place_rows(layer, cfg)
+    wt = layer.weight.astype(np.int64)
+    fmts = [g.fmt for g in cfg.groups]
+    feasible = [
+        [f for f in fmts if set(np.unique(wt[n]).tolist()) <= _digit_table(f, d).keys()]
+        for n in range(layer.out_channels)
+    ]
+    if any(not f for f in feasible):
+        return None
+    offs = cfg.group_offsets()
+    for nt in range(1, plain):
+        room = {f: nt * offs[f][1] for f in fmts}
+        placed: dict[str, list[int]] = {f: [] for f in fmts}
+        for n in sorted(range(layer.out_channels), key=lambda n: len(feasible[n])):
+            f = max(feasible[n], key=lambda f: room[f])
+            if not room[f]:
+                break
+            room[f] -= 1
+            placed[f].append(n)
+        else:
+            break
+    else:
+        return None
+    slot = np.empty(layer.out_channels, dtype=np.int64)
+    levels = np.zeros((nt * cfg.rows, cfg.cols, *wt.shape[2:]), dtype=np.int64)
+    for f, rows in placed.items():
+        first, size = offs[f]
+        table = _digit_table(f, d)
+        for i, n in enumerate(rows):
+            slot[n] = (i // size) * cfg.rows + first + i % size
+            digits = np.array([table[int(v)] for v in wt[n].ravel()]).reshape(*wt[n].shape, d)
+            levels[slot[n], : c_in * d] = digits.transpose(0, 3, 1, 2).reshape(
+                c_in * d, *wt.shape[2:]
+            )
+    in_map = np.full(cfg.cols, -1, dtype=np.int64)
+    in_map[: c_in * d] = np.repeat(np.arange(c_in), d)
+    spread = _Map(src.region, (cfg.cols, h, w), in_map, src.x_max)
+    bound = int(np.abs(levels).reshape(len(levels), -1).sum(axis=1).max()) * src.x_max
+    _check_acc(layer.name, cfg, bound, f"sum|levels| * {src.x_max}")
+    (p,) = _layer_passes(layer, cfg, spread, None, dst, placement=(nt, slot, levels))
+    return p, spread
 
 
 def _pool_pass(
@@ -793,9 +876,22 @@ def lower(graph: IntGraph, cfg: AccelConfig, batch: int) -> Program:
     in_map[:c] = np.arange(c)
     maps = {-1: _Map("fm0", (slots, h, w), in_map, _act_max(graph.input_lo, graph.input_hi))}
     passes: list[_Pass] = []
+    first = graph.layers[0]
+    others = any(
+        graph.source(i) == -1 or getattr(n, "res_from", None) == -1
+        for i, n in enumerate(graph.layers)
+        if i
+    )
+    spread = None
+    if isinstance(first, IntLayer) and first.res_from is None and not others:
+        spread = _spread_pass(first, cfg, maps[-1], "fm1")
+    if spread is not None:
+        maps[-1] = spread[1]
     for i, node in enumerate(graph.layers):
         src, dst = maps[graph.source(i)], f"fm{i + 1}"
-        if isinstance(node, IntLayer):
+        if i == 0 and spread is not None:
+            passes.append(spread[0])
+        elif isinstance(node, IntLayer):
             res = None if node.res_from is None else maps[node.res_from]
             passes.extend(_layer_passes(node, cfg, src, res, dst))
         else:
@@ -807,7 +903,9 @@ def lower(graph: IntGraph, cfg: AccelConfig, batch: int) -> Program:
         maps[i] = _Map(dst, (len(p.out_map), oh, ow), p.out_map, x_max)
     plans = [_plan_pass(p, cfg, batch) for p in passes]
     ops = add_tokens([o for p in plans for o in p.ops])
-    return _assemble(graph, cfg, batch, plans, ops, maps[len(graph.layers) - 1].slots)
+    return _assemble(
+        graph, cfg, batch, plans, ops, maps[len(graph.layers) - 1].slots, maps[-1].slots
+    )
 
 
 def _assemble(
@@ -817,6 +915,7 @@ def _assemble(
     plans: list[_Plan],
     ops: list[Op],
     out_slots: np.ndarray,
+    in_slots: np.ndarray,
 ) -> Program:
     ib = cfg.insn_bits // 8
     pos = align(len(ops) * ib)
@@ -889,6 +988,7 @@ def _assemble(
         output_shape=tuple(int(i) for i in graph.shapes()[-1]),
         output_scale=float(graph.output_scale),
         output_slots=[int(s) for s in out_slots],
+        input_slots=[int(s) for s in in_slots],
         meta=_json_meta(graph.meta),
     )
 

@@ -151,6 +151,9 @@ class Program:
     output_scale: float
     output_slots: list[int]
     """Final layer's slot -> logical output channel, -1 for a padding slot."""
+    input_slots: list[int]
+    """Input map's slot -> logical input channel, -1 for a zero slot (a channel may fill
+    several slots: a first layer can spread one 8-bit weight over several lanes)."""
     meta: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -229,6 +232,7 @@ class Program:
             "output_shape": list(self.output_shape),
             "output_scale": self.output_scale,
             "output_slots": list(self.output_slots),
+            "input_slots": list(self.input_slots),
             "meta": self.meta,
         }
 
@@ -310,6 +314,7 @@ class Program:
             output_shape=tuple(int(i) for i in h["output_shape"]),
             output_scale=float(h["output_scale"]),
             output_slots=[int(i) for i in h["output_slots"]],
+            input_slots=[int(i) for i in h["input_slots"]],
             meta=dict(h["meta"]),
         )
 
@@ -331,6 +336,7 @@ _HEADER_KEYS = (
     "output_shape",
     "output_scale",
     "output_slots",
+    "input_slots",
     "meta",
 )
 

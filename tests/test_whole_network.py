@@ -80,3 +80,37 @@ def test_max_pool_padding_never_wins_on_negative_maps() -> None:
     prog = lower(graph, AccelConfig.for_board("tiny"), 2)
     out = run_with_stats(prog, x).output
     assert out.max() < 0 and np.array_equal(out, graph.evaluate(x))
+
+
+def _fixed8_first_layer(cin: int, cout: int, wmax: int, seed: int):
+    from rmsmp.arch import numerics
+    from rmsmp.compiler.ir import IntGraph, IntLayer
+
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-wmax, wmax + 1, size=(cout, cin, 3, 3))
+    mult, shift = numerics.requant_multiplier(1 / 300)
+    conv = IntLayer(
+        "conv1", "conv", w, ["fixed8"] * cout, rng.integers(-(2**20), 2**20, cout),
+        np.full(cout, mult), np.full(cout, shift), 0, 127, 1.0, 1.0, (1, 1), (1, 1),
+    )  # fmt: skip
+    return IntGraph([conv], (cin, 9, 9), 1.0), rng.integers(-128, 128, size=(2, cin, 9, 9))
+
+
+def test_an_8bit_first_layer_spreads_over_every_row_kind() -> None:
+    """pynq-z1 has one Fixed-8 row per tile: 16 Fixed-8 output channels would need 16 tiles;
+    spread over 6 lanes per input channel, a weight up to 127 is 6 PoT-4 levels (Fixed-4's
+    6 x 7 falls short), so the 12 PoT-4 rows and the Fixed-8 row of a tile take 13 channels."""
+    graph, x = _fixed8_first_layer(3, 16, 127, 0)
+    prog = lower(graph, AccelConfig.for_board("pynq-z1"), 2)
+    assert prog.layers[0].out_tiles == 2
+    assert prog.input_slots[:18] == [c for c in range(3) for _ in range(6)]
+    assert np.array_equal(run_with_stats(prog, x).output, graph.evaluate(x))
+
+
+def test_spread_first_layer_rtl_equals_golden(rtl) -> None:
+    graph, x = _fixed8_first_layer(3, 4, 12, 1)
+    prog = lower(graph, rtl.config, 2)
+    assert prog.layers[0].out_tiles < 4 and len(set(prog.input_slots)) == 4
+    hw = run_with_stats(prog, x, device=rtl)
+    assert np.array_equal(hw.output, run_with_stats(prog, x).output)
+    assert np.array_equal(hw.output, graph.evaluate(x))
