@@ -34,7 +34,7 @@ from ..arch.layout import Entry
 from ..host.program import LayerRecord, Program, Segment, align
 from ..host.tensors import chunks, conv_out_hw
 from .ir import IntAvgPool, IntGraph, IntLayer, IntMaxPool, IntPool
-from .tokens import Op, Range, add_tokens
+from .tokens import Op, Range, add_tokens, hoist_loads
 
 MIN_GEMM_MACS = 512
 """Output bands are cut so a GEMM runs at least this many array cycles (when the tile allows):
@@ -44,6 +44,10 @@ small bands let compute start on the first rows of a tile, and this keeps a GEMM
 
 class CompileError(ValueError):
     """A graph that cannot run on the given AccelConfig; the message names the layer and fix."""
+
+
+class _DeadlockError(Exception):
+    """``isa.schedule`` found that an instruction order deadlocks (dispatched, total)."""
 
 
 @dataclass
@@ -580,7 +584,9 @@ def _w_codes(p: _Pass, g: _Geom, cfg: AccelConfig) -> np.ndarray:
     return codes.reshape(-1, rows * cols)
 
 
-def _plan_pass(p: _Pass, cfg: AccelConfig, batch: int) -> _Plan:  # noqa: C901 - one schedule
+def _plan_pass(  # noqa: C901 - one schedule
+    p: _Pass, cfg: AccelConfig, batch: int, halves: dict[str, int]
+) -> _Plan:
     g = _geometry(p, cfg)
     rows, cols, nt = cfg.rows, cfg.cols, g.n_tiles
     per_tile = g.w_chunks * g.kh * g.kw
@@ -609,16 +615,23 @@ def _plan_pass(p: _Pass, cfg: AccelConfig, batch: int) -> _Plan:  # noqa: C901 -
 
     src, dst = p.src, p.dst
     ops: list[Op] = []
-    loads = {"X": 0, "W": 0, "OUT": 0, "R": 0}
+    packed: dict[str, int] = {}
 
     def next_half(kind: str, half: int) -> int:
-        """Base of the half of a double-buffered region the next user of ``kind`` gets."""
-        loads[kind] += 1
-        return (loads[kind] - 1) % 2 * half
+        """Base of the half of a double-buffered region the next user of ``kind`` gets. The
+        count runs on from pass to pass, so a pass's first loads go to the half the previous
+        pass is not reading, and land while it runs."""
+        halves[kind] = halves.get(kind, 0) + 1
+        return (halves[kind] - 1) % 2 * half
 
     def slot_of(kind: str, i: int, resident: bool, sizes: list[int], half: int) -> int:
-        """Where item ``i`` goes: packed after the others if resident, else the next half."""
-        return sum(sizes[:i]) if resident else next_half(kind, half)
+        """Where item ``i`` goes: the next half if it streams; if resident, packed after the
+        others, from the next half's base when they all fit one half (else from 0)."""
+        if not resident:
+            return next_half(kind, half)
+        if kind not in packed:
+            packed[kind] = next_half(kind, half) if sum(sizes) <= half else 0
+        return packed[kind] + sum(sizes[:i])
 
     pending: list[Op] = []
     """Loads not emitted yet: each goes just before the first GEMM that reads it, so program
@@ -678,8 +691,14 @@ def _plan_pass(p: _Pass, cfg: AccelConfig, batch: int) -> _Plan:  # noqa: C901 -
 
     def load_w(i: int) -> tuple[int, int]:
         grp = groups[i]
-        wb = slot_of("W", i, w_res and not w_outer, w_sizes, w_half)
-        qb = grp[0][0] if w_res and not w_outer else (wb // w_half) * q_half
+        w_keep = w_res and not w_outer
+        wb = slot_of("W", i, w_keep, w_sizes, w_half)
+        if not w_keep:  # streamed: Q follows W into the same half
+            qb = (wb // w_half) * q_half
+        elif packed["W"] and nt <= q_half:  # resident in the upper half: so is Q
+            qb = q_half + grp[0][0]
+        else:  # resident from 0 (or in the lower half)
+            qb = grp[0][0]
         at = wb
         for t, c0, cn in grp if not p.max else ():
             # one load per row tile, so its GEMMs start as soon as it lands
@@ -901,11 +920,21 @@ def lower(graph: IntGraph, cfg: AccelConfig, batch: int) -> Program:
         keep = p.kind in ("maxpool", "avgpool")
         x_max = p.x_max if keep else _act_max(p.lo, p.hi)
         maps[i] = _Map(dst, (len(p.out_map), oh, ow), p.out_map, x_max)
-    plans = [_plan_pass(p, cfg, batch) for p in passes]
-    ops = add_tokens([o for p in plans for o in p.ops])
-    return _assemble(
-        graph, cfg, batch, plans, ops, maps[len(graph.layers) - 1].slots, maps[-1].slots
-    )
+    halves: dict[str, int] = {}
+    plans = [_plan_pass(p, cfg, batch, halves) for p in passes]
+    ops = [o for p in plans for o in p.ops]
+    slots = maps[len(graph.layers) - 1].slots, maps[-1].slots
+    try:  # loads hoisted ahead of the compute they feed; with few tokens that can deadlock
+        return _assemble(graph, cfg, batch, plans, add_tokens(hoist_loads(ops)), *slots)
+    except _DeadlockError:
+        pass
+    try:  # every load just before its first reader: what the token counters always allow
+        return _assemble(graph, cfg, batch, plans, add_tokens(ops), *slots)
+    except _DeadlockError as e:
+        raise CompileError(
+            f"internal error: the token schedule deadlocks after {e.args[0]} of {e.args[1]} "
+            "instructions; please report this with the model"
+        ) from None
 
 
 def _assemble(
@@ -941,12 +970,17 @@ def _assemble(
     owner = {id(o): i for i, p in enumerate(plans) for o in p.ops}
     counts = [0] * len(plans)
     first = [None] * len(plans)
+    runs: list[list[int]] = []
     cur = 0
     for n, o in enumerate(ops):
-        cur = owner.get(id(o), cur)
+        cur = owner.get(id(o), cur)  # a SYNC belongs to the instruction before it
         counts[cur] += 1
         if first[cur] is None:
             first[cur] = n
+        if runs and runs[-1][0] == cur:
+            runs[-1][1] += 1
+        else:
+            runs.append([cur, 1])
         args = {**o.args, **o.flags}
         if o.region is not None:
             base = {"w": plans[cur].rec.w_offset, "q": plans[cur].rec.q_offset}.get(o.region)
@@ -959,10 +993,7 @@ def _assemble(
         p.rec.insn_offset, p.rec.insn_count = f * ib, c
     sched = isa.schedule(cfg, insns)
     if sched.deadlock:
-        raise CompileError(
-            f"internal error: the token schedule deadlocks after {sched.dispatched} of "
-            f"{len(insns)} instructions; please report this with the model"
-        )
+        raise _DeadlockError(sched.dispatched, len(insns))
     insn_img = isa.to_bytes(cfg, words)
     w_img = bytearray(q_start - w_start)
     q_img = bytearray(plans[-1].rec.q_offset + plans[-1].rec.q_size - q_start)
@@ -989,6 +1020,7 @@ def _assemble(
         output_scale=float(graph.output_scale),
         output_slots=[int(s) for s in out_slots],
         input_slots=[int(s) for s in in_slots],
+        insn_owner=[v for run in runs for v in run],
         meta=_json_meta(graph.meta),
     )
 

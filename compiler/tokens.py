@@ -85,6 +85,25 @@ class _Tracker:
                 self.longest[space] = max(self.longest.get(space, 0), hi - lo)
 
 
+def hoist_loads(ops: list[Op]) -> list[Op]:
+    """The program with every LOAD moved up to just after the last instruction it conflicts
+    with (loads keep their order among themselves), so a pass's first loads overlap the
+    previous pass's compute instead of waiting for the program to reach them. Moving a load
+    past instructions it does not conflict with keeps every dependency."""
+    tracker = _Tracker()
+    keys: list[float] = []
+    last_load = -1.0
+    for i, op in enumerate(ops):
+        key = float(i)
+        if op.op is Opcode.LOAD:
+            key = max(max(tracker.conflicts(op), default=-1) + 0.5, last_load)
+            last_load = key
+        tracker.record(op, i)
+        keys.append(key)
+    order = sorted(range(len(ops)), key=lambda i: (keys[i], i))
+    return [ops[i] for i in order]
+
+
 def add_tokens(ops: list[Op]) -> list[Op]:
     """The program with SYNCs inserted and every instruction's token flags set."""
     out: list[Op] = []

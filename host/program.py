@@ -60,8 +60,10 @@ class LayerRecord:
     channel chunks into ``out_tiles`` row tiles of ``out_hw`` pixels; its input and output maps
     live at ``in_offset`` / ``out_offset`` in the window in ``arch.layout``'s feature-map layout,
     in the regions named ``src`` and ``dst`` (``res``: the region it adds as a residual, "" for
-    none). ``order``, ``x_tiles`` and ``w_groups`` describe the tiling; ``dma_bytes`` is what its
-    instructions move, ``min_dma_bytes`` the weights, input, residual and output once.
+    none). ``insn_count`` instructions belong to it, the first at byte ``insn_offset``
+    (``Program.insn_owner`` says which). ``order``, ``x_tiles`` and ``w_groups`` describe the
+    tiling; ``dma_bytes`` is what its instructions move, ``min_dma_bytes`` the weights, input,
+    residual and output once.
     ``array_macs`` counts the MACs the array performs, padding slots included; ``macs`` the
     layer's own.
     """
@@ -154,6 +156,9 @@ class Program:
     input_slots: list[int]
     """Input map's slot -> logical input channel, -1 for a zero slot (a channel may fill
     several slots: a first layer can spread one 8-bit weight over several lanes)."""
+    insn_owner: list[int]
+    """Which pass each instruction belongs to, run-length coded as [pass, count, pass, ...]:
+    passes interleave, since a pass's first loads are hoisted into the one before."""
     meta: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -168,6 +173,16 @@ class Program:
     def config_hash(self) -> str:
         """Hash of the AccelConfig the Program was compiled for (16 hex digits)."""
         return self.config.hash
+
+    def pass_at(self, pc: int) -> LayerRecord:
+        """The pass instruction ``pc`` belongs to (the last pass past the end)."""
+        runs = self.insn_owner
+        at = 0
+        for i in range(0, len(runs), 2):
+            at += runs[i + 1]
+            if pc < at:
+                return self.layers[runs[i]]
+        return self.layers[-1]
 
     def output_gather(self) -> np.ndarray:
         """Slot index of every logical output channel, in logical order."""
@@ -233,6 +248,7 @@ class Program:
             "output_scale": self.output_scale,
             "output_slots": list(self.output_slots),
             "input_slots": list(self.input_slots),
+            "insn_owner": list(self.insn_owner),
             "meta": self.meta,
         }
 
@@ -315,6 +331,7 @@ class Program:
             output_scale=float(h["output_scale"]),
             output_slots=[int(i) for i in h["output_slots"]],
             input_slots=[int(i) for i in h["input_slots"]],
+            insn_owner=[int(i) for i in h["insn_owner"]],
             meta=dict(h["meta"]),
         )
 
@@ -337,6 +354,7 @@ _HEADER_KEYS = (
     "output_scale",
     "output_slots",
     "input_slots",
+    "insn_owner",
     "meta",
 )
 

@@ -111,15 +111,6 @@ def check_identity(program: Program, device: Device) -> None:
         )
 
 
-def _layer_at(program: Program, pc: int) -> str:
-    """Name of the layer whose instructions hold index ``pc`` (the last layer past the end)."""
-    at = pc * (program.config.insn_bits // 8)
-    for r in program.layers:
-        if r.insn_offset <= at < r.insn_offset + r.insn_count * (program.config.insn_bits // 8):
-            return r.name
-    return program.layers[-1].name
-
-
 def _describe(program: Program, pc: int) -> str:
     """The instruction at index ``pc`` and the layer it belongs to, for error messages."""
     seg = program.segments["insn"]
@@ -130,7 +121,7 @@ def _describe(program: Program, pc: int) -> str:
     insn = isa.decode(program.config, int.from_bytes(seg.data[at : at + n], "little"))
     if insn is None:
         return ""
-    layer = _layer_at(program, pc)
+    layer = program.pass_at(pc).name
     return f"layer {layer}: {insn.op.name} " + " ".join(f"{k}={v}" for k, v in insn.args.items())
 
 
@@ -185,7 +176,7 @@ def _run_chunk(
         except ValueError:
             where = f"unit {unit}"
         detail = "; ".join(s for s in (where, _describe(program, pc), hint) if s)
-        layer = _layer_at(program, pc)
+        layer = program.pass_at(pc).name
         raise AcceleratorError(name, pc, layer, detail)
     oh, ow = last.out_hw
     out = layout.unpack(cfg, Entry.OUT, device.read(last.out_offset, last.out_size))

@@ -92,8 +92,9 @@ def prog2():
 
 def test_accelerator_error_names_code_pc_layer(prog2):
     x = np.zeros((1, 6), np.int8)
-    first = prog2.layers[0].insn_count
-    for pc, layer in ((first - 1, "l0"), (first + 1, "l1")):
+    owner = [prog2.pass_at(pc).name for pc in range(prog2.insn_count)]
+    last_l0, first_l1 = len(owner) - 1 - owner[::-1].index("l0"), owner.index("l1")
+    for pc, layer in ((last_l0, "l0"), (first_l1, "l1")):
         with pytest.raises(AcceleratorError) as e:
             run(_patched(prog2, pc, 0), x)
         assert (e.value.code, e.value.pc, e.value.layer) == ("ILLEGAL_OPCODE", pc, layer)
