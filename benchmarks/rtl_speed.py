@@ -10,6 +10,7 @@ preset and run on the Verilated RTL (bit-exact against the golden model), it pri
 * simulated cycles per second of the Verilator model.
 
 Writes benchmarks/results/rtl_speed.json; ``--readme`` rewrites the README's table from it.
+``--whole`` reports whole networks instead (``benchmarks/whole_network.py``).
 ``--backend golden`` prints the DMA and shape columns without RTL cycles (no Verilator needed)
 and writes nothing.
 """
@@ -109,7 +110,18 @@ def main() -> int:
     p.add_argument("--backend", default="rtl", choices=["rtl", "golden"])
     p.add_argument("--only", default="", help="comma-separated network names (resnet20,resnet18)")
     p.add_argument("--readme", action="store_true", help="only rewrite the README's table")
-    args = p.parse_args()
+    p.add_argument(
+        "--whole",
+        action="store_true",
+        help="whole ResNet-20 and ResNet-18 instead of single layers (benchmarks/whole_network.py)",
+    )
+    args, rest = p.parse_known_args()
+    if rest and not args.whole:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.whole:
+        import whole_network
+
+        return whole_network.main(["--board", args.board, *rest])
     if args.readme:
         replace_block("rtl-speed-table", markdown(json.loads(JSON.read_text())))
         return 0
