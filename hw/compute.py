@@ -17,10 +17,11 @@ when its last group leaves the lanes. The array keeps issuing meanwhile; only ou
 once the pipeline is empty.
 
 ``max`` (pooling): the X entry and its in-tile flag travel down a delay line from the buffer read
-to the accumulate stage, and the array's input is held at zero, so its dot products are 0. The
-accumulator's start term becomes the running maximum instead: ``acc[r] = v`` on an output's first
-pair, else ``max(acc[r], v)``, with ``v`` lane r of the X entry, or ``-2^(acc_bits-1)`` outside
-the tile. ``res`` (residual): R[r_base + m] is read as the output's accumulator finishes, held
+to the accumulate stage, which then keeps the running maximum instead of adding the array's dot
+products: ``acc[r] = v`` on an output's first pair, else ``max(acc[r], v)``, with ``v`` lane r of
+the X entry, or ``-2^(acc_bits-1)`` outside the tile (it never wins). The maximum bypasses the
+adder, so its compare-and-select loop is short and the MAC path gains only the final select.
+``res`` (residual): R[r_base + m] is read as the output's accumulator finishes, held
 beside it and shifted group by group into the lanes' ``res`` inputs (zero without ``res``, so the
 residual term vanishes); each row's ``res_mult`` comes from its Q row like the other parameters.
 """
@@ -146,7 +147,7 @@ class Compute(wiring.Component):
         m.d.comb += [
             array.w.eq(self.w_rd.data),
             array.x.eq(self.x_rd.data),
-            array.x_valid.eq(pipe[1].in_tile & ~pool),
+            array.x_valid.eq(pipe[1].in_tile),
         ]
         x_line = self.x_rd.data
         for k in range(2, acc_stage + 1):
@@ -164,13 +165,10 @@ class Compute(wiring.Component):
         m.d.comb += self.acc_rd.addr.eq(f("acc_base") + pipe[acc_stage - 1].m)
         with m.If(s.valid):
             for r in range(rows):
+                start = Mux(s.first, Mux(reset, 0, init[r]), acc[r])
                 v = Mux(s.in_tile, xs[r], -(1 << (cfg.acc_bits - 1)))
-                start = Mux(
-                    s.first,
-                    Mux(pool, v, Mux(reset, 0, init[r])),
-                    Mux(pool & (v > acc[r]), v, acc[r]),
-                )
-                m.d.sync += acc[r].eq(start + array.dots[r])
+                top = Mux(s.first | (s.in_tile & (xs[r] > acc[r])), v, acc[r])
+                m.d.sync += acc[r].eq(Mux(pool, top, start + array.dots[r]))
         done_out = pipe[acc_stage + 1]
         finished = done_out.valid & done_out.last
         m.d.comb += [
