@@ -114,3 +114,27 @@ def test_spread_first_layer_rtl_equals_golden(rtl) -> None:
     hw = run_with_stats(prog, x, device=rtl)
     assert np.array_equal(hw.output, run_with_stats(prog, x).output)
     assert np.array_equal(hw.output, graph.evaluate(x))
+
+
+def test_batch_reuses_weights_and_runs_any_number_of_images() -> None:
+    """Batch 4: each pass loads its weights once for all 4 images (same W bytes as batch 1),
+    and 7 images run as two device runs of the batch-4 Program."""
+    from rmsmp.arch import isa, layout
+
+    _, x, qmodel, graph = _case(3, (8, 10))
+    cfg = AccelConfig.for_board("pynq-z1")
+
+    def w_bytes(prog) -> int:
+        words = isa.from_bytes(cfg, prog.segments["insn"].data)
+        loads = [isa.decode(cfg, w) for w in words]
+        eb = layout.entry_bytes(cfg, layout.Entry.W)
+        return sum(
+            i.y_size * i.x_size * eb for i in loads if i.op is isa.Opcode.LOAD and i.buf == 0
+        )
+
+    one, four = lower(graph, cfg, 1), lower(graph, cfg, 4)
+    assert w_bytes(four) == w_bytes(one) > 0
+    x7 = torch.cat([x] * 7)[:7]
+    res = run_with_stats(four, x7.numpy())
+    assert res.output.shape[0] == 7
+    _check_run(res, graph, qmodel, x7)
