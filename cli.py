@@ -138,10 +138,19 @@ def build_rtl(cfg: AccelConfig) -> None:
         build(cfg)
 
 
+TARGETS = sorted(set(PRESETS) | set(BOARDS))
+"""What --board takes: a board (its default AccelConfig) or an AccelConfig preset."""
+
+
+def target_config(name: str) -> AccelConfig:
+    """The AccelConfig of a board name (pynq-z1, pynq-z2, zc706) or of a preset (e.g. tiny)."""
+    return BOARDS[name].config if name in BOARDS else AccelConfig.for_board(name)
+
+
 def _generate(args: argparse.Namespace) -> int:
     from .hw.generate import generate
 
-    cfg = AccelConfig.load(args.config) if args.config else AccelConfig.for_board(args.board)
+    cfg = AccelConfig.load(args.config) if args.config else target_config(args.board)
     out = writable_dir(args.output, "-o")
     paths = generate(cfg, out)
     if args.lint:
@@ -220,7 +229,7 @@ def _compile(args: argparse.Namespace) -> int:
 
     src = readable_file(args.model, "model")
     out = writable_file(args.output, "-o", suffix=".rmsmp")
-    cfg = AccelConfig.load(args.config) if args.config else AccelConfig.for_board(args.board)
+    cfg = AccelConfig.load(args.config) if args.config else target_config(args.board)
     with working(f"exporting the integer graph of {src}"):
         graph = graph_from_file(src, args.input_shape)
     with working(f"lowering {len(graph.layers)} nodes for {cfg.name}, batch {args.batch}"):
@@ -298,7 +307,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import main as demo_main
 
-    build_rtl(AccelConfig.for_board(args.board))
+    build_rtl(target_config(args.board))
     return demo_main(board=args.board, images=args.images)
 
 
@@ -441,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = command("generate", _generate, "write the accelerator's Verilog and config JSON")
     src = g.add_mutually_exclusive_group()
-    src.add_argument("--board", default="pynq-z1", choices=sorted(PRESETS))
+    src.add_argument("--board", default="pynq-z1", choices=TARGETS)
     src.add_argument("--config", help="an AccelConfig JSON file instead of a board preset")
     g.add_argument("-o", "--output", required=True, help="output directory")
     g.add_argument("--lint", action="store_true", help="also lint the Verilog with Verilator")
@@ -458,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-sample input shape, e.g. 3,224,224 (needed for a module)",
     )
     csrc = c.add_mutually_exclusive_group()
-    csrc.add_argument("--board", default="pynq-z1", choices=sorted(PRESETS))
+    csrc.add_argument("--board", default="pynq-z1", choices=TARGETS)
     csrc.add_argument("--config", help="an AccelConfig JSON file instead of a board preset")
     c.add_argument("--batch", type=int_range(1, 256), default=1, help="images per device run")
     c.add_argument("--summary", action="store_true", help="print every pass of the Program")
@@ -552,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
         "whole ResNet-20 (our rmsmp QAT checkpoint) on CIFAR-10 images: golden and RTL, "
         "bit-exact, with accuracy and cycles",
     )
-    d.add_argument("--board", default="pynq-z1", choices=sorted(PRESETS))
+    d.add_argument("--board", default="pynq-z1", choices=TARGETS)
     d.add_argument("--images", type=int_range(1, 10_000), default=32, help="CIFAR-10 test images")
     return p
 

@@ -24,6 +24,7 @@ def main(board: str = "pynq-z1", images: int = 32, checkpoint: Path = CHECKPOINT
     from rich.progress import Progress
 
     from .arch import AccelConfig
+    from .boards import BOARDS
     from .compiler.data import cifar10_test
     from .compiler.frontend import graph_from_file
     from .compiler.lower import lower
@@ -32,7 +33,7 @@ def main(board: str = "pynq-z1", images: int = 32, checkpoint: Path = CHECKPOINT
 
     if images < 1:
         raise ValueError(f"--images must be at least 1, got {images}")
-    cfg = AccelConfig.for_board(board)
+    cfg = BOARDS[board].config if board in BOARDS else AccelConfig.for_board(board)
     ck = read_checkpoint(checkpoint)
     graph = graph_from_file(checkpoint, None)
     t0 = time.perf_counter()
