@@ -140,18 +140,26 @@ def test_batch_reuses_weights_and_runs_any_number_of_images() -> None:
     _check_run(res, graph, qmodel, x7)
 
 
-@pytest.mark.rtl
-def test_our_resnet20_checkpoint_whole_on_pynq_z1_rtl() -> None:
-    """The committed QAT checkpoint, exported, runs input to logits on the pynq-z1 RTL:
-    RTL == golden == IntGraph.evaluate on two CIFAR-10 test images."""
-    from rmsmp.compiler.data import cifar10_test
+@pytest.fixture(scope="module")
+def resnet20():
+    """Our committed QAT checkpoint's integer graph and its pynq-z1 Program."""
     from rmsmp.compiler.frontend import graph_from_file
     from rmsmp.demo import CHECKPOINT
 
     graph = graph_from_file(CHECKPOINT, None)
-    prog = lower(graph, AccelConfig.for_board("pynq-z1"), 1)
+    return graph, lower(graph, AccelConfig.for_board("pynq-z1"), 1)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("backend", ["rtl", "pynq-sim"])
+def test_our_resnet20_checkpoint_whole_on_pynq_z1_rtl(resnet20, backend: str) -> None:
+    """The committed QAT checkpoint, exported, runs input to logits on the pynq-z1 RTL, bare
+    and behind the PYNQ driver: RTL == golden == IntGraph.evaluate on two CIFAR-10 images."""
+    from rmsmp.compiler.data import cifar10_test
+
+    graph, prog = resnet20
     x, _ = cifar10_test(n=2, seed=7)
-    hw = run_with_stats(prog, x, backend="rtl")
+    hw = run_with_stats(prog, x, backend=backend)
     assert np.array_equal(hw.output, run_with_stats(prog, x).output)
     assert np.array_equal(hw.output, graph.evaluate(graph.quantize_input(x)))
     assert [s for s, where in hw.placement if where == "host"] == HOST_STEPS
