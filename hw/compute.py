@@ -114,9 +114,15 @@ class Compute(wiring.Component):
         gap = Signal(range(groups + 1))
         qreg = Signal(rows * Q_ROW_BITS)
 
-        last_j, last_i = j == f("kw") - 1, i == f("kh") - 1
-        last_c = c == f("c_count") - 1
-        last_ox, last_oy = ox == f("ow_count") - 1, oy == f("oh_count") - 1
+        # Each loop's last index, registered from the command like sy_tw: the compares that end
+        # the loops are then plain equalities, off the walk's critical path.
+        ends = {}
+        for name in ("kw", "kh", "c_count", "ow_count", "oh_count"):
+            ends[name] = Signal.like(f(name), name=f"{name}_last")
+            m.d.sync += ends[name].eq(f(name) - 1)
+        last_j, last_i = j == ends["kw"], i == ends["kh"]
+        last_c = c == ends["c_count"]
+        last_ox, last_oy = ox == ends["ow_count"], oy == ends["oh_count"]
         last = last_j & last_i & last_c
         in_tile = (y >= 0) & (y < f("tile_h")) & (x >= 0) & (x < f("tile_w"))
         issuing = Signal()
@@ -238,7 +244,8 @@ class Compute(wiring.Component):
         )
 
         # The Q entry is read from the start (its port keeps reading Q[q_base]) and kept for the
-        # whole instruction; the walk's only products are formed from the command.
+        # whole instruction; the walk's only products are formed from the command (registered:
+        # the command holds still from the start, and the walk uses them a cycle later).
         xa_start = Signal(xab)
         m.d.comb += xa_start.eq(f("x_base") - small_mul(f("tile_w"), f("pad_top")) - f("pad_left"))
         q_load = Signal()
