@@ -4,8 +4,9 @@ Every Conv2d of the residual blocks becomes a ``brevitas.nn.QuantConv2d`` with 4
 per-output-channel float-scaled weights, fed by a 4-bit unsigned ``QuantIdentity`` (its inputs
 follow a ReLU). The ends are either float (the usual Brevitas recipe) or, like-for-like with our
 methods, 8-bit: the first conv with 8-bit per-channel weights on a signed 8-bit image, the
-classifier with 8-bit per-channel weights on an unsigned 8-bit pooled input, and the last
-feature map quantized to 4 bits before pooling, as ours is. Scales stay float either way (ours
+classifier with 8-bit per-channel weights on an unsigned 7-bit pooled input (ours store
+activations as signed 8-bit, so an unsigned end input gets 7 bits), and the last feature map
+quantized to 4 bits before pooling, as ours is. Scales stay float either way (ours
 become dyadic at export). Brevitas is an optional extra (``pip install 'rmsmp[brevitas]'``).
 """
 
@@ -18,6 +19,7 @@ from .models.resnet_cifar import load_resnet20
 WEIGHT_BITS = 4
 ACT_BITS = 4
 END_BITS = 8
+UNSIGNED_END_BITS = 7
 
 
 def _require_brevitas():
@@ -54,8 +56,9 @@ def _quant_conv(conv: nn.Conv2d, bits: int) -> nn.Module:
 def brevitas_resnet20(eight_bit_ends: bool = False) -> nn.Module:
     """The pretrained ResNet-20 with its block convs replaced by Brevitas Int4 layers.
 
-    ``eight_bit_ends`` also quantizes the first conv and the classifier to 8 bits (weights and
-    inputs) and the last feature map to 4 bits, as our methods do; otherwise they stay float.
+    ``eight_bit_ends`` also quantizes the first conv and the classifier to 8-bit weights, their
+    inputs to 8 (signed image) and 7 bits (unsigned pooled map), and the last feature map to 4
+    bits, as our methods do; otherwise they stay float.
     """
     qnn, wq, uact, sact = _require_brevitas()
     model = load_resnet20()
@@ -75,7 +78,9 @@ def brevitas_resnet20(eight_bit_ends: bool = False) -> nn.Module:
         )
         linear.weight.data.copy_(model.linear.weight.data)
         linear.bias.data.copy_(model.linear.bias.data)
-        pooled = qnn.QuantIdentity(act_quant=uact, bit_width=END_BITS, return_quant_tensor=False)
+        pooled = qnn.QuantIdentity(
+            act_quant=uact, bit_width=UNSIGNED_END_BITS, return_quant_tensor=False
+        )
         model.linear = nn.Sequential(pooled, linear)
         model.attach_output_quantizer(
             qnn.QuantIdentity(act_quant=uact, bit_width=ACT_BITS, return_quant_tensor=False)

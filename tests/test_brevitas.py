@@ -38,7 +38,7 @@ def test_brevitas_8ends_quantizes_the_ends_to_8_bits_like_ours() -> None:
         assert 15 < int(ints.abs().max()) <= 128
         assert qw.scale.reshape(-1).numel() == layer.weight.shape[0]
     assert float(model.conv1[0].act_quant.bit_width()) == 8 and model.conv1[0].act_quant.is_signed
-    assert float(model.linear[0].act_quant.bit_width()) == 8
+    assert float(model.linear[0].act_quant.bit_width()) == 7
     assert float(model.quant_out.act_quant.bit_width()) == 4
     x, _ = next(batches("train", 4, False, np.random.default_rng(0)))
     assert len(torch.unique(model.conv1[0](x))) <= 256
