@@ -264,7 +264,7 @@ def test_checkpoint_is_extended_and_resumes_after_ctrl_c(tmp_path, capsys, monke
     (A tiny model on random batches stands in for ResNet-20 on CIFAR-10.)"""
     from rmsmp.compiler import train
 
-    def tiny(model_name, method_name, assignment=None, sensitivity="none"):
+    def tiny(model_name, method_name, assignment=None, sensitivity="none", split_rule="error"):
         torch.manual_seed(0)
         return nn.Sequential(nn.Flatten(), nn.Linear(12, 10)), {"fc": ["fixed4"]}
 
