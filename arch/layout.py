@@ -122,7 +122,8 @@ def pack(cfg: AccelConfig, kind: Entry, values: np.ndarray) -> bytes:
     pad = entry_bytes(cfg, kind) * 8 - int(widths.sum())
     mask = _byte_mask(widths)
     if mask is not None:
-        raw = np.ascontiguousarray(values, dtype="<i8").view(np.uint8).reshape(len(values), len(widths), 8)[:, mask]
+        le = np.ascontiguousarray(values, dtype="<i8").view(np.uint8)
+        raw = le.reshape(len(values), len(widths), 8)[:, mask]
         return np.pad(raw, ((0, 0), (0, pad // 8))).tobytes()
     cols = []
     for i, w in enumerate(widths):
