@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .arch import PRESETS, AccelConfig
-from .boards import BOARDS
+from .boards import BOARDS, target_config
 from .compiler.methods import METHODS
 from .host import backends
 
@@ -140,11 +140,6 @@ def build_rtl(cfg: AccelConfig) -> None:
 
 TARGETS = sorted(set(PRESETS) | set(BOARDS))
 """What --board takes: a board (its default AccelConfig) or an AccelConfig preset."""
-
-
-def target_config(name: str) -> AccelConfig:
-    """The AccelConfig of a board name (pynq-z1, pynq-z2, zc706) or of a preset (e.g. tiny)."""
-    return BOARDS[name].config if name in BOARDS else AccelConfig.for_board(name)
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -23,8 +23,7 @@ def main(board: str = "pynq-z1", images: int = 32, checkpoint: Path = CHECKPOINT
     """Run the demo; 0 when golden, RTL and the integer graph agree bit for bit."""
     from rich.progress import Progress
 
-    from .arch import AccelConfig
-    from .boards import BOARDS
+    from .boards import target_config
     from .compiler.data import cifar10_test
     from .compiler.frontend import graph_from_file
     from .compiler.lower import lower
@@ -33,7 +32,7 @@ def main(board: str = "pynq-z1", images: int = 32, checkpoint: Path = CHECKPOINT
 
     if images < 1:
         raise ValueError(f"--images must be at least 1, got {images}")
-    cfg = BOARDS[board].config if board in BOARDS else AccelConfig.for_board(board)
+    cfg = target_config(board)
     ck = read_checkpoint(checkpoint)
     graph = graph_from_file(checkpoint, None)
     t0 = time.perf_counter()
@@ -82,8 +81,7 @@ def _cost_report(cfg, program, images: int, stats: dict) -> list[str]:
     wall_g = stats["golden"][0]
     wall, cycles, mac_cycles, beats = stats["rtl"]
     per = cycles / images
-    useful = sum(r.macs for r in program.layers if r.kind.split("+")[0] in ("conv", "linear"))
-    bound = sum(r.array_macs for r in program.layers) / cfg.peak_macs_per_cycle
+    useful, bound = program.useful_macs, program.shape_bound_cycles
     return [
         f"RTL: {per:,.0f} cycles per image = {per / cfg.clock_mhz:,.0f} us at "
         f"{cfg.clock_mhz:g} MHz ({cfg.clock_mhz * 1e6 / per:,.0f} images/s)",

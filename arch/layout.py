@@ -93,7 +93,12 @@ def field_widths(cfg: AccelConfig, kind: Entry) -> np.ndarray:
     return np.tile(np.array(Q_FIELDS, dtype=np.int64), cfg.rows)
 
 
-def q_values(bias, mult, shift, res_mult=0) -> np.ndarray:
+def q_values(
+    bias: np.ndarray | int,
+    mult: np.ndarray | int,
+    shift: np.ndarray | int,
+    res_mult: np.ndarray | int = 0,
+) -> np.ndarray:
     """Per-row requant parameters (each broadcast to [..., rows]) as the [..., rows * 4] field
     values of Q entries, in ``Q_FIELDS`` order."""
     parts = np.broadcast_arrays(

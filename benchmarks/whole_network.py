@@ -74,8 +74,7 @@ def measure(name: str, graph, cfg: AccelConfig, x: np.ndarray) -> dict:
         raise SystemExit(f"{name}: RTL, golden and IntGraph.evaluate disagree")
     n = len(x)
     cycles = sum(r.total_cycles for r in runs) / n
-    useful = sum(r.macs for r in prog.layers if r.kind.split("+")[0] in ("conv", "linear"))
-    bound = sum(r.array_macs for r in prog.layers) / cfg.peak_macs_per_cycle
+    useful, bound = prog.useful_macs, prog.shape_bound_cycles
     dma = sum(r.dma_bytes for r in prog.layers)
     least = sum(r.min_dma_bytes for r in prog.layers)
     return {

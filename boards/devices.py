@@ -159,3 +159,8 @@ def board(name: str) -> Board:
         return BOARDS[name]
     except KeyError:
         raise BoardError(f"unknown board {name!r}; known: {', '.join(sorted(BOARDS))}") from None
+
+
+def target_config(name: str) -> AccelConfig:
+    """The AccelConfig of a board name (pynq-z1, pynq-z2, zc706) or of a preset (e.g. tiny)."""
+    return BOARDS[name].config if name in BOARDS else AccelConfig.for_board(name)

@@ -97,8 +97,3 @@ def _from_checkpoint(path: Path, ck: dict, input_shape: tuple[int, ...] | None) 
         )
     model, _ = load_checkpoint(path)
     return export_qat(model.eval(), shape, logits_from=calibration_batch(shape))
-
-
-def top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy in percent."""
-    return 100.0 * float((np.asarray(logits).argmax(1) == np.asarray(labels)).mean())

@@ -105,12 +105,16 @@ class LayerRecord:
         """Plain-data form (what the JSON header holds)."""
         return asdict(self)
 
+    @property
+    def op(self) -> str:
+        """The pass's operation: its kind without the "+res" of a fused residual add."""
+        return self.kind.partition("+")[0]
+
     def describe(self) -> str:
         """What the pass computes, for placement lists and summaries."""
-        kind, _, res = self.kind.partition("+")
         k = f"{self.kernel[0]}x{self.kernel[1]}/{self.stride[0]}"
-        extra = " + residual add" if res else ""
-        return f"{self.name}: {k} {_PASS_WORK.get(kind, kind)}{extra}"
+        extra = " + residual add" if self.op != self.kind else ""
+        return f"{self.name}: {k} {_PASS_WORK.get(self.op, self.op)}{extra}"
 
     @classmethod
     def from_dict(cls, d: dict) -> LayerRecord:
@@ -173,6 +177,17 @@ class Program:
     def config_hash(self) -> str:
         """Hash of the AccelConfig the Program was compiled for (16 hex digits)."""
         return self.config.hash
+
+    @property
+    def useful_macs(self) -> int:
+        """The network's own MACs per batch (its convolutions and Linears; not the copies,
+        pools or padding slots)."""
+        return sum(r.macs for r in self.layers if r.op in ("conv", "linear"))
+
+    @property
+    def shape_bound_cycles(self) -> float:
+        """Cycles per batch if the array never waited: every pass's array MACs over the peak."""
+        return sum(r.array_macs for r in self.layers) / self.config.peak_macs_per_cycle
 
     def pass_at(self, pc: int) -> LayerRecord:
         """The pass instruction ``pc`` belongs to (the last pass past the end)."""
