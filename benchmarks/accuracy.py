@@ -20,6 +20,9 @@ from readme import replace_block
 
 RESULTS = Path(__file__).resolve().parent / "results"
 JSON = RESULTS / "accuracy.json"
+LEGACY_END_INPUT_BITS = 8
+"""Rows marked with this ``end_input_bits`` (shown with a dagger) were trained before an end
+layer's unsigned input became 7-bit; their classifier input does not fit the accelerator."""
 MODEL_TITLES = {
     "resnet20": "ResNet-20 / CIFAR-10 (JPEG copy)",
     "minilm-sst2": "MiniLM / SST-2 dev (fine-tuned)",
@@ -214,6 +217,8 @@ def markdown() -> str:
         method = r["method"]
         if r.get("act_bits"):
             method += f" (A{r['act_bits']})"
+        if r.get("end_input_bits") == LEGACY_END_INPUT_BITS:
+            method += " †"
         lines.append(
             f"| {MODEL_TITLES[r['model']]} | {method} | {r['epochs']} | {r['top1']:.2f} "
             f"| `{r['command']}` |"
