@@ -226,9 +226,53 @@ def markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+GOAL_GAP = 0.5
+"""The goal: one of our mixed methods within this many points of fp32 on ResNet-20."""
+RIVALS = ("fixed4", "pot4", "brevitas", "brevitas-8ends")
+"""The goal's other half: that mixed method ahead of each of these on the same schedule."""
+
+
+def goal() -> str:
+    """The ResNet-20 goal on the longest schedule with an fp32 row, from current-recipe rows:
+    every row's gap to fp32, and for each of our mixed methods (rmsmp*) the verdicts."""
+    rows = [
+        r
+        for r in load_rows()
+        if r["model"] == "resnet20" and r.get("end_input_bits") != LEGACY_END_INPUT_BITS
+    ]
+    fp32 = {r["epochs"]: r["top1"] for r in rows if r["method"] == "fp32"}
+    if not fp32:
+        return "No fp32 ResNet-20 row yet.\n"
+    epochs = max(fp32)
+    at = {r["method"]: r["top1"] for r in rows if r["epochs"] == epochs}
+    lines = [
+        f"ResNet-20 at {epochs} epochs, rows without †:",
+        "",
+        "| method | top-1 | vs fp32 |",
+        "|---|---|---|",
+    ]
+    for m, t in sorted(at.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {m} | {t:.2f} | {t - fp32[epochs]:+.2f} |")
+    lines.append("")
+    for m in sorted(m for m in at if m.startswith("rmsmp")):
+        gap = fp32[epochs] - at[m]
+        verdicts = [
+            f"{gap:.2f} below fp32 ({'meets' if gap <= GOAL_GAP else 'misses'} the {GOAL_GAP} goal)"
+        ]
+        for rival in RIVALS:
+            if rival not in at:
+                verdicts.append(f"no {epochs}-epoch {rival} row yet")
+            else:
+                d = at[m] - at[rival]
+                verdicts.append(f"{'ahead of' if d > 0 else 'behind'} {rival} by {abs(d):.2f}")
+        lines.append(f"- {m}: " + "; ".join(verdicts) + ".")
+    return "\n".join(lines) + "\n"
+
+
 def update_readme() -> None:
-    """Replace the table between the README's accuracy-table markers."""
+    """Replace the README's accuracy table and goal blocks."""
     replace_block("accuracy-table", markdown())
+    replace_block("accuracy-goal", goal())
 
 
 def main() -> int:

@@ -1,0 +1,64 @@
+"""benchmarks/accuracy.py's goal block on hand-made rows whose verdicts are known."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import accuracy  # noqa: E402
+
+
+def _row(method: str, epochs: int, top1: float, **extra) -> dict:
+    return {"model": "resnet20", "method": method, "epochs": epochs, "top1": top1, **extra}
+
+
+@pytest.fixture
+def rows(tmp_path, monkeypatch):
+    path = tmp_path / "accuracy.json"
+    monkeypatch.setattr(accuracy, "JSON", path)
+
+    def write(*rs: dict) -> None:
+        path.write_text(json.dumps(list(rs)))
+
+    return write
+
+
+def test_goal_uses_the_longest_fp32_schedule_and_skips_legacy_rows(rows) -> None:
+    rows(
+        _row("fp32", 2, 87.0),
+        _row("fp32", 8, 88.0),
+        _row("rmsmp", 8, 87.6),
+        _row("fixed4", 8, 87.7),
+        _row("pot4", 8, 86.0),
+        _row("brevitas", 8, 90.0, end_input_bits=accuracy.LEGACY_END_INPUT_BITS),
+        _row("rmsmp", 2, 99.0),
+    )
+    text = accuracy.goal()
+    assert "at 8 epochs" in text
+    assert "| rmsmp | 87.60 | -0.40 |" in text
+    assert "99.00" not in text  # another schedule
+    assert "| brevitas |" not in text  # trained under the old recipe
+    line = next(ln for ln in text.splitlines() if ln.startswith("- rmsmp:"))
+    assert "0.40 below fp32 (meets the 0.5 goal)" in line
+    assert "behind fixed4 by 0.10" in line
+    assert "ahead of pot4 by 1.60" in line
+    assert "no 8-epoch brevitas row yet" in line
+
+
+def test_goal_misses_when_the_gap_is_larger(rows) -> None:
+    rows(_row("fp32", 4, 88.0), _row("rmsmp-sp2", 4, 87.0), _row("fixed4", 4, 86.5))
+    line = next(ln for ln in accuracy.goal().splitlines() if ln.startswith("- rmsmp-sp2:"))
+    assert "1.00 below fp32 (misses the 0.5 goal)" in line
+    assert "ahead of fixed4 by 0.50" in line
+
+
+def test_goal_without_fp32(rows) -> None:
+    rows(_row("rmsmp", 8, 86.0))
+    assert accuracy.goal() == "No fp32 ResNet-20 row yet.\n"
