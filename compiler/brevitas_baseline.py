@@ -53,19 +53,26 @@ def _quant_conv(conv: nn.Conv2d, bits: int) -> nn.Module:
     return qconv
 
 
-def brevitas_resnet20(eight_bit_ends: bool = False) -> nn.Module:
+def brevitas_resnet20(eight_bit_ends: bool = False, integer_residual: bool = False) -> nn.Module:
     """The pretrained ResNet-20 with its block convs replaced by Brevitas Int4 layers.
 
     ``eight_bit_ends`` also quantizes the first conv and the classifier to 8-bit weights, their
     inputs to 8 (signed image) and 7 bits (unsigned pooled map), and the last feature map to 4
-    bits, as our methods do; otherwise they stay float.
+    bits, as our methods do; otherwise they stay float. Brevitas' usual recipe quantizes conv
+    inputs only, so the shortcut adds the block's float input; ``integer_residual`` quantizes
+    the block input once for conv1 and the shortcut alike, as ours (and an integer accelerator)
+    must.
     """
     qnn, wq, uact, sact = _require_brevitas()
     model = load_resnet20()
     for block in (b for stage in (model.layer1, model.layer2, model.layer3) for b in stage):
         for name in ("conv1", "conv2"):
             act = qnn.QuantIdentity(act_quant=uact, bit_width=ACT_BITS, return_quant_tensor=False)
-            setattr(block, name, nn.Sequential(act, _quant_conv(getattr(block, name), WEIGHT_BITS)))
+            qconv = _quant_conv(getattr(block, name), WEIGHT_BITS)
+            if name == "conv1" and integer_residual:
+                block.quant_in, block.conv1 = act, qconv
+            else:
+                setattr(block, name, nn.Sequential(act, qconv))
     if eight_bit_ends:
         image = qnn.QuantIdentity(act_quant=sact, bit_width=END_BITS, return_quant_tensor=False)
         model.conv1 = nn.Sequential(image, _quant_conv(model.conv1, END_BITS))

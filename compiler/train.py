@@ -27,7 +27,10 @@ BREVITAS = "brevitas"
 """Method name of the Brevitas Int4 peer baseline (not one of our presets): float ends."""
 BREVITAS_8ENDS = "brevitas-8ends"
 """The Brevitas baseline with 8-bit first and last layers, as our methods have."""
-BREVITAS_METHODS = (BREVITAS, BREVITAS_8ENDS)
+BREVITAS_INT_RESIDUAL = "brevitas-8ends-intres"
+"""8-bit ends and the block input quantized once for conv1 and the shortcut, as ours: the
+residual stream is integer, as the accelerator needs, not float as in Brevitas' recipe."""
+BREVITAS_METHODS = (BREVITAS, BREVITAS_8ENDS, BREVITAS_INT_RESIDUAL)
 
 
 def progress(transient: bool = False, disable: bool = False) -> Progress:
@@ -169,8 +172,9 @@ def build(
     ``sensitivity`` "hutchinson" or "fisher" assigns the 8-bit rows by per-row Hessian or
     Fisher trace (``assign_rmsmp``); "none" by quantisation error. ``split_rule`` "variance"
     splits the 4-bit rows by the paper's normalised-variance rule instead of by error.
-    ``BREVITAS_METHODS`` build the peer baseline instead (float or 8-bit ends), its activation
-    ranges calibrated on a few training batches as Brevitas recommends.
+    ``BREVITAS_METHODS`` build the peer baseline instead (float or 8-bit ends; float or integer
+    residual stream), its activation ranges calibrated on a few training batches as Brevitas
+    recommends.
     """
     if model_name != "resnet20":
         raise ValueError(f"training supports --model resnet20 for now, got {model_name!r}")
@@ -180,7 +184,10 @@ def build(
 
         from .brevitas_baseline import brevitas_resnet20
 
-        model = brevitas_resnet20(eight_bit_ends=method_name == BREVITAS_8ENDS).eval()
+        model = brevitas_resnet20(
+            eight_bit_ends=method_name != BREVITAS,
+            integer_residual=method_name == BREVITAS_INT_RESIDUAL,
+        ).eval()
         with torch.no_grad(), calibration_mode(model):
             for x, _ in batches("train", 256, False, np.random.default_rng(1), n=1024):
                 model(x)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from rmsmp.compiler.brevitas_baseline import brevitas_resnet20
-from rmsmp.compiler.train import BREVITAS, batches, build
+from rmsmp.compiler.train import BREVITAS, BREVITAS_INT_RESIDUAL, batches, build
 
 
 def test_brevitas_baseline_is_int4_per_channel_and_trains() -> None:
@@ -43,3 +43,21 @@ def test_brevitas_8ends_quantizes_the_ends_to_8_bits_like_ours() -> None:
     x, _ = next(batches("train", 4, False, np.random.default_rng(0)))
     assert len(torch.unique(model.conv1[0](x))) <= 256
     assert model(x).shape == (4, 10)
+
+
+def test_brevitas_integer_residual_quantizes_the_shortcut_like_ours() -> None:
+    """brevitas-8ends-intres: every block adds its 4-bit-quantized input, not the float one."""
+    model, _ = build("resnet20", BREVITAS_INT_RESIDUAL)
+    blocks = [b for stage in (model.layer1, model.layer2, model.layer3) for b in stage]
+    seen = []
+    for block in blocks:
+        assert type(block.conv1).__name__ == "QuantConv2d"  # its input is quant_in's output
+        assert float(block.quant_in.act_quant.bit_width()) == 4
+        block.shortcut = lambda x, add=block.shortcut: seen.append(x) or add(x)
+    x, _ = next(batches("train", 4, False, np.random.default_rng(0)))
+    model(x)
+    assert len(seen) == len(blocks)
+    for block, r in zip(blocks, seen, strict=True):
+        scale = float(block.quant_in.act_quant.scale())
+        assert len(torch.unique(r)) <= 16
+        assert torch.allclose(r / scale, torch.round(r / scale), atol=1e-3)
