@@ -12,10 +12,12 @@ import argparse
 import copy
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
+from readme import replace_block
 
 from rmsmp.compiler.export import export_qat
 from rmsmp.compiler.train import batches, load_checkpoint
@@ -53,13 +55,34 @@ def check(path: Path, batch: int = 250) -> dict:
     }
 
 
+def markdown(rows: Iterable[dict]) -> str:
+    """The README's table: one row per checked checkpoint."""
+    lines = [
+        "| checkpoint | images | agree (fp32) | agree (fp64) | integer top-1 | fake-quant top-1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: r["checkpoint"]):
+        lines.append(
+            f"| {r['checkpoint']} | {r['images']} | {100 * r['agree_fp32_fakequant']:.2f}% "
+            f"| {100 * r['agree_fp64_fakequant']:.2f}% | {r['top1_integer']:.2f} "
+            f"| {r['top1_fakequant']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("checkpoints", nargs="*", type=Path)
+    p.add_argument(
+        "--readme", action="store_true", help="only rewrite the README's export table from the JSON"
+    )
     args = p.parse_args()
     paths = args.checkpoints or sorted((RESULTS / "ckpt").glob("resnet20-*.pt"))
     out = RESULTS / "export.json"
     rows = {r["checkpoint"]: r for r in (json.loads(out.read_text()) if out.exists() else [])}
+    if args.readme:
+        replace_block("export-table", markdown(rows.values()))
+        return 0
     for path in paths:
         if path.name.startswith(("resnet20-fp32-", "resnet20-brevitas-")):
             print(f"{path.name}: not one of our integer-exportable methods, skipped")
