@@ -116,8 +116,7 @@ def batches(
             x = pad[:, oy : oy + 32, ox : ox + 32]
             flip = rng.random(len(sel)) < 0.5
             x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
-        x = torch.from_numpy(normalize(x)).contiguous(memory_format=torch.channels_last)
-        yield x, torch.from_numpy(labels[sel].astype(np.int64))
+        yield torch.from_numpy(normalize(x)), torch.from_numpy(labels[sel].astype(np.int64))
 
 
 @torch.no_grad()
@@ -439,7 +438,11 @@ def train(
             assignment = reassign(model, method(method_name))
         rng = np.random.default_rng(seed * 1000 + epoch)
         t0 = time.perf_counter()
-        data = batches("train", batch, True, rng, train_subset)
+        # channels_last for training steps only: evaluation and export keep NCHW's float order.
+        data = (
+            (x.contiguous(memory_format=torch.channels_last), y)
+            for x, y in batches("train", batch, True, rng, train_subset)
+        )
         first = next(data)
         if net is None:
             model.train()
