@@ -58,6 +58,7 @@ def run_resnet20(
     kd_teacher: str | None = None,
     split_rule: str = "error",
     step_grad_scale: bool = False,
+    step_init: str = "mse",
 ) -> dict:
     """Train (resuming) and evaluate one method on ResNet-20 / CIFAR-10 (JPEG copy).
 
@@ -76,6 +77,8 @@ def run_resnet20(
         flags += f" --reassign-every {reassign_every}"
     if step_grad_scale:
         name, flags = f"{name}+lsqgrad", f"{flags} --step-grad-scale"
+    if step_init != "mse":
+        name, flags = f"{name}+{step_init}", f"{flags} --step-init {step_init}"
     kd = None
     if kd_teacher is not None:
         kd = Distill(kd_teacher)
@@ -95,6 +98,7 @@ def run_resnet20(
         kd=kd,
         split_rule=split_rule,
         step_grad_scale=step_grad_scale,
+        step_init=step_init,
     )
     hist = ck["history"]
     return {
@@ -282,6 +286,7 @@ def main() -> int:
     from rmsmp.compiler.assign import SPLIT_RULES
     from rmsmp.compiler.ddp import env_rank
     from rmsmp.compiler.methods import METHODS
+    from rmsmp.compiler.qat import STEP_INITS
     from rmsmp.compiler.train import BREVITAS_METHODS, SENSITIVITIES
 
     p = argparse.ArgumentParser(description=__doc__)
@@ -311,6 +316,12 @@ def main() -> int:
         "--step-grad-scale",
         action="store_true",
         help="ResNet-20: scale the weight steps' gradients as LSQ does (row method+lsqgrad)",
+    )
+    p.add_argument(
+        "--step-init",
+        default="mse",
+        choices=STEP_INITS,
+        help="ResNet-20: start the weight steps MSE-optimal or at abs-max (row method+absmax)",
     )
     p.add_argument(
         "--kd",
@@ -344,6 +355,7 @@ def main() -> int:
                     args.kd,
                     args.split_rule,
                     args.step_grad_scale,
+                    args.step_init,
                 )
             if main_rank:
                 save_row(row)

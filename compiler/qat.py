@@ -146,6 +146,26 @@ def scale_step_gradients(model: nn.Module) -> int:
     return len(found)
 
 
+STEP_INITS = ("mse", "absmax")
+"""How a weight row's step starts: the MSE-optimal clip search (``assign.best_scale``, the
+default) or the row's abs-max over its format's largest level (no clipping)."""
+
+
+@torch.no_grad()
+def init_steps_absmax(model: nn.Module) -> int:
+    """Restart every weight step of ``model`` at its row's abs-max / max level (the ``absmax``
+    step init, an ablation of the MSE-optimal start); returns how many quantizers it set."""
+    found = [m for m in model.modules() if isinstance(getattr(m, "wq", None), RowQuantizer)]
+    if not found:
+        raise ValueError("no row quantizer in the model: the step init needs QAT weights")
+    for m in found:
+        rows = m.weight.detach().reshape(m.weight.shape[0], -1)
+        top = torch.tensor([numerics.weight_format(f).max_level for f in m.wq.formats])
+        amax = rows.abs().amax(1)
+        m.wq.alpha.copy_(torch.where(amax > 0, amax / top.to(amax), torch.ones_like(amax)))
+    return len(found)
+
+
 @torch.no_grad()
 def init_act_steps(model: nn.Module, x: torch.Tensor) -> int:
     """Initialise every not yet initialised activation step from a forward pass on ``x``.

@@ -19,7 +19,7 @@ from .data import cifar10_raw, normalize
 from .ddp import World, all_sum, from_main, init_world, shard, wrap
 from .methods import method, prepare, reassign
 from .models.resnet_cifar import load_resnet20, resnet20
-from .qat import init_act_steps, scale_step_gradients
+from .qat import STEP_INITS, init_act_steps, init_steps_absmax, scale_step_gradients
 
 CKPT_VERSION = 1
 CKPT_KEYS = ("model_name", "method", "epochs", "epoch", "assignment", "model", "history")
@@ -361,6 +361,7 @@ def train(
     kd: Distill | None = None,
     split_rule: str = "error",
     step_grad_scale: bool = False,
+    step_init: str = "mse",
 ) -> dict:
     """Fine-tune (fp32) or QAT-train for ``epochs``; resumes from ``out`` if it exists.
 
@@ -368,7 +369,8 @@ def train(
     ``reassign_every`` > 0 re-assigns the rows from the current weights every that many epochs,
     as RMSMP does (the paper: every 10). ``sensitivity`` and ``split_rule`` choose the rows'
     formats (see ``build``); ``step_grad_scale`` scales the weight steps' gradients as LSQ does
-    (``RowQuantizer.scale_step_gradient``). ``kd`` distils from a float teacher. Under torchrun
+    (``RowQuantizer.scale_step_gradient``); ``step_init`` starts them MSE-optimal or at abs-max
+    (``qat.STEP_INITS``). ``kd`` distils from a float teacher. Under torchrun
     every process trains a replica on its slice of each batch of ``batch`` (see ``ddp``); rank 0
     evaluates and writes the checkpoint, and every rank returns it.
     """
@@ -379,6 +381,8 @@ def train(
         method(method_name)
     elif reassign_every:
         raise ValueError(f"--reassign-every is for our methods, not {method_name}")
+    if step_init not in STEP_INITS:
+        raise ValueError(f"step init must be one of {', '.join(STEP_INITS)}, got {step_init!r}")
     if train_subset is not None:
         if train_subset < 1:
             raise ValueError(f"--train-subset must be at least 1, got {train_subset}")
@@ -398,16 +402,19 @@ def train(
                 f"{out} holds {ck['model_name']} method {ck['method']}; "
                 "use another -o to start a different run"
             )
-        if (ck.get("kd"), ck.get("step_grad_scale", False)) != (kd_options, step_grad_scale):
+        theirs = (ck.get("kd"), ck.get("step_grad_scale", False), ck.get("step_init", "mse"))
+        if theirs != (kd_options, step_grad_scale, step_init):
             raise ValueError(
-                f"{out} was trained with distillation {ck.get('kd')} and step-gradient scale "
-                f"{ck.get('step_grad_scale', False)}, not {kd_options} and {step_grad_scale}; "
+                f"{out} was trained with distillation, step-gradient scale and step init "
+                f"{theirs}, not {(kd_options, step_grad_scale, step_init)}; "
                 "pass the same options to resume it, or use another -o"
             )
         same_run = restore_schedule(ck, epochs, out)
         assignment = ck["assignment"]
     else:
         model, assignment = build(model_name, method_name, None, sensitivity, split_rule)
+        if step_init == "absmax":
+            init_steps_absmax(model)
     if step_grad_scale:
         scale_step_gradients(model)
     # channels_last: oneDNN's convolutions run about 17% faster per step on these CPUs.
@@ -483,6 +490,7 @@ def train(
             history,
             kd=kd_options,
             step_grad_scale=step_grad_scale,
+            step_init=step_init,
             world_size=world.size,
         )
         if world.main:

@@ -17,11 +17,12 @@ from rmsmp.compiler.qat import (
     ActQuantizer,
     RowQuantizer,
     init_act_steps,
+    init_steps_absmax,
     round_to_levels,
     scale_step_gradients,
     ste_levels,
 )
-from rmsmp.compiler.train import Distill
+from rmsmp.compiler.train import Distill, train
 
 DOCUMENTED = {
     "fixed4": list(range(-7, 8)),
@@ -216,3 +217,23 @@ def test_step_gradient_scale_scales_only_the_step_gradient() -> None:
     assert torch.allclose(grads[1][0], grads[0][0] * g, rtol=1e-5)
     with pytest.raises(ValueError, match="no row quantizer"):
         scale_step_gradients(nn.Linear(2, 2))
+
+
+def test_absmax_step_init_puts_each_rows_largest_weight_on_the_top_level() -> None:
+    torch.manual_seed(3)
+    model = small_model()
+    assign = prepare(model, method("rmsmp"), torch.randn(4, 3, 8, 8))
+    mse = model[2].wq.alpha.detach().clone()
+    assert init_steps_absmax(model) == 3
+    rows = model[2].weight.detach().reshape(40, -1)
+    top = torch.tensor([float(numerics.weight_format(f).max_level) for f in assign["2"]])
+    alpha = model[2].wq.alpha.detach()
+    assert torch.allclose(alpha, rows.abs().amax(1) / top)
+    # no weight is clipped, and the MSE-optimal start clips (a smaller step) on some rows
+    q = model[2].wq.integer(model[2].weight).reshape(40, -1)
+    assert torch.equal(q.abs().amax(1), top)
+    assert bool((mse < alpha * (1 - 1e-6)).any()) and bool((mse <= alpha * (1 + 1e-6)).all())
+    with pytest.raises(ValueError, match="no row quantizer"):
+        init_steps_absmax(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="step init must be one of mse, absmax, got 'max'"):
+        train("resnet20", "rmsmp", 1, "unused.pt", step_init="max")
