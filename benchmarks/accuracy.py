@@ -37,10 +37,10 @@ def load_rows() -> list[dict]:
 
 
 def save_row(row: dict) -> None:
-    """Insert or replace the row of (model, method, epochs)."""
+    """Insert or replace the row of (model, method, epochs, activation bits)."""
 
     def key(r: dict) -> tuple:
-        return r["model"], r["method"], r["epochs"]
+        return r["model"], r["method"], r["epochs"], r.get("act_bits") or 0
 
     rows = [r for r in load_rows() if key(r) != key(row)]
     rows.append(row)
@@ -146,18 +146,24 @@ def run_minilm(method: str, epochs: int) -> dict:
     }
 
 
-def run_minilm_sst2(method: str, epochs: int, teacher: str | None, n_train: int | None) -> dict:
+def run_minilm_sst2(
+    method: str, epochs: int, teacher: str | None, n_train: int | None, act_bits: int | None
+) -> dict:
     """SST-2 as in GLUE: fine-tune MiniLM with a head (fp32), or QAT from the fine-tuned
-    ``teacher`` checkpoint distilling from its logits (row ``method+kd``); dev accuracy."""
+    ``teacher`` checkpoint distilling from its logits (row ``method+kd``, inputs ``act_bits``
+    wide: 8 unless given); dev accuracy."""
     from rmsmp.compiler.glue import finetune
+    from rmsmp.compiler.nlp import MINILM_ACT_BITS
 
     size = "all" if n_train is None else str(n_train)
-    ckpt = RESULTS / "ckpt" / f"minilm-sst2-{method}-e{epochs}-n{size}.pt"
+    bits = "" if act_bits in (None, MINILM_ACT_BITS) else f"-a{act_bits}"
+    ckpt = RESULTS / "ckpt" / f"minilm-sst2-{method}{bits}-e{epochs}-n{size}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ck = finetune(method, epochs, ckpt, teacher, n_train)
+    ck = finetune(method, epochs, ckpt, teacher, n_train, act_bits=act_bits or MINILM_ACT_BITS)
     flags = "" if n_train is None else f" --n-train {n_train}"
     flags += "" if teacher is None else f" --kd {teacher}"
+    flags += "" if act_bits is None else f" --act-bits {act_bits}"
     return {
         "model": "minilm-sst2",
         "data": f"sst2 train ({ck['n_train']} sentences) / dev",
@@ -362,18 +368,27 @@ def main() -> int:
     p.add_argument(
         "--n-train", type=int, default=None, help="minilm-sst2: train on N sentences (default all)"
     )
+    p.add_argument(
+        "--act-bits",
+        type=int,
+        choices=(4, 8),
+        default=None,
+        help="minilm-sst2: the quantized Linears' input bits (default 8)",
+    )
     p.add_argument("--plot", action="store_true", help="only redraw the plot and print the table")
     p.add_argument("--readme", action="store_true", help="also rewrite the README's table")
     args = p.parse_args()
     if args.kd is not None and args.model == "minilm":
         p.error("--kd is for --model resnet20 or minilm-sst2 (minilm distils already)")
+    if args.act_bits is not None and args.model != "minilm-sst2":
+        p.error("--act-bits is for --model minilm-sst2 (the other models set their own)")
     main_rank = env_rank() == 0
     if not args.plot:
         for m in args.method or [*METHODS, *BREVITAS_METHODS]:
             if args.model == "minilm":
                 row = run_minilm(m, args.epochs)
             elif args.model == "minilm-sst2":
-                row = run_minilm_sst2(m, args.epochs, args.kd, args.n_train)
+                row = run_minilm_sst2(m, args.epochs, args.kd, args.n_train, args.act_bits)
             else:
                 row = run_resnet20(
                     m,

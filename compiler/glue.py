@@ -57,11 +57,14 @@ class SentenceClassifier(nn.Module):
 
 
 def classifier(
-    method_name: str, assignment: dict | None = None, start: dict | None = None
+    method_name: str,
+    assignment: dict | None = None,
+    start: dict | None = None,
+    act_bits: int = MINILM_ACT_BITS,
 ) -> tuple[SentenceClassifier, dict]:
     """The pretrained encoder with a fresh head, or the classifier state ``start``; then its
-    encoder Linears quantized by ``method_name`` (rows assigned afresh unless ``assignment`` is
-    given, steps set from 256 train sentences; fp32: left float)."""
+    encoder Linears quantized by ``method_name`` with ``act_bits``-bit inputs (rows assigned
+    afresh unless ``assignment`` is given, steps set from 256 train sentences; fp32: float)."""
     torch.manual_seed(0)
     encoder, tok = load_minilm()
     model = SentenceClassifier(encoder)
@@ -70,7 +73,7 @@ def classifier(
     if method(method_name).ratio is None:
         return model, {}
     calib = _batch(tok, sst2("train", 256, 1)[0])
-    m = minilm_method(method_name, MINILM_ACT_BITS)
+    m = minilm_method(method_name, act_bits)
     assignment = prepare(encoder, m, calib, assignment)
     encoder.eval()
     with torch.no_grad():
@@ -98,11 +101,13 @@ def finetune(
     n_train: int | None = None,
     n_dev: int | None = None,
     seed: int = 0,
+    act_bits: int = MINILM_ACT_BITS,
 ) -> dict:
     """Fine-tune (fp32) or QAT-train the SST-2 classifier for ``epochs``; resumes from ``out``.
 
     A quantized method needs ``teacher``, the fine-tuned fp32 checkpoint: the student starts
-    from its weights and distils from its logits. Returns the checkpoint dict (``history``:
+    from its weights and distils from its logits; ``act_bits`` is its Linears' input width (W4A8 by
+    default, or W4A4). Returns the checkpoint dict (``history``:
     per-epoch loss, dev accuracy, seconds).
     """
     if epochs < 1:
@@ -114,8 +119,16 @@ def finetune(
         )
     out = Path(out)
     ck = read_checkpoint(out) if out.exists() else None
-    if ck is not None and (ck["model_name"], ck["method"]) != (MODEL_NAME, method_name):
-        raise ValueError(f"{out} holds {ck['model_name']} {ck['method']}; use another -o")
+    bits = act_bits if quantized else None
+    if ck is not None and (ck["model_name"], ck["method"], ck.get("act_bits")) != (
+        MODEL_NAME,
+        method_name,
+        bits,
+    ):
+        raise ValueError(
+            f"{out} holds {ck['model_name']} {ck['method']} at A{ck.get('act_bits')}; "
+            "use another -o"
+        )
     kd, teach = None, None
     if quantized:
         teach, _ = classifier("fp32", start=read_checkpoint(teacher)["model"])
@@ -125,6 +138,7 @@ def finetune(
         method_name,
         None if ck is None else ck["assignment"],
         None if teach is None else teach.state_dict(),
+        act_bits,
     )
     _, tok = load_minilm()
     lr = QAT_LR if quantized else LR
@@ -187,7 +201,7 @@ def finetune(
             opt,
             sched,
             history,
-            act_bits=MINILM_ACT_BITS if quantized else None,
+            act_bits=bits,
             kd=None if kd is None else dataclasses.asdict(kd),
             n_train=len(sentences),
         )

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from rmsmp.compiler.glue import SentenceClassifier, finetune
+from rmsmp.compiler.glue import SentenceClassifier, classifier, finetune
+from rmsmp.compiler.qat import ActQuantizer
 
 
 class _Tokens(nn.Module):
@@ -45,6 +46,15 @@ def test_quantized_fine_tuning_needs_the_fp32_teacher(tmp_path: Path) -> None:
         finetune("fp32", 0, tmp_path / "x.pt")
 
 
+def test_quantized_classifier_takes_the_activation_width() -> None:
+    model, assignment = classifier("fixed4", act_bits=4)
+    widths = [m.bits for m in model.modules() if isinstance(m, ActQuantizer)]
+    # every encoder Linear; the first and the last are the method's 8-bit ends, the head is float
+    assert len(assignment) == len(widths) == 36
+    assert widths.count(4) == 34 and widths.count(8) == 2
+    assert not isinstance(getattr(model.head, "aq", None), ActQuantizer)
+
+
 @pytest.mark.slow
 def test_fine_tune_then_qat_with_distillation_resumes(tmp_path: Path) -> None:
     fp32 = finetune("fp32", 1, tmp_path / "fp32.pt", n_train=32, n_dev=32)
@@ -54,3 +64,7 @@ def test_fine_tune_then_qat_with_distillation_resumes(tmp_path: Path) -> None:
     again = finetune("fixed4", 2, tmp_path / "q.pt", tmp_path / "fp32.pt", n_train=32, n_dev=32)
     assert [h["epoch"] for h in again["history"]] == [1, 2]
     assert 0 <= again["history"][-1]["dev_acc"] <= 100
+    with pytest.raises(ValueError, match="holds minilm-sst2 fixed4 at A8"):
+        finetune("fixed4", 2, tmp_path / "q.pt", tmp_path / "fp32.pt", 32, 32, act_bits=4)
+    a4 = finetune("fixed4", 1, tmp_path / "a4.pt", tmp_path / "fp32.pt", 32, 32, act_bits=4)
+    assert a4["act_bits"] == 4
