@@ -243,6 +243,11 @@ OUR_RIVALS = ("fixed4", "pot4")
 ends) on the same schedule."""
 
 
+def versus_fp32(gap: float) -> str:
+    """``gap`` (fp32 minus the row, points) in words."""
+    return f"{abs(gap):.2f} {'below' if gap >= 0 else 'above'} fp32"
+
+
 def goal() -> str:
     """The ResNet-20 goal on the longest schedule with an fp32 row, from current-recipe rows:
     every row's gap to fp32, and for each of our mixed methods (rmsmp*) the verdicts."""
@@ -270,7 +275,7 @@ def goal() -> str:
     for m in sorted(m for m in at if m.startswith("rmsmp")):
         gap = fp32[epochs] - at[m]
         verdicts = [
-            f"{gap:.2f} below fp32 ({'meets' if gap <= GOAL_GAP else 'misses'} the {GOAL_GAP} goal)"
+            f"{versus_fp32(gap)} ({'meets' if gap <= GOAL_GAP else 'misses'} the {GOAL_GAP} goal)"
         ]
         for rival in (*OUR_RIVALS, BREVITAS, BREVITAS_8ENDS):
             if rival not in at:
@@ -306,7 +311,7 @@ def goal_sst2() -> str:
             verdict = "meets" if gap <= SST2_GOAL_GAP else "misses"
             lines.append(
                 f"- {r['method']} (A{r['act_bits']}, {r['epochs']} epochs): {r['top1']:.2f}, "
-                f"{gap:.2f} below fp32 ({verdict} the {SST2_GOAL_GAP} goal)."
+                f"{versus_fp32(gap)} ({verdict} the {SST2_GOAL_GAP} goal)."
             )
     return "\n".join(lines) + "\n"
 
