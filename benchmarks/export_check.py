@@ -79,16 +79,22 @@ def main() -> int:
     args = p.parse_args()
     paths = args.checkpoints or sorted((RESULTS / "ckpt").glob("resnet20-*.pt"))
     out = RESULTS / "export.json"
-    rows = {r["checkpoint"]: r for r in (json.loads(out.read_text()) if out.exists() else [])}
+
+    def recorded() -> dict[str, dict]:
+        return {r["checkpoint"]: r for r in (json.loads(out.read_text()) if out.exists() else [])}
+
     if args.readme:
-        replace_block("export-table", markdown(rows.values()))
+        replace_block("export-table", markdown(recorded().values()))
         return 0
     for path in paths:
         if path.name.startswith(("resnet20-fp32-", "resnet20-brevitas-")):
             print(f"{path.name}: not one of our integer-exportable methods, skipped")
             continue
-        rows[path.name] = check(path)
+        row = check(path)
+        # re-read just before writing: a check running beside this one may have added rows
+        rows = recorded() | {path.name: row}
         out.write_text(json.dumps(sorted(rows.values(), key=lambda r: r["checkpoint"]), indent=1))
+    rows = recorded()
     head = f"{'checkpoint':<30}{'agree f32':>10}{'agree f64':>10}{'int top-1':>10}{'fq top-1':>10}"
     print(head)
     for r in sorted(rows.values(), key=lambda r: r["checkpoint"]):
