@@ -326,6 +326,7 @@ def main() -> int:
     from rmsmp.compiler.assign import SPLIT_RULES
     from rmsmp.compiler.ddp import env_rank
     from rmsmp.compiler.methods import METHODS
+    from rmsmp.compiler.nlp import MINILM_ACT_BITS
     from rmsmp.compiler.qat import STEP_INITS
     from rmsmp.compiler.train import BREVITAS_METHODS, SENSITIVITIES
 
@@ -376,9 +377,9 @@ def main() -> int:
     p.add_argument(
         "--act-bits",
         type=int,
-        choices=(4, 8),
+        choices=(4, MINILM_ACT_BITS),
         default=None,
-        help="minilm-sst2: the quantized Linears' input bits (default 8)",
+        help=f"minilm-sst2: the quantized Linears' input bits (default {MINILM_ACT_BITS})",
     )
     p.add_argument("--plot", action="store_true", help="only redraw the plot and print the table")
     p.add_argument("--readme", action="store_true", help="also rewrite the README's table")
