@@ -363,16 +363,22 @@ def check(cfg: AccelConfig, insn: Insn | None, window_bytes: int) -> Error:
     return Error.NONE if ok else Error.BAD_OPERAND
 
 
-_POPS = {
+TOKEN_COUNTERS = ("l2c", "c2l", "c2s", "s2c")
+"""The four dependency-token counters: load->compute, compute->load, compute->store,
+store->compute."""
+POPS: dict[Unit, dict[str, str]] = {
     Unit.LOAD: {"pop_next": "c2l"},
     Unit.COMPUTE: {"pop_prev": "l2c", "pop_next": "s2c"},
     Unit.STORE: {"pop_prev": "c2s"},
 }
-_PUSHES = {
+"""Per unit, the token flags it may pop and the counter each one pops (the load unit has no
+prev, the store unit no next)."""
+PUSHES: dict[Unit, dict[str, str]] = {
     Unit.LOAD: {"push_next": "l2c"},
     Unit.COMPUTE: {"push_prev": "c2l", "push_next": "c2s"},
     Unit.STORE: {"push_prev": "s2c"},
 }
+"""Per unit, the token flags it may push and the counter each one adds to."""
 
 
 @dataclass(frozen=True)
@@ -395,9 +401,9 @@ def schedule(cfg: AccelConfig, insns: list[Insn]) -> Schedule:
     ``insns`` are the instructions fetch may dispatch, in program order (everything before the
     first ``check`` failure). The end state does not depend on the order units are visited in.
     """
-    queues: dict[Unit, deque[int]] = {u: deque() for u in _POPS}
-    cur: dict[Unit, tuple[int, bool] | None] = dict.fromkeys(_POPS)
-    tokens = dict.fromkeys(("l2c", "c2l", "c2s", "s2c"), 0)
+    queues: dict[Unit, deque[int]] = {u: deque() for u in POPS}
+    cur: dict[Unit, tuple[int, bool] | None] = dict.fromkeys(POPS)
+    tokens = dict.fromkeys(TOKEN_COUNTERS, 0)
     order: list[int] = []
     fetched = 0
     progress = True
@@ -419,7 +425,7 @@ def schedule(cfg: AccelConfig, insns: list[Insn]) -> Schedule:
             i, executed = cur[u]
             a = insns[i].args
             if not executed:
-                pops = [t for f, t in _POPS[u].items() if a[f]]
+                pops = [t for f, t in POPS[u].items() if a[f]]
                 if any(tokens[t] < 1 for t in pops):
                     continue
                 for t in pops:
@@ -427,7 +433,7 @@ def schedule(cfg: AccelConfig, insns: list[Insn]) -> Schedule:
                 order.append(i)
                 cur[u] = (i, True)
                 progress = True
-            pushes = [t for f, t in _PUSHES[u].items() if a[f]]
+            pushes = [t for f, t in PUSHES[u].items() if a[f]]
             if any(tokens[t] >= cfg.token_depth for t in pushes):
                 continue
             for t in pushes:

@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from ..arch import AccelConfig
 from ..arch.isa import OPCODE_BITS, UNIT_OF, Buf, Error, Opcode, Unit, buf_depth
 from ..arch.layout import BUF_ENTRY, Entry, entry_beats
+from ..arch.timing import CHECK_LATENCY
 from .arith import log2_exact, small_mul
 from .dma import BurstGen, ReadClientSignature
 from .queues import ERROR_BITS, PC_BITS, command_layout, field
@@ -33,7 +34,8 @@ class Checker(wiring.Component):
     Products are registered (DSP48 M registers), then sums, then comparisons.
     """
 
-    LATENCY = 4
+    LATENCY = CHECK_LATENCY
+    """Its four register stages below; the cycle model reads the same constant."""
 
     def __init__(self, cfg: AccelConfig) -> None:
         self.cfg = cfg

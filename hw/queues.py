@@ -16,7 +16,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from ..arch import AccelConfig
+from ..arch import AccelConfig, isa
 from ..arch.isa import TOKEN_FLAGS, UNIT_OF, Error, Opcode, Unit, layout
 from ..arch.regs import REG_BYTES
 
@@ -25,17 +25,10 @@ PC_BITS = REG_BYTES * 8
 ERROR_BITS = max(Error).bit_length()
 UNIT_BITS = max(Unit).bit_length()
 
-POPS: dict[Unit, tuple[str, ...]] = {
-    Unit.LOAD: ("pop_next",),
-    Unit.COMPUTE: ("pop_prev", "pop_next"),
-    Unit.STORE: ("pop_prev",),
-}
-"""Token flags each unit may pop (the load unit has no prev, the store unit no next)."""
-PUSHES: dict[Unit, tuple[str, ...]] = {
-    Unit.LOAD: ("push_next",),
-    Unit.COMPUTE: ("push_prev", "push_next"),
-    Unit.STORE: ("push_prev",),
-}
+POPS: dict[Unit, tuple[str, ...]] = {u: tuple(f) for u, f in isa.POPS.items()}
+"""Token flags each unit may pop (``arch.isa.POPS``)."""
+PUSHES: dict[Unit, tuple[str, ...]] = {u: tuple(f) for u, f in isa.PUSHES.items()}
+"""Token flags each unit may push (``arch.isa.PUSHES``)."""
 
 
 def unit_ops(unit: Unit) -> list[Opcode]:

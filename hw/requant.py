@@ -30,6 +30,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.numerics import BIAS_BITS, BIAS_FRAC_BITS, MULT_BITS, SHIFT_BITS
+from ..arch.timing import REQUANT_LATENCY
 
 DSP_A_BITS = 25
 """Signed width of the DSP48E1 multiplier's A operand."""
@@ -60,7 +61,8 @@ class RequantLane(wiring.Component):
     """One output per cycle, ``LATENCY`` cycles after its inputs (``res``: the residual, an
     activation; ``res_mult``: its multiplier)."""
 
-    LATENCY = 4
+    LATENCY = REQUANT_LATENCY
+    """Its four register stages below; the cycle model reads the same constant."""
 
     def __init__(self, acc_bits: int, act_bits: int) -> None:
         if acc_bits < 2 or act_bits < 2:

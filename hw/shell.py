@@ -28,8 +28,9 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch import AccelConfig
-from ..arch.isa import Error, Unit
+from ..arch.isa import POPS, PUSHES, TOKEN_COUNTERS, Error, Unit
 from ..arch.regs import AXIL_ADDR_BITS
+from ..arch.timing import STUCK_CYCLES
 from .arith import log2_exact
 from .axi import AxiLiteSignature, AxiReadSignature, AxiWriteSignature, connect_flat, flat_members
 from .buffers import Buffer, memory
@@ -41,9 +42,6 @@ from .load import BUF_OF, Load
 from .queues import ERROR_BITS, PC_BITS, UNIT_BITS, CmdQueue, TokenCounter
 from .store import Store
 
-STUCK_CYCLES = 4
-"""Cycles in a row in which no unit can progress before a run is declared over (one suffices:
-every state change needs a unit's action; the margin guards against a latency overlooked)."""
 READ_CLIENTS = (Unit.FETCH, Unit.LOAD)
 """Clients of the shared read port, highest priority first."""
 
@@ -111,16 +109,13 @@ class Accelerator(wiring.Component):
             m.submodules[f"{u.name.lower()}_q"] = ResetInserter(clear)(q)
             wiring.connect(m, fetch.queue(u), q.w)
             wiring.connect(m, q.r, units[u].cmd)
-        for name, (prod, push), (cons, pop) in (
-            ("l2c", (load, "push_next"), (compute, "pop_prev")),
-            ("c2l", (compute, "push_prev"), (load, "pop_next")),
-            ("c2s", (compute, "push_next"), (store, "pop_prev")),
-            ("s2c", (store, "push_prev"), (compute, "pop_next")),
-        ):
+        for name in TOKEN_COUNTERS:
             t = TokenCounter(cfg)
             m.submodules[name] = ResetInserter(clear)(t)
-            wiring.connect(m, getattr(prod, push), t.push)
-            wiring.connect(m, getattr(cons, pop), t.pop)
+            for table, side in ((PUSHES, t.push), (POPS, t.pop)):
+                ends = [(u, f) for u, fl in table.items() for f, c in fl.items() if c == name]
+                ((u, flag),) = ends
+                wiring.connect(m, getattr(units[u], flag), side)
         wiring.connect(m, fetch.rd, rport.client(Unit.FETCH))
         wiring.connect(m, load.rd, rport.client(Unit.LOAD))
         wiring.connect(m, store.wr, wport.client)

@@ -41,20 +41,6 @@ RUN_OVERHEAD = 2 + STUCK_CYCLES
 """CYCLES beyond the core's last move: the shell's start (one cycle before the units leave
 reset, one more before fetch asks) and the quiet cycles that end the run."""
 
-_POPS = {Unit.LOAD: ("pop_next",), Unit.COMPUTE: ("pop_prev", "pop_next"), Unit.STORE: ("pop_prev",)}
-_PUSHES = {
-    Unit.LOAD: ("push_next",),
-    Unit.COMPUTE: ("push_prev", "push_next"),
-    Unit.STORE: ("push_prev",),
-}
-_NEIGHBOUR = {
-    (Unit.LOAD, "next"): ("l2c", "c2l"),
-    (Unit.COMPUTE, "prev"): ("c2l", "l2c"),
-    (Unit.COMPUTE, "next"): ("c2s", "s2c"),
-    (Unit.STORE, "prev"): ("s2c", "c2s"),
-}
-"""(unit, side) -> (the counter it pushes, the counter it pops) on that side."""
-
 
 @dataclass(frozen=True)
 class Counts:
@@ -164,7 +150,7 @@ class CycleModel:
         cfg, insns, lat = self.cfg, self.insns, self.lat
         n = len(insns)
         units = {u: _Unit(u) for u in (Unit.LOAD, Unit.COMPUTE, Unit.STORE)}
-        tokens = dict.fromkeys(("l2c", "c2l", "c2s", "s2c"), 0)
+        tokens = dict.fromkeys(isa.TOKEN_COUNTERS, 0)
         # Fetch.
         req_idx, inflight, gen_valid_from = 0, 0, -1
         arrivals: deque[int] = deque()  # cycle each fetched instruction is in the FIFO
@@ -301,14 +287,10 @@ class CycleModel:
 
     def _sides(self, u: _Unit, what: str) -> list[str]:
         """The counters ``u``'s current instruction pops (``what`` "pop") or pushes."""
-        i = self.insns[u.cmd]
-        flags = _POPS[u.unit] if what == "pop" else _PUSHES[u.unit]
-        out = []
-        for f in flags:
-            if i.args[f]:
-                push, pop = _NEIGHBOUR[(u.unit, f.split("_")[1])]
-                out.append(pop if what == "pop" else push)
-        return out
+        args = self.insns[u.cmd].args
+        return [
+            c for f, c in (isa.POPS if what == "pop" else isa.PUSHES)[u.unit].items() if args[f]
+        ]
 
     @staticmethod
     def _next(t, units, arrivals, f_state, f_until, occupied) -> int | None:

@@ -3,7 +3,10 @@
 It executes the ISA exactly as ``arch.isa`` specifies it (``isa.check`` at fetch, one legal
 execution order from ``isa.schedule``, DMA window checks, the convolution window walk, wrapping
 accumulators, requantisation from ``arch.numerics``) on buffers that persist between runs like
-on-chip memory. It does not model time: CYCLES, MAC_CYCLES and DMA_BEATS read 0.
+on-chip memory. Time comes from the cycle model beside it (``rmsmp.sim.cycles``): after a run,
+CYCLES, MAC_CYCLES, DMA_BEATS, LOAD_CYCLES and STORE_CYCLES read what the RTL's counters would
+(exactly, for the Verilator harness's fixed DDR latency; a run that stops on an error gets the
+model's counts of the instructions fetch checked).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import numpy as np
 from ..arch import AccelConfig, isa, layout, numerics, regs
 from ..arch.isa import Buf, Error, Opcode
 from ..arch.layout import Entry
+from ..arch.timing import DDR_READ_LATENCY
 from ..host.device import Device
+from .cycles import Counts, predict
 
 DEFAULT_WINDOW_BASE = 0x1000_0000
 _U32 = 0xFFFF_FFFF
@@ -47,6 +52,7 @@ class GoldenDevice(Device):
         window_size: int,
         window_base: int = DEFAULT_WINDOW_BASE,
         name: str = "golden",
+        ddr_latency: int = DDR_READ_LATENCY,
     ) -> None:
         if not isinstance(window_size, int) or window_size < 1:
             raise ValueError(f"window_size must be a positive int, got {window_size!r}")
@@ -55,7 +61,11 @@ class GoldenDevice(Device):
                 f"window [{window_base:#x}, +{window_size:#x}) must be 8-byte aligned and lie "
                 "in the 32-bit physical address space; pick a lower base or a smaller window"
             )
+        if not isinstance(ddr_latency, int) or ddr_latency < 0:
+            raise ValueError(f"ddr_latency must be a non-negative int, got {ddr_latency!r}")
         self.config = config
+        self.ddr_latency = ddr_latency
+        self._timed: dict[tuple, Counts] = {}
         self.window_base = window_base
         self.window_size = window_size
         self.name = name
@@ -169,17 +179,20 @@ class GoldenDevice(Device):
             return self._end(Error.BAD_WINDOW, 0)
         nbytes = cfg.insn_bits // 8
         insns: list[isa.Insn] = []
+        words: list[int] = []
         fetch_err = Error.NONE
         for i in range(count):
             at = self._mem_span(start + i * nbytes, nbytes)
             if isinstance(at, Error):
                 fetch_err = at
                 break
-            insn = self._decode(int.from_bytes(self.mem[at : at + nbytes], "little"))
+            words.append(int.from_bytes(self.mem[at : at + nbytes], "little"))
+            insn = self._decode(words[-1])
             fetch_err = isa.check(cfg, insn, limit - base)
             if fetch_err is not Error.NONE:
                 break
             insns.append(insn)
+        self._time(insns, words[: len(insns)])
         sched = isa.schedule(cfg, insns)
         for i in sched.order:
             err = self._execute(insns[i])
@@ -191,6 +204,25 @@ class GoldenDevice(Device):
             self._end(Error.DEADLOCK, sched.dispatched)
         else:
             self._end(Error.NONE, count)
+
+    def _time(self, insns: list[isa.Insn], words: list[int]) -> None:
+        """Set the counter registers from the cycle model (memoised: batches rerun a Program)."""
+        key = (self._regs["WINDOW_BASE"], *words)
+        if key not in self._timed:
+            if len(self._timed) >= _MEMO_WORDS:
+                self._timed.clear()
+            self._timed[key] = predict(
+                self.config, insns, self._regs["WINDOW_BASE"], self.ddr_latency
+            )
+        c = self._timed[key]
+        self._regs.update(
+            CYCLES_LO=c.cycles & _U32,
+            CYCLES_HI=c.cycles >> 32,
+            MAC_CYCLES=c.mac_cycles & _U32,
+            DMA_BEATS=c.dma_beats & _U32,
+            LOAD_CYCLES=c.load_cycles & _U32,
+            STORE_CYCLES=c.store_cycles & _U32,
+        )
 
     def _execute(self, insn: isa.Insn) -> Error:
         if insn.op is Opcode.LOAD:

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Literal
 
 from ..arch import AccelConfig, regs
+from ..arch.timing import DDR_READ_LATENCY
 from ..host.device import Device, DeviceTimeoutError
 
 MIN_VERILATOR = (5, 36)
 HARNESS = Path(__file__).with_name("harness.cpp")
-DEFAULT_LATENCY = 20
-"""Cycles from an AXI address handshake to the first data beat in the DDR model."""
+DEFAULT_LATENCY = DDR_READ_LATENCY
+"""Cycles from an AXI address handshake to the first data beat in the DDR model (the cycle
+model's default too)."""
 WINDOW_BASE = 0x1000_0000
 TOP_NAME = "rmsmp_top"
 """The module the harness drives (``Vrmsmp_top.h``); ``hw.generate`` names its top so."""
