@@ -4,18 +4,48 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth._toolchain.yosys import find_yosys  # how amaranth.back.verilog finds Yosys
+from amaranth.back import rtlil
+from amaranth.lib import wiring
 
 from ..arch import AccelConfig, isa, regs
 from .shell import Accelerator
 
 TOP_NAME = "rmsmp_top"
+YOSYS_SCRIPT = """read_rtlil <<rtlil
+{rtlil}
+rtlil
+proc -norom
+memory_collect
+write_verilog
+"""
+"""Yosys turns Amaranth's RTLIL into Verilog; this replaces the script of
+``amaranth.back.verilog`` (``proc -nomux -norom; memory_collect; write_verilog -norename``).
+
+``proc -nomux`` leaves combinational logic as ``always @*`` blocks that run at time zero only
+through an event from a ``reg trigger = 0`` initializer. SystemVerilog semantics (Icarus -g2012,
+cocotb's default) fire no such event, so those blocks stay X until an input changes and the
+accelerator deadlocks. Full ``proc`` turns every process into mux cells, written as continuous
+assignments, which every simulator evaluates at time zero in either language generation.
+``write_verilog`` without ``-norename`` names Yosys' own cells ``_12_`` instead of
+``\\$procmux$12``: Icarus takes a call of a function named ``\\$...`` for a system task.
+``-norom`` as in Amaranth: switches stay logic."""
+YOSYS_VERSION = (0, 40)
+"""The oldest Yosys ``amaranth.back.verilog`` 0.5 accepts."""
+
+
+def to_verilog(dut: wiring.Component, name: str) -> str:
+    """Verilog of ``dut`` as module ``name``, without ``always @*`` blocks (see ``YOSYS_SCRIPT``).
+
+    Yosys as Amaranth finds it (built in, or ``AMARANTH_USE_YOSYS``)."""
+    text = rtlil.convert(dut, name=name, emit_src=False)
+    yosys = find_yosys(lambda version: version >= YOSYS_VERSION)
+    return yosys.run(["-q", "-"], YOSYS_SCRIPT.format(rtlil=text))
 
 
 def verilog_text(cfg: AccelConfig) -> str:
     """Verilog of the accelerator, with a header naming the config and its hash."""
-    top = Accelerator(cfg)
-    body = verilog.convert(top, name=TOP_NAME, emit_src=False)
+    body = to_verilog(Accelerator(cfg), TOP_NAME)
     header = (
         f"// rmsmp accelerator, generated from AccelConfig {cfg.name!r}\n"
         f"// RMSMP_CONFIG_HASH {cfg.hash}\n"

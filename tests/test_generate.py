@@ -18,6 +18,8 @@ def test_generate_lints_clean(board: str, tmp_path, capsys) -> None:
     text = (tmp_path / "rmsmp_top.v").read_text()
     assert f"// RMSMP_CONFIG_HASH {cfg.hash}" in text.splitlines()[1]
     assert "module rmsmp_top" in text
+    # Comb logic as continuous assignments: no block waits for a time-zero event (hw.generate).
+    assert "always @*" not in text
     assert AccelConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == cfg
     log = lint(tmp_path / "rmsmp_top.v")
     assert "%Error" not in log
