@@ -18,7 +18,7 @@ from cocotb.clock import Clock
 from cocotb.handle import HierarchyObject
 from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
-from test_csr_cocotb import CLOCK_NS, OKAY, AxilMaster
+from test_csr_cocotb import CLOCK_NS, OKAY, SLVERR, AxilMaster
 
 from rmsmp.arch import regs
 from rmsmp.host.device import Device, DeviceTimeoutError
@@ -26,8 +26,6 @@ from rmsmp.host.program import Program
 from rmsmp.host.runtime import run_with_stats
 from rmsmp.sim.verilator import WINDOW_BASE
 
-SLVERR = 2
-"""AXI response code of a burst outside the memory."""
 RESET_CYCLES = 2
 
 
