@@ -199,7 +199,8 @@ def _run(args: argparse.Namespace) -> int:
     np.save(out, y)
     print(f"output {y.shape} {y.dtype} {kind} -> {out}")
     if res.total_cycles:
-        print(f"cycles: {res.total_cycles} (MAC array busy {res.mac_cycles})")
+        how = " (predicted by the cycle model)" if args.backend == "golden" else ""
+        print(f"cycles{how}: {res.total_cycles} (MAC array busy {res.mac_cycles})")
     for step, where in res.placement:
         print(f"  {where:>6}  {step}")
     return 0

@@ -81,6 +81,7 @@ def _cost_report(cfg, program, images: int, stats: dict) -> list[str]:
     wall_g = stats["golden"][0]
     wall, cycles, mac_cycles, beats = stats["rtl"]
     per = cycles / images
+    pred = stats["golden"][1] / images
     useful, bound = program.useful_macs, program.shape_bound_cycles
     return [
         f"RTL: {per:,.0f} cycles per image = {per / cfg.clock_mhz:,.0f} us at "
@@ -90,6 +91,8 @@ def _cost_report(cfg, program, images: int, stats: dict) -> list[str]:
         f"{mac_cycles / cycles:.1%} of the cycles; the layer shapes allow at best "
         f"{bound:,.0f} cycles ({bound / per:.0%} of that reached)",
         f"  DMA {beats * cfg.axi_data_bits // 8 / images / 1024:,.0f} KiB per image",
+        f"cycle model (golden backend): {pred:,.0f} cycles per image, {(pred - per) / per:+.3%} "
+        "from the RTL count",
         f"simulation: golden {wall_g / images:.2f} s/image, RTL (Verilator) "
         f"{wall / images:.2f} s/image ({cycles / wall:,.0f} cycles/s)",
     ]

@@ -38,7 +38,8 @@ def test_cli_run_matches_reference(compiled, tmp_path, backend: str, capsys) -> 
     assert np.array_equal(rmsmp.run(rmsmp.Program.load(path), x.numpy(), backend=backend), ref)
     text = capsys.readouterr().out
     assert "window walk + requant" in text
-    assert ("cycles:" in text) == (backend == "rtl")
+    assert ("cycles:" in text) == (backend == "rtl")  # measured
+    assert ("cycles (predicted by the cycle model):" in text) == (backend == "golden")
 
 
 def test_cli_run_rejects_bad_input(compiled, tmp_path, capsys) -> None:

@@ -29,6 +29,16 @@ def _case(seed: int, side: tuple[int, int]):
     return rng, x, qmodel, export(qmodel)
 
 
+def _check_model(hw, gold) -> None:
+    """The golden backend's cycle model against the RTL counters: MAC cycles and DMA beats are
+    counts, equal; cycles and the load/store unit cycles within 3% (the issue's bar; on these
+    networks the totals agree to a few cycles)."""
+    assert (hw.mac_cycles, hw.dma_beats) == (gold.mac_cycles, gold.dma_beats)
+    for a, b in ((hw.total_cycles, gold.total_cycles), (hw.load_cycles, gold.load_cycles)):
+        assert abs(a - b) <= 0.03 * a, (a, b)
+    assert abs(hw.store_cycles - gold.store_cycles) <= 0.03 * hw.store_cycles
+
+
 def _check_run(res, graph, qmodel, x) -> None:
     ref = graph.evaluate(graph.quantize_input(x.numpy()))
     assert np.array_equal(res.output, ref)
@@ -68,6 +78,7 @@ def test_random_residual_cnns_rtl_equals_golden(rtl, seed: int) -> None:
     hw = run_with_stats(prog, x.numpy(), device=rtl)
     assert np.array_equal(hw.output, gold.output)
     assert hw.total_cycles > 0 and hw.mac_cycles > 0
+    _check_model(hw, gold)
     _check_run(hw, graph, qmodel, x)
 
 
@@ -160,6 +171,8 @@ def test_our_resnet20_checkpoint_whole_on_pynq_z1_rtl(resnet20, backend: str) ->
     graph, prog = resnet20
     x, _ = cifar10_test(n=2, seed=7)
     hw = run_with_stats(prog, x, backend=backend)
-    assert np.array_equal(hw.output, run_with_stats(prog, x).output)
+    gold = run_with_stats(prog, x)
+    assert np.array_equal(hw.output, gold.output)
+    _check_model(hw, gold)
     assert np.array_equal(hw.output, graph.evaluate(graph.quantize_input(x)))
     assert [s for s, where in hw.placement if where == "host"] == HOST_STEPS
