@@ -26,6 +26,8 @@ from .numerics import BIAS_BITS, MULT_BITS, weight_format
 if TYPE_CHECKING:
     from .config import AccelConfig
 
+PAIRED_FORMAT = "fixed4"
+"""The format whose rows the array packs two to a DSP48E1 (``pe_units``)."""
 Q_SHIFT_SLOT = 8
 Q_FIELDS = (BIAS_BITS, MULT_BITS, Q_SHIFT_SLOT, MULT_BITS)
 """Widths of a Q row's fields in packing order: bias, mult, shift, res_mult."""
@@ -48,6 +50,17 @@ BUF_ENTRY: dict[Buf, Entry] = {Buf.W: Entry.W, Buf.X: Entry.X, Buf.Q: Entry.Q, B
 def row_formats(cfg: AccelConfig) -> list[str]:
     """Format name of each PE row, in array order."""
     return [g.fmt for g in cfg.groups for _ in range(g.rows)]
+
+
+def pe_units(cfg: AccelConfig) -> list[tuple[str, int]]:
+    """(format, rows) of each PE unit of the array, in row order: consecutive Fixed-4 rows go two
+    to a unit, sharing one DSP per column (their codes are adjacent in a W entry); the last one
+    goes alone if the group is odd. Every other row is a unit of its own."""
+    units = []
+    for g in cfg.groups:
+        pairs = g.rows // 2 if g.fmt == PAIRED_FORMAT else 0
+        units += [(g.fmt, 2)] * pairs + [(g.fmt, 1)] * (g.rows - 2 * pairs)
+    return units
 
 
 def row_bits(cfg: AccelConfig) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The row-wise mixed-scheme MAC array: one DotRow per PE row, grouped by format."""
+"""The row-wise mixed-scheme MAC array: PE rows grouped by format, Fixed-4 rows in DSP pairs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch import AccelConfig, weight_format
-from ..arch.layout import Entry, entry_bits, row_bits, row_formats, w_row_offsets
-from .pe import DotRow
+from ..arch.layout import Entry, entry_bits, pe_units, w_row_offsets
+from ..arch.timing import MAC_LATENCY
+from .pe import DotRow, PairRow
 
 
 class MacArray(wiring.Component):
@@ -17,15 +18,20 @@ class MacArray(wiring.Component):
     ``w`` is one W buffer entry and ``x`` one X entry (``arch.layout``); ``x_valid`` low makes the
     input vector zero (padding outside the tile). ``dots[r]`` is row r's dot product,
     sign-extended to ``acc_bits``. The inputs are registered first (they come straight from the
-    buffers' read ports and fan out to every row), then each row is a pipelined DotRow.
+    buffers' read ports and fan out to every row), then each PE unit (``arch.layout.pe_units``:
+    a Fixed-4 pair or a single row) is pipelined.
     """
 
     def __init__(self, cfg: AccelConfig) -> None:
         self.cfg = cfg
-        self.rows = [
-            DotRow(weight_format(fmt), cfg.cols, cfg.act_bits, pipelined=True)
-            for fmt in row_formats(cfg)
+        self.units = [
+            PairRow(cfg.cols, cfg.act_bits, pipelined=True)
+            if rows == 2
+            else DotRow(weight_format(fmt), cfg.cols, cfg.act_bits, pipelined=True)
+            for fmt, rows in pe_units(cfg)
         ]
+        if {1 + u.latency for u in self.units} != {MAC_LATENCY}:
+            raise ValueError(f"PE units + input register must take MAC_LATENCY = {MAC_LATENCY}")
         super().__init__(
             {
                 "w": In(entry_bits(cfg, Entry.W)),
@@ -37,8 +43,8 @@ class MacArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from ``w``/``x`` to ``dots``."""
-        return 1 + self.rows[0].latency
+        """Cycles from ``w``/``x`` to ``dots`` (``arch.timing.MAC_LATENCY``)."""
+        return MAC_LATENCY
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -46,13 +52,13 @@ class MacArray(wiring.Component):
         w = Signal.like(self.w)
         x = Signal.like(self.x)
         m.d.sync += [w.eq(self.w), x.eq(Mux(self.x_valid, self.x, 0))]
-        offs, bits = w_row_offsets(cfg), row_bits(cfg)
-        for r, row in enumerate(self.rows):
-            m.submodules[f"row{r}"] = row
+        offs = w_row_offsets(cfg)
+        r = 0
+        for i, unit in enumerate(self.units):
+            m.submodules[f"pe{i}"] = unit
             lo = int(offs[r])
-            m.d.comb += [
-                row.w.eq(w[lo : lo + cfg.cols * int(bits[r])]),
-                row.x.eq(x),
-                self.dots[r].eq(row.dot),
-            ]
+            m.d.comb += [unit.w.eq(w[lo : lo + len(unit.w)]), unit.x.eq(x)]
+            for dot in unit.dots:
+                m.d.comb += self.dots[r].eq(dot)
+                r += 1
         return m

@@ -17,7 +17,7 @@ from rmsmp.compiler.lower import lower
 from rmsmp.host.runtime import run_with_stats
 from rmsmp.hw.csr import Csr
 from rmsmp.hw.generate import TOP_NAME, generate, to_verilog
-from rmsmp.hw.pe import DotRow
+from rmsmp.hw.pe import DotRow, PairRow
 
 COCOTB_DIR = Path(__file__).parent / "cocotb"
 PE_COLS = 4
@@ -100,6 +100,17 @@ def test_pe_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt_name: str) 
             "RMSMP_PE_COLS": str(PE_COLS),
             "RMSMP_PE_ACT_BITS": str(PE_ACT_BITS),
         },
+    )
+
+
+def test_pe_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _simulate(
+        tmp_path,
+        monkeypatch,
+        PairRow(PE_COLS, PE_ACT_BITS),
+        "pair_row",
+        "test_pair_cocotb",
+        {"RMSMP_PE_COLS": str(PE_COLS), "RMSMP_PE_ACT_BITS": str(PE_ACT_BITS)},
     )
 
 
