@@ -1,0 +1,30 @@
+"""Lowering an IntGraph to a Program for one AccelConfig: row mapping, tiling, instructions.
+
+The whole graph becomes one Program: every node is one or two on-chip passes, each a
+convolution walked on chip (a Linear is the convolution whose kernel covers its whole input map).
+Pools are per-chunk passes: a max pool walks in ``max`` mode, an average pool sums through
+diagonal weights and divides exactly in the requant (``numerics.average_requant``). A residual
+add is fused into the requant of the layer that ends the block (``res`` mode, reading the R
+buffer); when the shortcut is subsampled, channel-padded or in another slot order, an exact copy
+pass (0/1 weights, ``numerics.IDENTITY_REQUANT``) first writes it in the layer's slot order.
+
+Output rows are placed by weight format into the PE row groups of successive row tiles
+("slots"); feature maps stay in DDR between passes in ``arch.layout``'s channel-blocked layout
+with their channels in slot order, and the next layer's weights are permuted to match, so nothing
+is reordered between layers and the host touches only the network input and output.
+
+Per pass the compiler cuts the input map into tiles (bands of output rows, and of columns when
+a row does not fit) and the weights into groups of row tiles, picks the loop order that moves
+fewer DDR bytes (weights outer with input tiles streamed, or input tiles outer with weight groups
+streamed; whatever fits the buffer stays resident), double-buffers whatever streams, and leaves
+the ordering to dependency tokens (``compiler.tokens``).
+
+The stages, in order (``pipeline.STAGES``), each in the module named after what it holds:
+checks, planning (with placement), tiling, packing, scheduling (with records), ordering,
+assembly.
+"""
+
+from .checks import CompileError
+from .pipeline import STAGES, Lowering, compile_model, lower
+
+__all__ = ["STAGES", "CompileError", "Lowering", "compile_model", "lower"]

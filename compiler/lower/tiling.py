@@ -1,0 +1,192 @@
+"""How a pass is cut to fit the buffers: its geometry as a convolution over channel chunks, the
+input map cut into tiles (bands of output rows, and of columns when a row does not fit half of
+X), the weights cut into groups of row tiles (or of channel chunks when one row tile's weights
+do not fit half of W), what stays resident, and the loop order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...arch import AccelConfig, isa, layout
+from ...arch.layout import Entry
+from .checks import CompileError, out_hw
+from .passes import Pass
+
+WGroup = list[tuple[int, int, int]]
+"""A weight group: (row tile, first chunk, chunk count) of each row tile it holds."""
+
+
+@dataclass(frozen=True)
+class Geom:
+    """A pass as a convolution over a channel-blocked map."""
+
+    in_chunks: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    pad: tuple[int, int]
+    oh: int
+    ow: int
+    n_tiles: int
+    per_chunk: bool
+
+    @property
+    def w_chunks(self) -> int:
+        """Input chunks one row tile's weights cover (1 for a per-chunk pass)."""
+        return 1 if self.per_chunk else self.in_chunks
+
+    def first_chunk(self, tile: int) -> int:
+        """First input chunk row tile ``tile`` reads."""
+        return tile if self.per_chunk else 0
+
+
+@dataclass(frozen=True)
+class XTile:
+    """Input rows [y0, y0+th) x columns [x0, x0+tw) of one image, for output rows
+    [oy0, oy0+rows) x columns [ox0, ox0+cols)."""
+
+    b: int
+    oy0: int
+    rows: int
+    ox0: int
+    cols: int
+    y0: int
+    th: int
+    x0: int
+    tw: int
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """A pass's tiles and weight groups, their buffer entries, what stays resident (``x_res``:
+    every X tile fits X at once; ``w_res``: every W group and Q row fit), and the loop order
+    (``w_outer``: weight groups outer, input tiles streamed under each)."""
+
+    geom: Geom
+    tiles: list[XTile]
+    groups: list[WGroup]
+    x_sizes: list[int]
+    w_sizes: list[int]
+    x_res: bool
+    w_res: bool
+    w_outer: bool
+
+    @property
+    def split(self) -> bool:
+        """A row tile's input chunks are split over several groups (partial sums stay in ACC)."""
+        return self.groups[0][0][2] < self.geom.w_chunks
+
+
+def tile(p: Pass, cfg: AccelConfig, batch: int) -> Tiling:
+    """Tiles and groups as large as the buffer halves allow, in the loop order that moves fewer
+    DDR bytes (the streamed side is loaded once per item of the outer side unless it stays
+    resident); a split row tile keeps its partial sums in ACC, so its inputs go outer."""
+    g = geometry(p, cfg)
+    groups = w_groups(g, cfg, p.name)
+    split = groups[0][0][2] < g.w_chunks
+    max_out = cfg.acc_depth if split else g.oh * g.ow
+    out_half = cfg.out_depth // 2
+    tiles = x_tiles(g, batch, cfg.x_depth // 2, min(out_half, max_out), max_out, p.name)
+    eb_x, eb_w, eb_q = (layout.entry_bytes(cfg, k) for k in (Entry.X, Entry.W, Entry.Q))
+    x_sizes = [g.in_chunks * t.th * t.tw for t in tiles]
+    w_sizes = [0 if p.max else sum(n for _, _, n in grp) * g.kh * g.kw for grp in groups]
+    x_res = sum(x_sizes) <= cfg.x_depth
+    w_res = sum(w_sizes) <= cfg.w_depth and g.n_tiles <= cfg.q_depth
+    x_bytes, w_bytes = sum(x_sizes) * eb_x, sum(w_sizes) * eb_w + g.n_tiles * eb_q
+    w_outer_cost = w_bytes + x_bytes * (1 if x_res else len(groups))
+    x_outer_cost = x_bytes + w_bytes * (1 if w_res else len(tiles))
+    w_outer = w_outer_cost <= x_outer_cost and not split
+    return Tiling(g, tiles, groups, x_sizes, w_sizes, x_res, w_res, w_outer)
+
+
+def geometry(p: Pass, cfg: AccelConfig) -> Geom:
+    """The pass as a convolution the GEMM fields can express (a CompileError if not)."""
+    slots, h, w = p.in_shape
+    (kh, kw), stride, pad = p.kernel, p.stride, p.pad
+    kmax = (1 << isa.KERNEL_BITS) - 1
+    if kh > kmax or kw > kmax:
+        raise CompileError(
+            f"layer {p.name}: kernel {kh}x{kw} is larger than {kmax}x{kmax} (a Linear's or a "
+            "global pool's kernel is its whole input map); pool the map down first"
+        )
+    oh, ow = out_hw(p.name, h, w, p.kernel, stride, pad)
+    stride = (1 if oh == 1 else stride[0], 1 if ow == 1 else stride[1])  # one output: no step
+    smax = (1 << isa.CONV_STRIDE_BITS) - 1
+    if max(stride) > smax:
+        raise CompileError(f"layer {p.name}: stride {stride} exceeds {smax}")
+    if pad[0] >= kh or pad[1] >= kw or max(pad) >= 1 << isa.PAD_BITS:
+        raise CompileError(
+            f"layer {p.name}: padding {pad} must be smaller than the {kh}x{kw} kernel and at "
+            f"most {(1 << isa.PAD_BITS) - 1} (an output that sees only padding is not "
+            "supported); pad the input map instead"
+        )
+    nt = len(p.out_map) // cfg.rows
+    return Geom(slots // cfg.cols, h, w, kh, kw, stride, pad, oh, ow, nt, p.per_chunk)
+
+
+def x_tiles(g: Geom, batch: int, cap: int, out_cap: int, max_out: int, name: str) -> list[XTile]:
+    """Input tiles of at most ``cap`` entries and ``max_out`` outputs covering every image."""
+    sy, sx = g.stride
+    py, px = g.pad
+
+    def span(o0: int, n: int, s: int, p: int, k: int, size: int) -> tuple[int, int]:
+        lo = max(0, o0 * s - p)
+        return lo, min(size, (o0 + n - 1) * s - p + k) - lo
+
+    def widest(n: int, s: int, k: int, size: int) -> int:
+        """Input extent of ``n`` outputs anywhere in the map (padding clips only the edges)."""
+        return min(size, (n - 1) * s + k)
+
+    cols = min(g.ow, out_cap)
+    while cols > 1 and g.in_chunks * g.kh * widest(cols, sx, g.kw, g.w) > cap:
+        cols = max(1, cols // 2)
+    tw = widest(cols, sx, g.kw, g.w)
+    if g.in_chunks * widest(1, sy, g.kh, g.h) * tw > cap:
+        raise CompileError(
+            f"layer {name}: one output row's input window ({g.in_chunks} chunks x {g.kh} rows x "
+            f"{tw} columns) does not fit half the X buffer ({cap} entries); use a config with a "
+            "deeper x_depth"
+        )
+    rows = 1
+    while (
+        rows < g.oh
+        and (rows + 1) * cols <= max_out
+        and g.in_chunks * widest(rows + 1, sy, g.kh, g.h) * tw <= cap
+    ):
+        rows += 1
+    tiles = []
+    for b in range(batch):
+        for oy0 in range(0, g.oh, rows):
+            r = min(rows, g.oh - oy0)
+            y0, th = span(oy0, r, sy, py, g.kh, g.h)
+            for ox0 in range(0, g.ow, cols):
+                c = min(cols, g.ow - ox0)
+                xx0, xtw = span(ox0, c, sx, px, g.kw, g.w)
+                tiles.append(XTile(b, oy0, r, ox0, c, y0, th, xx0, xtw))
+    return tiles
+
+
+def w_groups(g: Geom, cfg: AccelConfig, name: str) -> list[WGroup]:
+    """Weight groups that fit half of W and Q."""
+    per_chunk = g.kh * g.kw
+    w_half, q_half = cfg.w_depth // 2, max(1, cfg.q_depth // 2)
+    if per_chunk > w_half:
+        raise CompileError(
+            f"layer {name}: one channel chunk of a {g.kh}x{g.kw} kernel needs {per_chunk} W "
+            f"entries, more than half the W buffer ({w_half}); use a config with a deeper w_depth"
+        )
+    full = g.w_chunks * per_chunk
+    if full <= w_half:
+        per = min(w_half // full, q_half)
+        return [
+            [(t, g.first_chunk(t), g.w_chunks) for t in range(t0, min(g.n_tiles, t0 + per))]
+            for t0 in range(0, g.n_tiles, per)
+        ]
+    cs = w_half // per_chunk
+    return [
+        [(t, c0, min(cs, g.in_chunks - c0))]
+        for t in range(g.n_tiles)
+        for c0 in range(0, g.in_chunks, cs)
+    ]
