@@ -85,18 +85,26 @@ class _Tracker:
                 self.longest[space] = max(self.longest.get(space, 0), hi - lo)
 
 
-def hoist_loads(ops: list[Op]) -> list[Op]:
+def hoist_loads(ops: list[Op], ahead: int | None = None) -> list[Op]:
     """The program with every LOAD moved up to just after the last instruction it conflicts
     with (loads keep their order among themselves), so a pass's first loads overlap the
     previous pass's compute instead of waiting for the program to reach them. Moving a load
-    past instructions it does not conflict with keeps every dependency."""
+    past instructions it does not conflict with keeps every dependency.
+
+    With ``ahead``, at most that many loads are ahead of their own place at any point of the
+    program: each may hold a token the compute unit cannot take before fetch reaches its
+    reader, and a long run of them fills the token counter and the load queue (a deadlock)."""
     tracker = _Tracker()
     keys: list[float] = []
     last_load = -1.0
+    loads: list[int] = []
     for i, op in enumerate(ops):
         key = float(i)
         if op.op is Opcode.LOAD:
             key = max(max(tracker.conflicts(op), default=-1) + 0.5, last_load)
+            if ahead is not None and len(loads) >= ahead:
+                key = max(key, loads[-ahead] + 0.5)
+            loads.append(i)
             last_load = key
         tracker.record(op, i)
         keys.append(key)

@@ -9,7 +9,7 @@ import pytest
 
 from rmsmp.arch import AccelConfig, isa
 from rmsmp.arch.isa import Opcode, Unit
-from rmsmp.compiler.tokens import Op, add_tokens
+from rmsmp.compiler.tokens import Op, add_tokens, hoist_loads
 
 TINY = AccelConfig.for_board("tiny")
 L, G, S, Y = Opcode.LOAD, Opcode.GEMM, Opcode.STORE, Opcode.SYNC
@@ -320,6 +320,65 @@ def test_random_programs_run_every_hazard_in_order(depths):
             used = sum(o.flags.get(pop[1], 0) for o in out if o.unit is pop[0])
             assert made == used
     assert syncs > 0 and finished > 100
+
+
+# --- compiler.tokens.hoist_loads ------------------------------------------------------------
+
+
+def _ahead_counts(ops, out):
+    """For every prefix of ``out``: how many of its loads jumped over an instruction of ``ops``
+    that is not in the prefix yet."""
+    where = {id(o): i for i, o in enumerate(ops)}
+    counts, done = [], set()
+    for o in out:
+        done.add(where[id(o)])
+        frontier = min(set(range(len(ops))) - done, default=len(ops))
+        counts.append(sum(1 for i in done if i > frontier and ops[i].op is L))
+    return counts
+
+
+@pytest.mark.parametrize("ahead", [None, 1, 3])
+def test_hoisting_keeps_hazards_and_bounds_loads_ahead(ahead):
+    """Only loads move, each up past instructions it has no hazard with; loads keep their order;
+    with ``ahead`` no more than that many loads are ahead of their place at any point."""
+    rng = np.random.default_rng(7 if ahead is None else ahead)
+    moved = 0
+    for _ in range(100):
+        ops = _random_ops(rng, int(rng.integers(2, 30)))
+        out = hoist_loads(ops, ahead)
+        assert sorted(map(id, out)) == sorted(map(id, ops))
+        for kind in (lambda o: o.op is L, lambda o: o.op is not L):
+            assert [o for o in out if kind(o)] == [o for o in ops if kind(o)]
+        pos = {id(o): i for i, o in enumerate(out)}
+        for j, b in enumerate(ops):
+            for a in ops[:j]:
+                if _hazard(a, b):
+                    assert pos[id(a)] < pos[id(b)]
+        counts = _ahead_counts(ops, out)
+        moved += max(counts)
+        if ahead is not None:
+            assert max(counts) <= ahead
+    assert moved > 0
+
+
+def test_bounded_hoisting_does_not_fill_the_counters():
+    """Loads that all wait for one GEMM (they overwrite what it reads), each read by its own
+    later GEMM: hoisted without a bound they run ahead of every reader, fill the l2c counter
+    and the load queue, and fetch never reaches a GEMM that would pop (as the global pool and
+    Linear of a ResNet-18 did); ``ahead = token_depth`` keeps them in step."""
+    cfg = dataclasses.replace(TINY, cmd_depth=2, token_depth=2)
+    ops = [_op(G, [("W", 0, 100)], [("OUT", 0, 1)])]
+    for i in range(8):
+        ops.append(_op(L, [("d0", i, i + 1)], [("W", 10 * i, 10 * i + 10)]))
+        ops.append(_op(G, [("W", 10 * i, 10 * i + 10)], [("OUT", 1 + i, 2 + i)]))
+
+    def deadlocks(order):
+        return isa.schedule(cfg, [_insn(o.op, **o.flags) for o in add_tokens(order)]).deadlock
+
+    assert not deadlocks(ops)
+    assert deadlocks(hoist_loads(ops))
+    bounded = hoist_loads(ops, cfg.token_depth)
+    assert bounded != ops and not deadlocks(bounded)
 
 
 def test_lowered_programs_run_with_one_entry_queues_and_counters():

@@ -1,6 +1,8 @@
 """The program order and the dependency tokens: every load hoisted ahead of the compute it feeds
-(``tokens.hoist_loads``), unless with the config's few tokens that order deadlocks; then every
-load just before its first reader, which the token counters always allow."""
+(``tokens.hoist_loads``), with at most ``token_depth`` loads ahead of their place at a time
+(more fill the token counter and the load queue before fetch reaches their readers), unless
+that order still deadlocks; then every load just before its first reader, which the token
+counters always allow."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from .checks import CompileError
 
 def order(cfg: AccelConfig, ops: list[Op]) -> list[Op]:
     """``ops`` (the passes' instructions in pass order) with SYNCs and token flags."""
-    hoisted = add_tokens(hoist_loads(ops))
+    hoisted = add_tokens(hoist_loads(ops, cfg.token_depth))
     if not isa.schedule(cfg, _tokens_only(hoisted)).deadlock:
         return hoisted
     plain = add_tokens(ops)
