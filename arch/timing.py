@@ -11,8 +11,9 @@ CHECK_LATENCY = 4
 """Fetch's ``Checker`` pipeline: products, sums, ranges, window (one register each)."""
 MAC_LATENCY = 3
 """``MacArray``: the input register, then a pipelined DotRow (products, mid-tree register)."""
-REQUANT_LATENCY = 4
-"""``RequantLane``: one output per cycle, this many cycles after its inputs."""
+REQUANT_LATENCY = 5
+"""``RequantLane``: one output per cycle, this many cycles after its inputs (its five register
+stages: v, partial products, their row sums, the exact sum, the clamped output)."""
 STUCK_CYCLES = 4
 """The shell ends a run after fetch and every unit have been unable to progress this long."""
 DDR_READ_LATENCY = 20

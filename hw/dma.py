@@ -13,7 +13,7 @@ answers keeps it from becoming quiet: that needs a reset.
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Shape, Signal
+from amaranth import Array, Const, Module, Mux, Shape, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -82,22 +82,17 @@ class WriteClientSignature(wiring.Signature):
         )
 
 
-def _burst_beats(m: Module, cfg: AccelConfig, addr, remaining) -> tuple[Signal, Signal]:
-    """Beats of the next burst, min(remaining, max_burst, beats left in this 4 KiB page), and
-    whether that is all of ``remaining``. Every comparison is as narrow as a burst length."""
-    beat_shift = log2_exact(cfg.axi_data_bits // 8)
-    page_beats = AXI_4K >> beat_shift
-    offset = addr[beat_shift : log2_exact(AXI_4K)]
-    cap = Signal(range(cfg.max_burst + 1))
-    m.d.comb += cap.eq(Mux(offset > page_beats - cfg.max_burst, page_beats - offset, cfg.max_burst))
-    width = len(cap)
-    last = Signal()
-    n = Signal.like(cap)
-    m.d.comb += [
-        last.eq((remaining[width:] == 0) & (remaining[:width] <= cap)),
-        n.eq(Mux(last, remaining, cap)),
-    ]
-    return n, last
+def _page_cap(cfg: AccelConfig, addr: Value) -> Value:
+    """min(max_burst, beats from byte address ``addr`` to its 4 KiB page's end): with max_burst a
+    power of two that divides the page, only an offset in the page's last max_burst beats caps
+    it. Depends on the address bits below 4 KiB only."""
+    burst_bits = log2_exact(cfg.max_burst)
+    if burst_bits == 0:
+        return Const(1, range(2))
+    offset = addr[log2_exact(cfg.axi_data_bits // 8) : log2_exact(AXI_4K)]
+    low, high = offset[:burst_bits], offset[burst_bits:]
+    left_in_page = Array(Const(cfg.max_burst - i) for i in range(cfg.max_burst))  # a LUT, no adder
+    return Mux(high.all(), left_in_page[low], cfg.max_burst)
 
 
 class BurstGen(wiring.Component):
@@ -106,6 +101,14 @@ class BurstGen(wiring.Component):
     On ``start``: ``rows`` rows of ``row_beats`` beats each, the first at byte address ``addr``,
     each next one ``row_stride`` bytes further. ``busy`` stays high until the last burst of the
     last row has been requested (``req`` handshake). ``rows`` and ``row_beats`` must be >= 1.
+
+    A burst is min(beats left in the row, ``cap``), with ``cap`` = min(max_burst, beats to the
+    4 KiB page's end) registered beside the address it belongs to (formed from the next address
+    as that is formed). A request's only comparison is then the row's remainder against ``cap``,
+    and a burst that does not end its row steps the address and the remainder by ``cap``: no
+    carry chain waits for a comparison (the clock's path before, at 7.3 ns on a -1 part).
+    ``busy`` and whether the current row is the last are registers too, so clients see
+    ``req.valid`` straight from a flip-flop.
     """
 
     def __init__(self, cfg: AccelConfig) -> None:
@@ -125,38 +128,51 @@ class BurstGen(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        beat_shift = log2_exact(self.cfg.axi_data_bits // 8)
+        cfg = self.cfg
+        beat_shift = log2_exact(cfg.axi_data_bits // 8)
         row_addr = Signal.like(self.addr)
         addr = Signal.like(self.addr)
         left = Signal.like(self.row_beats)
         rows = Signal.like(self.rows)
         beats = Signal.like(self.row_beats)
         stride = Signal.like(self.row_stride)
-        n, row_end = _burst_beats(m, self.cfg, addr, left)
+        cap = Signal(range(cfg.max_burst + 1))
+        busy, last_row = Signal(), Signal()
+        width = len(cap)
+        row_end = (left[width:] == 0) & (left[:width] <= cap)
         m.d.comb += [
-            self.busy.eq(rows != 0),
-            self.req.valid.eq(rows != 0),
+            self.busy.eq(busy),
+            self.req.valid.eq(busy),
             self.req.payload.addr.eq(addr),
-            self.req.payload.beats.eq(n),
+            self.req.payload.beats.eq(Mux(row_end, left[:width], cap)),
         ]
         with m.If(self.req.valid & self.req.ready):
             with m.If(row_end):
+                next_row = row_addr + stride
                 m.d.sync += [
                     rows.eq(rows - 1),
-                    row_addr.eq(row_addr + stride),
-                    addr.eq(row_addr + stride),
+                    last_row.eq(rows == 2),
+                    row_addr.eq(next_row),
+                    addr.eq(next_row),
                     left.eq(beats),
+                    cap.eq(_page_cap(cfg, next_row)),
                 ]
+                with m.If(last_row):
+                    m.d.sync += busy.eq(0)
             with m.Else():
-                m.d.sync += [addr.eq(addr + (n << beat_shift)), left.eq(left - n)]
+                step = addr + (cap << beat_shift)
+                m.d.sync += [addr.eq(step), left.eq(left - cap), cap.eq(_page_cap(cfg, step))]
         with m.If(self.start):
             m.d.sync += [
                 row_addr.eq(self.addr),
                 addr.eq(self.addr),
                 left.eq(self.row_beats),
                 rows.eq(self.rows),
+                last_row.eq(self.rows == 1),
+                busy.eq(1),
                 beats.eq(self.row_beats),
                 stride.eq(self.row_stride),
+                cap.eq(_page_cap(cfg, self.addr)),
             ]
         return m
 
@@ -255,8 +271,9 @@ class AxiWritePort(wiring.Component):
     """The AXI write master of the store unit.
 
     W beats of a burst go out only after its AW handshake; WLAST comes from a FIFO of the accepted
-    bursts' lengths. ``client.busy`` stays high until every write response is back; a response
-    other than OKAY pulses ``client.err``.
+    bursts' last beat indices (length - 1: the beat counter compares without subtracting).
+    ``client.busy`` stays high until every write response is back; a response other than OKAY
+    pulses ``client.err``.
     """
 
     def __init__(self, cfg: AccelConfig) -> None:
@@ -287,7 +304,7 @@ class AxiWritePort(wiring.Component):
         aw_fire = axi.awvalid & axi.awready
         w_fire = axi.wvalid & axi.wready
         b_fire = axi.bvalid & axi.bready
-        w_last = w_pos == lens.r_data - 1
+        w_last = w_pos == lens.r_data
         busy = aw_valid | lens.r_rdy | (b_wait != 0)
         m.d.comb += [
             axi.awaddr.eq(aw.addr),
@@ -301,7 +318,7 @@ class AxiWritePort(wiring.Component):
             axi.wvalid.eq(lens.r_rdy & c.data.valid),
             c.data.ready.eq(lens.r_rdy & axi.wready),
             axi.bready.eq(b_wait != 0),
-            lens.w_data.eq(aw.beats),
+            lens.w_data.eq(aw.beats - 1),
             lens.w_en.eq(aw_fire),
             lens.r_en.eq(w_fire & w_last),
             c.busy.eq(busy),

@@ -31,7 +31,9 @@ class Checker(wiring.Component):
     """``isa.check`` in hardware: ``err`` is the check of ``insn``, ``LATENCY`` cycles later.
 
     ``insn`` and ``window_bytes`` (WINDOW_LIMIT - WINDOW_BASE) must hold still meanwhile.
-    Products are registered (DSP48 M registers), then sums, then comparisons.
+    Products are registered (DSP48 M registers), then sums, then comparisons; a range check
+    ``base + n <= depth`` compares ``n`` with ``depth - base`` (registered), so no stage adds
+    and then compares.
     """
 
     LATENCY = CHECK_LATENCY
@@ -117,32 +119,44 @@ class Checker(wiring.Component):
         )
         s1_g_simple = reg(g_simple, "s1_g_simple")
 
-        # Stage 2: sums.
+        # Stage 2: sums; the room each GEMM range has left above its base (base + n <= depth
+        # becomes n <= depth - base, so stage 3 compares without adding first).
         s2_ls_bad = reg(s1_ls_bad | (s1_sram + s1_area > s1_depth), "s2_ls_bad")
         s2_block = reg(s1_span + s1_xs, "s2_block")
         s2_k = reg(small_mul(s1_ck, f(gm, "kw")), "s2_k")
         s2_x_end = reg(f(gm, "x_base") + s1_cs + s1_tile, "s2_x_end")
         s2_m = reg(s1_m, "s2_m")
         s2_g_simple = reg(s1_g_simple, "s2_g_simple")
+        room = {
+            name: reg(depth - f(gm, name), f"s2_{name}_room")
+            for name, depth in (
+                ("w_base", cfg.w_depth),
+                ("acc_base", cfg.acc_depth),
+                ("o_base", cfg.out_depth),
+                ("r_base", cfg.out_depth),
+            )
+        }
 
-        # Stage 3: the block's extent in beats; the GEMM's ranges.
+        # Stage 3: the block's extent in beats and the window's room above the block's start
+        # (in beats: end <= window_bytes <=> end/8 <= window_bytes // 8); the GEMM's ranges.
         s3_ls_bad = reg(s2_ls_bad, "s3_ls_bad")
         s3_extent = reg(s2_block * s1_beats, "s3_extent")
+        s3_room = reg((self.window_bytes >> beat_shift) - s1_dram, "s3_room")
         reset, final = f(gm, "reset"), f(gm, "final")
         g_ok = (
             s2_g_simple
             & (s2_m >= 1)
             & (s2_k >= 1)
-            & (f(gm, "w_base") + s2_k <= cfg.w_depth)
+            & (s2_k <= room["w_base"])
             & (s2_x_end <= cfg.x_depth)
-            & ((reset & final) | (f(gm, "acc_base") + s2_m <= cfg.acc_depth))
-            & (~final | (f(gm, "o_base") + s2_m <= cfg.out_depth))
-            & (~f(gm, "res") | (f(gm, "r_base") + s2_m <= cfg.out_depth))
+            & ((reset & final) | (s2_m <= room["acc_base"]))
+            & (~final | (s2_m <= room["o_base"]))
+            & (~f(gm, "res") | (s2_m <= room["r_base"]))
         )
         s3_g_ok = reg(g_ok, "s3_g_ok")
 
-        # Stage 4: the window (in beats: end <= window_bytes <=> end/8 <= window_bytes // 8).
-        in_window = s1_dram + s3_extent <= (self.window_bytes >> beat_shift)
+        # Stage 4: the window.
+        in_window = s3_extent <= s3_room
         err = Mux(
             ~s1_legal,
             Error.ILLEGAL_OPCODE,
@@ -206,17 +220,23 @@ class Fetch(wiring.Component):
         off_window = Signal()
         taken = Signal()
         started = Signal(2)
-        fits = Signal()
+        fits, more = Signal(), Signal()
+        req_addr = Signal.like(self.window_base)
         wiring.connect(m, wiring.flipped(self.rd.req), gen.req)
         m.d.comb += self.rd.pc.eq(req_pc)
-        # Registered: req_off changes only as a read starts, and the next waits for it to go out.
-        m.d.sync += fits.eq(req_off + insn_bytes <= self.window_bytes)
-        want = (req_idx < self.insn_count) & ~off_window & started[1]
+        # Registered: req_idx and req_off change only as a read starts, and the next start waits
+        # until the burst generator has sent that read's request (``gen.busy``), a cycle or more.
+        m.d.sync += [
+            fits.eq(req_off + insn_bytes <= self.window_bytes),
+            more.eq(req_idx < self.insn_count),
+            req_addr.eq(self.window_base + req_off),
+        ]
+        want = more & ~off_window & started[1]
         with m.If(want & (inflight < ahead) & ~gen.busy):
             with m.If(fits):
                 m.d.comb += [
                     gen.start.eq(1),
-                    gen.addr.eq(self.window_base + req_off),
+                    gen.addr.eq(req_addr),
                     gen.rows.eq(1),
                     gen.row_beats.eq(insn_beats),
                 ]

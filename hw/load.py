@@ -8,13 +8,15 @@ arrives. An error response stops the run (AXI_RESP) at this instruction.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal
+from collections.abc import Callable
+
+from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch import AccelConfig
 from ..arch.isa import Buf, Error, Opcode, Unit
-from ..arch.layout import BUF_ENTRY, entry_beats, entry_bits, entry_bytes
+from ..arch.layout import BUF_ENTRY, Entry, entry_beats, entry_bits, entry_bytes
 from .arith import small_mul
 from .buffers import Buffer, write_sig
 from .dma import BurstGen, ReadClientSignature
@@ -61,26 +63,42 @@ class Load(wiring.Component):
             self.rd.pc.eq(seq.cmd.pc),
         ]
 
-        def f(name: str):
-            return field(cfg, seq.cmd.insn, Opcode.LOAD, name)
+        def field_of(insn, name: str):
+            return field(cfg, insn, Opcode.LOAD, name)
 
-        # Requests: every row's bursts, back to back.
+        def f(name: str):
+            return field_of(seq.cmd.insn, name)
+
+        def per_buf(insn, value_of: Callable[[Entry], int]) -> Value:
+            """``value_of(kind)`` of the instruction's target buffer's entry kind."""
+            out = Const(0)
+            for b in BUF_OF:
+                out = Mux(field_of(insn, "buf") == b, value_of(BUF_ENTRY[b]), out)
+            return out
+
+        def block_addr(insn) -> Value:
+            return self.window_base + small_mul(field_of(insn, "dram"), data_bits // 8)
+
+        # One multiplier each (a DSP48 with its P register): the entry size depends on the
+        # target buffer, and shift-and-add over a choice of constants is three carry chains deep.
+        def row_beats(insn) -> Value:
+            return field_of(insn, "x_size") * per_buf(insn, lambda k: entry_beats(cfg, k))
+
+        def row_stride(insn) -> Value:
+            return field_of(insn, "x_stride") * per_buf(insn, lambda k: entry_bytes(cfg, k))
+
+        # Requests: every row's bursts, back to back. The block's address and sizes are formed
+        # as the command is taken (``Sequence.prepare``), off the cycle it starts in.
         m.submodules.gen = gen = BurstGen(cfg)
         wiring.connect(m, wiring.flipped(self.rd.req), gen.req)
         buf = f("buf")
         m.d.comb += [
             gen.start.eq(seq.start),
-            gen.addr.eq(self.window_base + small_mul(f("dram"), data_bits // 8)),
+            gen.addr.eq(seq.prepare(m, block_addr, "block_addr")),
             gen.rows.eq(f("y_size")),
+            gen.row_beats.eq(seq.prepare(m, row_beats, "row_beats")),
+            gen.row_stride.eq(seq.prepare(m, row_stride, "row_stride")),
         ]
-        with m.Switch(buf):
-            for b in BUF_OF:
-                kind = BUF_ENTRY[b]
-                with m.Case(b):
-                    m.d.comb += [
-                        gen.row_beats.eq(small_mul(f("x_size"), entry_beats(cfg, kind))),
-                        gen.row_stride.eq(small_mul(f("x_stride"), entry_bytes(cfg, kind))),
-                    ]
 
         # Data: beats shift in from the top; an entry's last beat writes it.
         most = max(entry_beats(cfg, BUF_ENTRY[b]) for b in BUF_OF)
@@ -88,6 +106,7 @@ class Load(wiring.Component):
         asm_next = Cat(asm[data_bits:], self.rd.beat.data)
         pos = Signal(range(most))
         col = Signal.like(f("x_size"))
+        x_last = seq.prepare(m, lambda insn: field_of(insn, "x_size") - 1, "x_last")
         rows_left = Signal.like(f("y_size"))
         addr = Signal.like(f("sram"))
         nbeats = Signal(range(most + 1))
@@ -110,7 +129,7 @@ class Load(wiring.Component):
             m.d.sync += [asm.eq(asm_next), pos.eq(Mux(entry_done, 0, pos + 1))]
         with m.If(entry_done):
             m.d.sync += addr.eq(addr + 1)
-            with m.If(col == f("x_size") - 1):
+            with m.If(col == x_last):
                 m.d.sync += [col.eq(0), rows_left.eq(rows_left - 1)]
             with m.Else():
                 m.d.sync += col.eq(col + 1)

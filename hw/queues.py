@@ -9,6 +9,7 @@ ever loses an enabled action to another.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from amaranth import Module, Signal, Value
@@ -123,18 +124,30 @@ class TokenCounter(wiring.Component):
 class Sequence:
     """What ``sequence`` gives a unit.
 
-    ``cmd`` is the instruction being run (loaded at least one cycle before ``start``); ``start``
-    pulses in the cycle its pops are taken (the unit's execution registers load then);
+    ``cmd`` is the instruction being run (loaded at least one cycle before ``start``); ``take``
+    is high in the cycle it loads, from ``next`` (the queue's head), so ``prepare`` can register
+    what the unit derives from it alongside; ``start`` pulses in the cycle its pops are taken
+    (the unit's execution registers load then);
     ``working`` is high while it executes; ``idle`` (no command, empty queue) and ``blocked``
     (waiting for tokens) mean the unit cannot progress. The cycle that adds the pushes also takes
     the next command, so back-to-back instructions cost two cycles of sequencing.
     """
 
     cmd: data.View
+    take: Signal
+    next: data.View
     start: Signal
     working: Signal
     idle: Signal
     blocked: Signal
+
+    def prepare(self, m: Module, derive: Callable[[Value], Value], name: str) -> Signal:
+        """``derive(insn)`` of the command being run, registered as the command is taken: a
+        product or sum of its fields ready at ``start`` without adding to that cycle's paths."""
+        value = Signal.like(derive(self.cmd.insn), name=name)
+        with m.If(self.take):
+            m.d.sync += value.eq(derive(self.next.insn))
+        return value
 
 
 def sequence(
@@ -160,7 +173,9 @@ def sequence(
     if set(tokens) != set(POPS[unit] + PUSHES[unit]):
         raise ValueError(f"{unit.name} needs token ports {POPS[unit] + PUSHES[unit]}")
     cmd = Signal(command_layout(cfg, unit))
-    seq = Sequence(cmd, Signal(), Signal(), Signal(), Signal())
+    seq = Sequence(cmd, Signal(), queue.payload, Signal(), Signal(), Signal(), Signal())
+    with m.If(seq.take):
+        m.d.sync += cmd.eq(queue.payload)
 
     def flag(name: str) -> Value:
         return cmd.insn[flag_bits[name]]
@@ -174,9 +189,8 @@ def sequence(
     pops_ok, pushes_ok = all_ok(POPS[unit]), all_ok(PUSHES[unit])
     with m.FSM():
         with m.State("IDLE"):
-            m.d.comb += [queue.ready.eq(1), seq.idle.eq(~queue.valid)]
+            m.d.comb += [queue.ready.eq(1), seq.idle.eq(~queue.valid), seq.take.eq(queue.valid)]
             with m.If(queue.valid):
-                m.d.sync += cmd.eq(queue.payload)
                 m.next = "POP"
         with m.State("POP"):
             m.d.comb += seq.blocked.eq(~pops_ok)
@@ -192,9 +206,8 @@ def sequence(
             m.d.comb += seq.blocked.eq(~pushes_ok)
             with m.If(pushes_ok):
                 m.d.comb += [tokens[n].take.eq(flag(n)) for n in PUSHES[unit]]
-                m.d.comb += queue.ready.eq(1)
+                m.d.comb += [queue.ready.eq(1), seq.take.eq(queue.valid)]
                 with m.If(queue.valid):
-                    m.d.sync += cmd.eq(queue.payload)
                     m.next = "POP"
                 with m.Else():
                     m.next = "IDLE"

@@ -9,7 +9,7 @@ instruction finishes when every write response is back; an error response stops 
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Module, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -60,21 +60,33 @@ class Store(wiring.Component):
             self.wr.pc.eq(seq.cmd.pc),
         ]
 
-        def f(name: str):
-            return field(cfg, seq.cmd.insn, Opcode.STORE, name)
+        def field_of(insn, name: str):
+            return field(cfg, insn, Opcode.STORE, name)
 
+        def f(name: str):
+            return field_of(seq.cmd.insn, name)
+
+        def block_addr(insn) -> Value:
+            return self.window_base + small_mul(field_of(insn, "dram"), data_bits // 8)
+
+        def row_stride(insn) -> Value:
+            return small_mul(field_of(insn, "x_stride"), entry_bytes(cfg, Entry.OUT))
+
+        # The block's address and row stride are formed as the command is taken
+        # (``Sequence.prepare``), off the cycle it starts in.
         m.submodules.gen = gen = BurstGen(cfg)
         wiring.connect(m, wiring.flipped(self.wr.req), gen.req)
         m.d.comb += [
             gen.start.eq(seq.start),
-            gen.addr.eq(self.window_base + small_mul(f("dram"), data_bits // 8)),
+            gen.addr.eq(seq.prepare(m, block_addr, "block_addr")),
             gen.rows.eq(f("y_size")),
             gen.row_beats.eq(small_mul(f("x_size"), nbeats)),
-            gen.row_stride.eq(small_mul(f("x_stride"), entry_bytes(cfg, Entry.OUT))),
+            gen.row_stride.eq(seq.prepare(m, row_stride, "row_stride")),
         ]
 
         # Entries: read (one cycle) into `ahead`, then shifted out beat by beat from `sreg`.
         col = Signal.like(f("x_size"))
+        x_last = seq.prepare(m, lambda insn: field_of(insn, "x_size") - 1, "x_last")
         rows_left = Signal.like(f("y_size"))
         addr = Signal.like(f("sram"))
         ahead = Signal()
@@ -97,7 +109,7 @@ class Store(wiring.Component):
             m.d.sync += [sreg.eq(sreg >> data_bits), have.eq(have - 1)]
         with m.If(issue):
             m.d.sync += [ahead.eq(1), addr.eq(addr + 1)]
-            with m.If(col == f("x_size") - 1):
+            with m.If(col == x_last):
                 m.d.sync += [col.eq(0), rows_left.eq(rows_left - 1)]
             with m.Else():
                 m.d.sync += col.eq(col + 1)

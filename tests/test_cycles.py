@@ -13,7 +13,7 @@ from graphgen import gemm_word
 from streamgen import random_stream
 
 from rmsmp.arch import AccelConfig, isa
-from rmsmp.arch.timing import DDR_READ_LATENCY
+from rmsmp.arch.timing import DDR_READ_LATENCY, REQUANT_LATENCY
 from rmsmp.sim.cycles import bursts, gemm_cycles, issue_cycles, predict, store_cycles
 from rmsmp.sim.golden import GoldenDevice
 
@@ -69,7 +69,8 @@ def test_issue_cycles_space_final_outputs_for_the_requant_lanes() -> None:
     assert issue_cycles(CFG, long) == 4 * 6
     partial = _gemm(ow_count=4, c_count=1, kh=1, kw=1, reset=1, final=0)
     assert issue_cycles(CFG, partial) == 4
-    assert gemm_cycles(CFG, short) - gemm_cycles(CFG, partial) == (13 - 4) + groups + 4
+    drain = groups + REQUANT_LATENCY
+    assert gemm_cycles(CFG, short) - gemm_cycles(CFG, partial) == (13 - 4) + drain
 
 
 def test_bursts_split_at_max_burst_and_4k_pages() -> None:

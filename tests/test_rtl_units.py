@@ -9,6 +9,8 @@ DEADLOCK, AXI_RESP per unit, AXI_TIMEOUT and the run after it).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -24,6 +26,7 @@ from rmsmp.hw.dma import BurstGen
 from rmsmp.hw.fetch import Checker
 from rmsmp.hw.pe import DotRow
 from rmsmp.hw.requant import RequantLane
+from rmsmp.sim import cycles
 from rmsmp.sim.golden import GoldenDevice
 
 TINY = AccelConfig.for_board("tiny")
@@ -216,38 +219,50 @@ def test_checker_is_isa_check(board: str) -> None:
         assert {(what, Error.NONE), (what, Error.BAD_OPERAND)} <= seen, what
 
 
-def test_burst_gen_rows_back_to_back_within_pages() -> None:
-    cfg = TINY
+@pytest.mark.parametrize("max_burst", [1, 4, 16])
+def test_burst_gen_splits_as_the_cycle_model(max_burst: int) -> None:
+    """Random 2-D transfers (starts near page ends, rows shorter and longer than a burst), the
+    port ready one cycle in three at random: the bursts are ``sim.cycles.bursts``, in order."""
+    cfg = replace(TINY, max_burst=max_burst)
+    rng = np.random.default_rng(max_burst)
     dut = BurstGen(cfg)
-    addr, rows, row_beats, stride = 0x1000_0F80, 3, 37, 4096 + 64
-    bursts = []
+    cases = [(0x1000_0F80, 3, 37, 4096 + 64), (0xFF8, 1, 1, 0), (0x7F0, 2, 2, 8)]
+    for _ in range(6):
+        addr = int(rng.integers(0, 1 << 20)) * 8
+        cases.append(
+            (addr, int(rng.integers(1, 4)), int(rng.integers(1, 70)), 8 * int(rng.integers(0, 600)))
+        )
+    got: list[list[tuple[int, int]]] = []
 
     async def bench(ctx):
-        ctx.set(dut.start, 1)
-        ctx.set(dut.addr, addr)
-        ctx.set(dut.rows, rows)
-        ctx.set(dut.row_beats, row_beats)
-        ctx.set(dut.row_stride, stride)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        ctx.set(dut.req.ready, 1)
-        while True:
-            if not ctx.get(dut.busy):
-                break
-            assert ctx.get(dut.req.valid), "a request every cycle while busy"
-            p = ctx.get(dut.req.payload)
-            bursts.append((p.addr, p.beats))
+        for addr, rows, row_beats, stride in cases:
+            ctx.set(dut.start, 1)
+            ctx.set(dut.addr, addr)
+            ctx.set(dut.rows, rows)
+            ctx.set(dut.row_beats, row_beats)
+            ctx.set(dut.row_stride, stride)
             await ctx.tick()
+            ctx.set(dut.start, 0)
+            bursts = []
+            while ctx.get(dut.busy):
+                assert ctx.get(dut.req.valid), "a request every cycle while busy"
+                ready = int(rng.integers(3) != 0)
+                ctx.set(dut.req.ready, ready)
+                if ready:
+                    p = ctx.get(dut.req.payload)
+                    bursts.append((p.addr, p.beats))
+                await ctx.tick()
+            ctx.set(dut.req.ready, 0)
+            got.append(bursts)
 
     _simulate(dut, bench)
-    beats = {}
-    for a, n in bursts:
-        assert 1 <= n <= cfg.max_burst
-        assert a % 4096 + n * 8 <= 4096, f"burst at {a:#x} of {n} beats crosses 4 KiB"
-        for b in range(n):
-            beats[a + 8 * b] = beats.get(a + 8 * b, 0) + 1
-    want = {addr + y * stride + 8 * b: 1 for y in range(rows) for b in range(row_beats)}
-    assert beats == want
+    for (addr, rows, row_beats, stride), bursts in zip(cases, got, strict=True):
+        assert [n for _, n in bursts] == cycles.bursts(cfg, addr, rows, row_beats, stride)
+        for a, n in bursts:
+            assert 1 <= n <= cfg.max_burst
+            assert a % 4096 + n * 8 <= 4096, f"burst at {a:#x} of {n} beats crosses 4 KiB"
+        beats = [a + 8 * b for a, n in bursts for b in range(n)]
+        assert beats == [addr + y * stride + 8 * b for y in range(rows) for b in range(row_beats)]
 
 
 # --- the whole core under Verilator ----------------------------------------------------------
