@@ -14,13 +14,14 @@ with their channels in slot order, and the next layer's weights are permuted to 
 is reordered between layers and the host touches only the network input and output.
 
 Per pass the compiler cuts the input map into tiles (bands of output rows, and of columns when
-a row does not fit) and the weights into groups of row tiles, picks the loop order that moves
-fewer DDR bytes (weights outer with input tiles streamed, or input tiles outer with weight groups
-streamed; whatever fits the buffer stays resident), double-buffers whatever streams, and leaves
-the ordering to dependency tokens (``compiler.tokens``).
+a row does not fit) and the weights into groups of row tiles, keeps resident whatever fits the
+buffer and double-buffers whatever streams. Of the candidate tilings (the loop order that moves
+fewer DDR bytes and the other one, output bands of three lengths) it keeps the one with the
+fewest estimated cycles (``costs``, from the cycle model's per-instruction costs), bytes
+breaking ties, and leaves the ordering to dependency tokens (``compiler.tokens``).
 
 The stages, in order (``pipeline.STAGES``), each in the module named after what it holds:
-checks, planning (with placement), tiling, packing, scheduling (with records), ordering,
+checks, planning (with placement), tiling, costs, packing, scheduling (with records), ordering,
 assembly.
 """
 

@@ -13,13 +13,14 @@ from ..ir import IntGraph
 from ..tokens import Op
 from .assembly import PassPlan, Window, build_program, encode, lay_out_window
 from .checks import CompileError, check_input
+from .costs import PassCosts
 from .ordering import order
 from .packing import pass_blobs
 from .passes import FMap, Pass
 from .planning import plan_passes
 from .records import layer_record
 from .scheduling import Halves, Scheduler
-from .tiling import Tiling, tile
+from .tiling import Tiling, candidates
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Lowering:
     passes: list[Pass] = field(default_factory=list)
     in_map: FMap | None = None
     out_map: FMap | None = None
+    candidates: list[list[Tiling]] = field(default_factory=list)
     tilings: list[Tiling] = field(default_factory=list)
     blobs: list[tuple[bytes, bytes]] = field(default_factory=list)
     plans: list[PassPlan] = field(default_factory=list)
@@ -53,8 +55,14 @@ def plan(s: Lowering) -> None:
 
 
 def tile_passes(s: Lowering) -> None:
-    """Each pass's tiles, weight groups, residency and loop order (``tiling``)."""
-    s.tilings = [tile(p, s.cfg, s.batch) for p in s.passes]
+    """Each pass's candidate tilings: tiles, weight groups, residency, loop order (``tiling``)."""
+    s.candidates = [candidates(p, s.cfg, s.batch) for p in s.passes]
+
+
+def choose_tilings(s: Lowering) -> None:
+    """Each pass's tiling with the fewest estimated cycles, then DMA bytes (``costs``)."""
+    costs = PassCosts(s.cfg)
+    s.tilings = [costs.choose(p, c) for p, c in zip(s.passes, s.candidates, strict=True)]
 
 
 def pack_weights(s: Lowering) -> None:
@@ -98,6 +106,7 @@ STAGES: tuple[Callable[[Lowering], None], ...] = (
     check_inputs,
     plan,
     tile_passes,
+    choose_tilings,
     pack_weights,
     schedule,
     add_tokens,

@@ -12,11 +12,6 @@ from ..tokens import Op, Range
 from .passes import Pass
 from .tiling import Tiling
 
-MIN_GEMM_MACS = 512
-"""Output bands are cut so a GEMM runs at least this many array cycles (when the tile allows):
-small bands let compute start on the first rows of a tile, and this keeps a GEMM's fixed cost
-(pipeline fill and drain, ~20 cycles) a few percent of it."""
-
 
 def block(region: str, first: int, y_size: int, x_size: int, x_stride: int, eb: int) -> Range:
     """The DDR bytes a 2-D block spans (gaps between its rows included)."""
@@ -76,7 +71,7 @@ class Scheduler:
         self.flush()
         return self.ops
 
-    def slot_of(self, kind: str, i: int, resident: bool, sizes: list[int], half: int) -> int:
+    def slot_of(self, kind: str, i: int, resident: bool, sizes: tuple[int, ...], half: int) -> int:
         """Where item ``i`` goes: the next half if it streams; if resident, packed after the
         others, from the next half's base when they all fit one half (else from 0)."""
         if not resident:
@@ -181,8 +176,7 @@ class Scheduler:
         for tt, c0, cn in group:
             items.append((tt, c0, cn, 0 if p.max else wb + w_off))
             w_off += cn * g.kh * g.kw
-        k_min = min(cn for _, _, cn, _ in items) * g.kh * g.kw
-        band = max(1, min(self.out_half // t.cols, -(-MIN_GEMM_MACS // (t.cols * k_min))))
+        band = self.t.band(t, group, self.out_half)
         bands = range(t.oy0, t.oy0 + t.rows, band)
         # Whichever streams in longer goes outer: input bands (each one serves every row tile
         # before the next arrives) or row tiles (each one's weights land while the last runs).

@@ -5,15 +5,20 @@ do not fit half of W), what stays resident, and the loop order."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ...arch import AccelConfig, isa, layout
 from ...arch.layout import Entry
 from .checks import CompileError, out_hw
 from .passes import Pass
 
-WGroup = list[tuple[int, int, int]]
+WGroup = tuple[tuple[int, int, int], ...]
 """A weight group: (row tile, first chunk, chunk count) of each row tile it holds."""
+
+MIN_GEMM_MACS = 512
+"""Output bands are cut so a GEMM runs at least this many array cycles (when the tile allows):
+small bands let compute start on the first rows of a tile, and this keeps a GEMM's fixed cost
+(pipeline fill and drain, ~20 cycles) a few percent of it."""
 
 
 @dataclass(frozen=True)
@@ -61,22 +66,51 @@ class XTile:
 @dataclass(frozen=True)
 class Tiling:
     """A pass's tiles and weight groups, their buffer entries, what stays resident (``x_res``:
-    every X tile fits X at once; ``w_res``: every W group and Q row fit), and the loop order
-    (``w_outer``: weight groups outer, input tiles streamed under each)."""
+    every X tile fits X at once; ``w_res``: every W group and Q row fit), the loop order
+    (``w_outer``: weight groups outer, input tiles streamed under each) and the least work of
+    one GEMM (``band_macs``, see ``MIN_GEMM_MACS``)."""
 
     geom: Geom
-    tiles: list[XTile]
-    groups: list[WGroup]
-    x_sizes: list[int]
-    w_sizes: list[int]
+    tiles: tuple[XTile, ...]
+    groups: tuple[WGroup, ...]
+    x_sizes: tuple[int, ...]
+    w_sizes: tuple[int, ...]
     x_res: bool
     w_res: bool
     w_outer: bool
+    band_macs: int = MIN_GEMM_MACS
 
     @property
     def split(self) -> bool:
         """A row tile's input chunks are split over several groups (partial sums stay in ACC)."""
         return self.groups[0][0][2] < self.geom.w_chunks
+
+    def band(self, t: XTile, group: WGroup, out_half: int) -> int:
+        """Output rows per GEMM of tile ``t`` with ``group``: at least ``band_macs`` array
+        cycles each for the group's smallest chunk count, within half of OUT."""
+        k_min = min(cn for _, _, cn in group) * self.geom.kh * self.geom.kw
+        return max(1, min(out_half // t.cols, -(-self.band_macs // (t.cols * k_min))))
+
+
+def candidates(p: Pass, cfg: AccelConfig, batch: int) -> list[Tiling]:
+    """The tilings the cost model chooses among, ``tile``'s first: the other loop order (where
+    both sides stream more than one item), and output bands twice and four times as long (where
+    that changes a band). Longer bands mean fewer GEMMs and stores to fetch and sequence, but a
+    later first store; which wins depends on the pass."""
+    base = tile(p, cfg, batch)
+    out = [base]
+    if not base.split and len(base.tiles) > 1 and len(base.groups) > 1:
+        out.append(replace(base, w_outer=not base.w_outer))
+    half = cfg.out_depth // 2
+    for m in (2, 4):
+        long = replace(base, band_macs=m * base.band_macs)
+        if any(
+            min(long.band(t, grp, half), t.rows) != min(base.band(t, grp, half), t.rows)
+            for t in base.tiles
+            for grp in base.groups
+        ):
+            out.append(long)
+    return out
 
 
 def tile(p: Pass, cfg: AccelConfig, batch: int) -> Tiling:
@@ -90,8 +124,8 @@ def tile(p: Pass, cfg: AccelConfig, batch: int) -> Tiling:
     out_half = cfg.out_depth // 2
     tiles = x_tiles(g, batch, cfg.x_depth // 2, min(out_half, max_out), max_out, p.name)
     eb_x, eb_w, eb_q = (layout.entry_bytes(cfg, k) for k in (Entry.X, Entry.W, Entry.Q))
-    x_sizes = [g.in_chunks * t.th * t.tw for t in tiles]
-    w_sizes = [0 if p.max else sum(n for _, _, n in grp) * g.kh * g.kw for grp in groups]
+    x_sizes = tuple(g.in_chunks * t.th * t.tw for t in tiles)
+    w_sizes = tuple(0 if p.max else sum(n for _, _, n in grp) * g.kh * g.kw for grp in groups)
     x_res = sum(x_sizes) <= cfg.x_depth
     w_res = sum(w_sizes) <= cfg.w_depth and g.n_tiles <= cfg.q_depth
     x_bytes, w_bytes = sum(x_sizes) * eb_x, sum(w_sizes) * eb_w + g.n_tiles * eb_q
@@ -126,7 +160,9 @@ def geometry(p: Pass, cfg: AccelConfig) -> Geom:
     return Geom(slots // cfg.cols, h, w, kh, kw, stride, pad, oh, ow, nt, p.per_chunk)
 
 
-def x_tiles(g: Geom, batch: int, cap: int, out_cap: int, max_out: int, name: str) -> list[XTile]:
+def x_tiles(
+    g: Geom, batch: int, cap: int, out_cap: int, max_out: int, name: str
+) -> tuple[XTile, ...]:
     """Input tiles of at most ``cap`` entries and ``max_out`` outputs covering every image."""
     sy, sx = g.stride
     py, px = g.pad
@@ -165,10 +201,10 @@ def x_tiles(g: Geom, batch: int, cap: int, out_cap: int, max_out: int, name: str
                 c = min(cols, g.ow - ox0)
                 xx0, xtw = span(ox0, c, sx, px, g.kw, g.w)
                 tiles.append(XTile(b, oy0, r, ox0, c, y0, th, xx0, xtw))
-    return tiles
+    return tuple(tiles)
 
 
-def w_groups(g: Geom, cfg: AccelConfig, name: str) -> list[WGroup]:
+def w_groups(g: Geom, cfg: AccelConfig, name: str) -> tuple[WGroup, ...]:
     """Weight groups that fit half of W and Q."""
     per_chunk = g.kh * g.kw
     w_half, q_half = cfg.w_depth // 2, max(1, cfg.q_depth // 2)
@@ -180,13 +216,13 @@ def w_groups(g: Geom, cfg: AccelConfig, name: str) -> list[WGroup]:
     full = g.w_chunks * per_chunk
     if full <= w_half:
         per = min(w_half // full, q_half)
-        return [
-            [(t, g.first_chunk(t), g.w_chunks) for t in range(t0, min(g.n_tiles, t0 + per))]
+        return tuple(
+            tuple((t, g.first_chunk(t), g.w_chunks) for t in range(t0, min(g.n_tiles, t0 + per)))
             for t0 in range(0, g.n_tiles, per)
-        ]
+        )
     cs = w_half // per_chunk
-    return [
-        [(t, c0, min(cs, g.in_chunks - c0))]
+    return tuple(
+        ((t, c0, min(cs, g.in_chunks - c0)),)
         for t in range(g.n_tiles)
         for c0 in range(0, g.in_chunks, cs)
-    ]
+    )
