@@ -155,7 +155,12 @@ def simulation_source(netlist: Netlist) -> str:
     return netlist.verilog.read_text() + "\n" + cell_models(netlist)
 
 
+def simulator(netlist: Netlist) -> Path:
+    """The Verilated harness around a netlist whose top is ``rmsmp_top`` (for
+    ``RtlDevice(library=)``)."""
+    return build_verilog(simulation_source(netlist), f"gates-{netlist.work.name}", large=True)
+
+
 def build(cfg: AccelConfig, yosys: Yosys | None = None) -> Path:
-    """The Verilated harness around ``cfg``'s gate-level netlist (for ``RtlDevice(library=)``)."""
-    netlist = synthesize(_verilog(cfg), yosys)
-    return build_verilog(simulation_source(netlist), f"gates-{cfg.hash}")
+    """The Verilated harness around ``cfg``'s gate-level netlist."""
+    return simulator(synthesize(_verilog(cfg), yosys))

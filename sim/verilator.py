@@ -128,14 +128,25 @@ def _verilog(cfg: AccelConfig) -> str:
     return verilog_text(cfg)
 
 
-def build_verilog(verilog: str, tag: str) -> Path:
+CXX_OPT: dict[bool, tuple[str, tuple[str, ...]]] = {
+    False: ("-fPIC -O2", ()),
+    True: ("-fPIC", ("OPT_FAST=-O1", "OPT_SLOW=-O0")),
+}
+"""C++ flags and make variables of the Verilated model, by whether the design is large: every
+file at -O2, or, for netlists of thousands of cells (``gatelevel``), -O0 on the initialisation
+("slow") code of every instance, which takes gcc tens of minutes at -O2, and -O1 elsewhere."""
+
+
+def build_verilog(verilog: str, tag: str, large: bool = False) -> Path:
     """Build (or reuse) the harness around any Verilog whose top ``rmsmp_top`` has the
     accelerator's ports (``s_axil_*``, ``m_axi_*``, ``irq``): lets tests drive stand-in DUTs
-    through the same DDR model and protocol checker. ``tag`` names the cache entry."""
-    return _build(tag, hashlib.sha256(verilog.encode()).digest(), lambda: verilog)
+    through the same DDR model and protocol checker. ``tag`` names the cache entry; ``large``
+    picks the C++ optimisation (``CXX_OPT``)."""
+    key = hashlib.sha256(verilog.encode() + (b"large" if large else b"")).digest()
+    return _build(tag, key, lambda: verilog, large)
 
 
-def _build(tag: str, key: bytes, verilog: Callable[[], str]) -> Path:
+def _build(tag: str, key: bytes, verilog: Callable[[], str], large: bool = False) -> Path:
     """Verilate ``verilog()`` (called only on a cache miss) with the harness; cached by ``key``
     and the harness source."""
     digest = hashlib.sha256(key + HARNESS.read_bytes()).hexdigest()[:16]
@@ -177,7 +188,8 @@ def _build(tag: str, key: bytes, verilog: Callable[[], str]) -> Path:
                 "-j",
                 str(os.cpu_count() or 1),
                 "-CFLAGS",
-                "-fPIC -O2",
+                CXX_OPT[large][0],
+                *(arg for v in CXX_OPT[large][1] for arg in ("-MAKEFLAGS", v)),
             ],
             out,
             env,

@@ -24,7 +24,7 @@ from rmsmp.arch import AccelConfig
 from rmsmp.compiler.lower import lower
 from rmsmp.host.runtime import run_with_stats
 from rmsmp.sim import gatelevel
-from rmsmp.sim.verilator import RtlDevice, _verilog, build_verilog
+from rmsmp.sim.verilator import RtlDevice, _verilog
 from rmsmp.sim.yosys import (
     YosysError,
     has_sdp72_parity_fix,
@@ -38,11 +38,17 @@ pytestmark = pytest.mark.slow
 CFG = AccelConfig.preset("tiny")
 SEED = 9
 INPUT_SHAPE = (3, 8, 8)
-SPECS = [
-    dict(kind="conv", n=12, kernel=3, stride=1, padding=1),
-    dict(kind="conv", n=10, kernel=3, stride=2, padding=1),
-    dict(kind="linear", n=10, flatten=True, lo=-128, hi=127),
-]
+PROGRAMS = {
+    "cnn": [
+        dict(kind="conv", n=12, kernel=3, stride=1, padding=1),
+        dict(kind="conv", n=10, kernel=3, stride=2, padding=1),
+        dict(kind="linear", n=10, flatten=True, lo=-128, hi=127),
+    ],
+    "convs": [  # a conv map as the output: 2 x 10 x 4 x 4 values compared
+        dict(kind="conv", n=16, kernel=3, stride=1, padding=1),
+        dict(kind="conv", n=10, kernel=3, stride=2, padding=1, lo=-128, hi=127),
+    ],
+}
 BATCH = 2
 PRIMITIVES = ("FDRE", "CARRY4", "DSP48E1", "RAMB36E1", "RAM32M")
 """Primitive types the tiny netlist must contain, so the run below exercises each model."""
@@ -66,21 +72,26 @@ def test_netlist_has_the_primitives(netlist: gatelevel.Netlist) -> None:
     assert any(ty.startswith("LUT") for ty in counts)
 
 
-def test_program_on_gates_bit_exact(netlist: gatelevel.Netlist) -> None:
+@pytest.fixture(scope="module")
+def gates(netlist: gatelevel.Netlist) -> Path:
+    return gatelevel.simulator(netlist)
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_program_on_gates_bit_exact(gates: Path, name: str) -> None:
     rng = np.random.default_rng(SEED)
-    graph = random_graph(rng, CFG, INPUT_SHAPE, SPECS)
+    graph = random_graph(rng, CFG, INPUT_SHAPE, PROGRAMS[name])
     program = lower(graph, CFG, batch=BATCH)
     x = rng.integers(graph.input_lo, graph.input_hi + 1, size=(BATCH, *INPUT_SHAPE))
-    library = build_verilog(gatelevel.simulation_source(netlist), f"gates-{CFG.hash}")
-    dev = RtlDevice(CFG, program.window_size, library=library)
+    dev = RtlDevice(CFG, program.window_size, library=gates)
     try:
-        gates = run_with_stats(program, x, device=dev)
+        result = run_with_stats(program, x, device=dev)
         assert dev.protocol_violations() == []
     finally:
         dev.close()
     gold = run_with_stats(program, x, backend="golden")
-    assert np.array_equal(gates.output, gold.output)
-    assert np.array_equal(gates.output, graph.evaluate(x.astype(np.int64)))
+    assert np.array_equal(result.output, gold.output)
+    assert np.array_equal(result.output, graph.evaluate(x.astype(np.int64)))
 
 
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="needs Icarus Verilog")
