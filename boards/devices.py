@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..arch import AccelConfig
+from . import resources
 
 HP_DATA_BITS = 64
 """Width of the Zynq-7000 HP ports (AXI3 slaves); ``AccelConfig.axi_data_bits`` must match."""
@@ -97,12 +98,16 @@ class Board:
         return dataclasses.replace(AccelConfig.preset(self.preset), name=self.name)
 
     def check(self, cfg: AccelConfig) -> None:
-        """Raise BoardError unless ``cfg``'s ports fit this board's PS7 ports."""
+        """Raise BoardError unless ``cfg``'s ports fit this board's PS7 ports and its estimated
+        resources (``boards.resources``) fit the part's LUT, FF, DSP48E1 and BRAM36."""
         if cfg.axi_data_bits != HP_DATA_BITS:
             raise BoardError(
                 f"config {cfg.name}: axi_data_bits {cfg.axi_data_bits}, but {self.name}'s HP0 "
                 f"port is {HP_DATA_BITS} bits; set axi_data_bits {HP_DATA_BITS}"
             )
+        capacity = dict(lut=self.luts, ff=self.ffs, dsp=self.dsps, bram36=self.bram36)
+        if why := resources.overshoot(cfg, self.part, capacity):
+            raise BoardError(why)
 
 
 _Z7020 = dict(luts=53_200, ffs=106_400, dsps=220, bram36=140)

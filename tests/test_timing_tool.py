@@ -16,8 +16,13 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
+import pe_resources  # noqa: E402
 import resources  # noqa: E402
 import timing  # noqa: E402
+
+from rmsmp.arch import weight_format  # noqa: E402
+from rmsmp.hw.generate import to_verilog  # noqa: E402
+from rmsmp.hw.pe import DotRow, PairRow  # noqa: E402
 
 needs_yosys = pytest.mark.skipif(
     shutil.which("yosys") is None,
@@ -192,3 +197,46 @@ def test_lut_sites_count_lutram_and_srl() -> None:
     assert use["ff"] == 10 and use["bram36_equiv"] == 2.5 and use["carry4"] == 2
     with pytest.raises(ValueError, match="RAM512X1S"):
         resources.lut_sites({"RAM512X1S": 1})
+
+
+@needs_yosys
+def test_fixed4_pair_maps_to_one_dsp_per_column(tmp_path: Path) -> None:
+    """Yosys puts a packed Fixed-4 pair's column in one DSP48E1 (the pack in its pre-adder, the
+    first tree level in its post-adder); a PoT-4 row takes none."""
+    cols = 4
+    counts = {}
+    for name, dut in (
+        ("pair", PairRow(cols, 8, pipelined=True)),
+        ("pot4", DotRow(weight_format("pot4"), cols, 8, pipelined=True)),
+    ):
+        synth = timing.synthesize(to_verilog(dut, name), name, tmp_path)
+        counts[name] = resources.parse_stat(synth.stat.read_text())
+    assert counts["pair"]["DSP48E1"] == cols
+    assert "DSP48E1" not in counts["pot4"]
+    assert counts["pot4"]["CARRY4"] > 0
+
+
+class TwoAnd3(Elaboratable):
+    """Two And3 submodules whose outputs meet in one more register."""
+
+    def __init__(self) -> None:
+        self.a, self.b = And3(), And3()
+        self.y = Signal()
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.a, m.submodules.b = self.a, self.b
+        m.d.sync += self.y.eq(self.a.y ^ self.b.y)
+        return m
+
+
+@needs_yosys
+def test_each_module_counts_only_its_own_cells(tmp_path: Path) -> None:
+    top = TwoAnd3()
+    ports = [top.y] + [s for sub in (top.a, top.b) for s in (sub.a, sub.b, sub.c)]
+    mods = pe_resources.modules(verilog.convert(top, name="top", ports=ports, emit_src=False))
+    assert sorted(mods) == ["top", "top.a", "top.b"]
+    own = {n: pe_resources.counts(pe_resources.own_cells(mods, n), n, tmp_path) for n in mods}
+    assert own["top.a"] == own["top.b"]
+    assert (own["top.a"]["ff"], own["top.a"]["lut"]) == (4, 1)  # three inputs and y; the AND
+    assert (own["top"]["ff"], own["top"]["lut"]) == (1, 1)  # y; the XOR

@@ -1,0 +1,308 @@
+"""Per-PE and per-unit FPGA resources from Yosys ``synth_xilinx``, and the resource model's data.
+
+PE units (``arch.layout.pe_units``: one PoT-4, SP2-4, Fixed-4 or Fixed-8 row, or a packed Fixed-4
+pair) are synthesized alone at every preset's width; the model takes each unit's cost as
+``a + b * cols`` (least squares over those widths). The other units are each module of a
+preset's generated Verilog, synthesized with the modules it instantiates as port-only
+blackboxes, so that every cell is counted once: requant lanes per lane, the rest (buffers,
+fetch, load, store, DMA ports, queues, registers, compute control with its accumulators, the
+array's input registers) as ``a + b * rows`` over ``--unit-presets`` (tiny and pynq-z1: zc706's
+buffers alone keep Yosys busy for over half an hour, so its rest is extrapolated).
+``--before-rev REV`` also synthesizes the PE rows of that commit, for the before/after table
+and the model's cross-check against benchmarks/results/resources.json (a whole preset of that
+design).
+
+Writes the model's coefficients to boards/resource_model.json (read by
+``rmsmp.boards.resources``) and every measurement to benchmarks/results/pe_resources.json;
+prints the tables. Synthesis runs are cached with timing.py's (by Verilog hash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+from readme import replace_block
+from resources import parse_stat, utilisation
+from timing import CACHE, SYNTH, command_line, source_label, synthesize
+
+from rmsmp.arch import PRESETS, AccelConfig, weight_format
+from rmsmp.arch.layout import PAIRED_FORMAT, row_formats
+from rmsmp.boards import resources as model
+from rmsmp.hw.generate import to_verilog, verilog_text
+from rmsmp.hw.pe import DotRow, PairRow
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+PE_TOP = "pe"
+ACT_BITS = 8
+KINDS = [(f, 1) for f in model.FORMAT_ORDER] + [(PAIRED_FORMAT, 2)]
+"""Every PE unit kind: each format as a single row, and the packed pair."""
+KEYS = {"lut": "lut", "ff": "ff", "dsp": "dsp48e1", "bram36": "bram36_equiv"}
+"""Model resource name -> ``resources.utilisation`` key."""
+PE_MODULE = re.compile(r"\.array\.pe\d+$")
+LANE_MODULE = re.compile(r"\.compute\.rq\d+$")
+_INSTANCE = re.compile(r"^\s+\\?(\S+)\s+\\?\S+\s*\($")
+_PORT = re.compile(r"^  (input|output|inout)\b")  # module level: functions indent further
+
+
+def counts(text: str, top: str, cache: Path) -> dict[str, float]:
+    """Model resources (and CARRY4) of ``top`` in ``text`` after synth_xilinx."""
+    use = utilisation(parse_stat(synthesize(text, top, cache).stat.read_text()))
+    return {**{k: use[v] for k, v in KEYS.items()}, "carry4": use["carry4"]}
+
+
+def pe_unit(fmt: str, rows: int, cols: int) -> DotRow | PairRow:
+    """A pipelined PE unit as the array instantiates it."""
+    if rows == 2:
+        return PairRow(cols, ACT_BITS, pipelined=True)
+    return DotRow(weight_format(fmt), cols, ACT_BITS, pipelined=True)
+
+
+def modules(text: str) -> dict[str, list[str]]:
+    """Each module of Yosys-written Verilog: name -> its lines (attributes through endmodule)."""
+    out: dict[str, list[str]] = {}
+    pending: list[str] = []
+    name = None
+    for line in text.splitlines():
+        if name is None:
+            if m := re.match(r"module\s+\\?(\S+?)\s*\(", line):
+                name = m[1]
+                out[name] = pending + [line]
+                pending = []
+            elif line.startswith("(*"):
+                pending.append(line)
+            continue
+        out[name].append(line)
+        if line.startswith("endmodule"):
+            name = None
+    return out
+
+
+def own_cells(mods: dict[str, list[str]], name: str) -> str:
+    """Module ``name`` with the modules it instantiates as port-only blackboxes: synthesizing it
+    counts the cells of that module alone."""
+    parts = ["\n".join(mods[name])]
+    children = {m[1] for ln in mods[name] if (m := _INSTANCE.match(ln)) and m[1] in mods}
+    for lines in (mods[c] for c in sorted(children)):
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("module"))
+        end = next(i for i in range(start, len(lines)) if lines[i].rstrip().endswith(");"))
+        ports = [ln for ln in lines[end + 1 :] if _PORT.match(ln)]
+        parts.append("\n".join(["(* blackbox *)", *lines[start : end + 1], *ports, "endmodule"]))
+    return "\n".join(parts) + "\n"
+
+
+def unit_group(name: str) -> str:
+    """``pe``, ``lane`` or ``rest``: how the model accounts for a module of the design."""
+    if PE_MODULE.search(name):
+        return "pe"
+    return "lane" if LANE_MODULE.search(name) else "rest"
+
+
+def preset_units(cfg: AccelConfig, cache: Path) -> dict[str, dict[str, float]]:
+    """Each module's own resources in ``cfg``'s generated Verilog (PE units left out)."""
+    mods = modules(verilog_text(cfg))
+    out: dict[str, dict[str, float]] = {}
+    seen: dict[str, dict[str, float]] = {}  # one synthesis per distinct module body
+    for name in mods:
+        if unit_group(name) != "pe":
+            text = own_cells(mods, name)
+            body = text.replace(name, "")
+            if body not in seen:
+                seen[body] = counts(text, name, cache)
+            out[name] = seen[body]
+            print(f"  {name}: {out[name]}", flush=True)
+    return out
+
+
+def old_pe_verilog(rev: str, fmt: str, cols: int) -> str:
+    """Verilog of a pipelined PE row of commit ``rev`` (its arch and hw packages, run apart)."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "__init__.py", "arch", "hw"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(Path(tmp) / "rmsmp", filter="data")
+        code = (
+            "import sys\nfrom rmsmp.arch import weight_format\nfrom rmsmp.hw.pe import DotRow\n"
+            "from rmsmp.hw.generate import to_verilog\n"
+            f"dut = DotRow(weight_format({fmt!r}), {cols}, {ACT_BITS}, pipelined=True)\n"
+            f"sys.stdout.write(to_verilog(dut, {PE_TOP!r}))\n"
+        )
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp,
+            env={"PYTHONPATH": tmp, "PATH": "/usr/bin:/bin"},
+        ).stdout
+
+
+def fit(xs: list[int], ys: list[float]) -> tuple[list[float], float]:
+    """Least-squares ``[a, b]`` of ``y = a + b x`` and the largest residual."""
+    a = np.stack([np.ones(len(xs)), np.asarray(xs, float)], axis=1)
+    coef = np.linalg.lstsq(a, np.asarray(ys, float), rcond=None)[0]
+    return [round(float(c), 3) for c in coef], float(np.abs(a @ coef - ys).max())
+
+
+def per_mac(row: dict[str, float], macs: int) -> dict[str, float]:
+    """Resources per MAC, rounded for the table."""
+    return {k: round(row[k] / macs, 2) for k in ("lut", "ff", "dsp")}
+
+
+def readme_table() -> str:
+    """README rows from pe_resources.json: per-MAC costs before and after, the model's check."""
+    res = json.loads((RESULTS / "pe_resources.json").read_text())
+
+    def cell(r: dict | None) -> str:
+        return f"{r['lut']:.1f} / {r['ff']:.1f} / {r['dsp']:.2f}" if r else "(new)"
+
+    lines = [
+        f"| PE unit, {res['per_mac'][0]['cols']} columns | LUT / FF / DSP48E1 per MAC before "
+        f"({res['before_rev']}) | after |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {r['kind']} | {cell(r.get('before'))} | {cell(r['after'])} |" for r in res["per_mac"]
+    ]
+    c = res["crosscheck"]
+    err = ", ".join(f"{r} {c['error_pct'][r]:+.1f}%" for r in KEYS)
+    lines.append(
+        f"\nModel (`rmsmp.boards.resources`) with the before rows against the whole `{c['board']}` "
+        f"count of `benchmarks/results/resources.json`: {err}. Estimates now: "
+        + "; ".join(
+            f"`{n}` {e['lut']:,.0f} LUT, {e['ff']:,.0f} FF, {e['dsp']:.0f} DSP48E1, "
+            f"{e['bram36']:g} BRAM36"
+            for n, e in res["estimates"].items()
+        )
+        + ".\n"
+    )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--before-rev", help="also synthesize the PE rows of this commit")
+    p.add_argument(
+        "--unit-presets",
+        nargs="+",
+        default=["tiny", "pynq-z1"],
+        help="presets whose modules calibrate the rest (zc706's buffers take Yosys over 30 min)",
+    )
+    p.add_argument("--cache", type=Path, default=CACHE)
+    p.add_argument("--out", type=Path, default=RESULTS / "pe_resources.json")
+    p.add_argument("--model", type=Path, default=model.MODEL_FILE)
+    p.add_argument("--readme", action="store_true", help="only rewrite the README's PE table")
+    args = p.parse_args()
+    if args.readme:
+        replace_block("pe-table", readme_table())
+        return 0
+
+    presets = dict(PRESETS)
+    widths = sorted({c.cols for c in presets.values()})
+    pe: dict[str, dict] = {}
+    for fmt, rows in KINDS:
+        kind = model.unit_kind(fmt, rows)
+        pe[kind] = {}
+        for cols in widths:
+            pe[kind][cols] = counts(
+                to_verilog(pe_unit(fmt, rows, cols), PE_TOP), PE_TOP, args.cache
+            )
+            print(f"{kind} x {cols}: {pe[kind][cols]}", flush=True)
+    before = {}
+    if args.before_rev:
+        cols = presets["pynq-z1"].cols
+        for fmt in model.FORMAT_ORDER:
+            text = old_pe_verilog(args.before_rev, fmt, cols)
+            before[model.unit_kind(fmt, 1)] = {cols: counts(text, PE_TOP, args.cache)}
+    units = {}
+    for name in args.unit_presets:
+        cfg = presets[name]
+        print(f"units of {name}:", flush=True)
+        units[name] = preset_units(cfg, args.cache)
+
+    coef: dict = {"pe": {}, "rest": {}}
+    residual: dict = {"pe": {}, "rest": {}}
+    for kind, by_cols in pe.items():
+        coef["pe"][kind], residual["pe"][kind] = {}, {}
+        for res in KEYS:
+            coef["pe"][kind][res], residual["pe"][kind][res] = fit(
+                widths, [by_cols[c][res] for c in widths]
+            )
+    lanes = [m for mods in units.values() for n, m in mods.items() if unit_group(n) == "lane"]
+    coef["lane"] = {r: round(float(np.mean([m[r] for m in lanes])), 1) for r in KEYS}
+    rows = [presets[n].rows for n in units]
+    for res in KEYS:
+        rest = [sum(m[res] for n, m in units[p].items() if unit_group(n) == "rest") for p in units]
+        coef["rest"][res], residual["rest"][res] = fit(rows, rest)
+    data = {
+        "about": "rmsmp.boards.resources coefficients, from benchmarks/pe_resources.py",
+        "tool": f"yosys {SYNTH.format(top='<module>')} (Debian 0.23)",
+        "source": f"rmsmp {source_label()}",
+        **coef,
+    }
+    args.model.write_text(json.dumps(data, indent=1) + "\n")
+    model.load.cache_clear()
+
+    table = []
+    for fmt, rows in KINDS:
+        kind = model.unit_kind(fmt, rows)
+        cols = presets["pynq-z1"].cols
+        row = {"kind": kind, "cols": cols, "after": per_mac(pe[kind][cols], cols * rows)}
+        if kind in before:
+            row["before"] = per_mac(before[kind][cols], cols)
+        table.append(row)
+    print(f"\nper MAC at {presets['pynq-z1'].cols} columns (LUT / FF / DSP48E1):")
+    for row in table:
+        old = row.get("before")
+        old_s = f"{old['lut']:6.1f} {old['ff']:5.1f} {old['dsp']:4.2f}" if old else " " * 17
+        new = row["after"]
+        print(
+            f"{row['kind']:<10} before {old_s}   after {new['lut']:6.1f} {new['ff']:5.1f} "
+            f"{new['dsp']:4.2f}"
+        )
+    check = {}
+    whole = json.loads((RESULTS / "resources.json").read_text())
+    if before and whole["board"] in presets:
+        cfg = presets[whole["board"]]
+        old_pe = {k: {r: v[cfg.cols][r] for r in KEYS} for k, v in before.items()}
+        est = model.estimate(cfg, old_pe, [(f, 1) for f in row_formats(cfg)])
+        check = {
+            "board": whole["board"],
+            "whole_preset": {r: whole[KEYS[r]] for r in KEYS},
+            "whole_preset_source": whole["source"],
+            "model_with_before_rows": est.as_dict(),
+            "error_pct": {r: round(100 * (getattr(est, r) / whole[KEYS[r]] - 1), 1) for r in KEYS},
+        }
+        print(f"\nmodel vs whole {whole['board']} ({whole['source']}): {check['error_pct']} %")
+    out = {
+        "pe": {k: {str(c): v for c, v in by.items()} for k, by in pe.items()},
+        "pe_before": {k: {str(c): v for c, v in by.items()} for k, by in before.items()},
+        "before_rev": args.before_rev,
+        "per_mac": table,
+        "units": units,
+        "fit_max_residual": residual,
+        "estimates": {n: model.estimate(c).as_dict() for n, c in presets.items()},
+        "crosscheck": check,
+        "tool": data["tool"],
+        "source": data["source"],
+        "command": command_line(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

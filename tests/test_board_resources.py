@@ -1,0 +1,73 @@
+"""The resource model (``rmsmp.boards.resources``) and the board budget check built on it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from rmsmp.arch import PRESETS, AccelConfig, RowGroup
+from rmsmp.arch.layout import pe_units
+from rmsmp.boards import BOARDS, BoardError, board
+from rmsmp.boards import resources as model
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "pe_resources.json"
+CROSSCHECK_PCT = {"lut": 10.0, "ff": 15.0, "dsp": 2.0, "bram36": 10.0}
+"""How far the model may be from a whole-preset Yosys count (benchmarks/results)."""
+
+
+def _with_groups(base: str, *groups: RowGroup, name: str) -> AccelConfig:
+    cols = sum(g.rows for g in groups)
+    cfg = AccelConfig.preset(base)
+    return dataclasses.replace(cfg, name=name, groups=groups, cols=cols)
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_every_board_preset_fits_its_board(name: str) -> None:
+    b = board(name)
+    b.check(b.config)
+    est = model.estimate(b.config)
+    assert 0 < est.lut < b.luts and 0 < est.dsp <= b.dsps and 0 < est.bram36 <= b.bram36
+
+
+def test_parts_add_up_and_pairs_halve_fixed4_dsps() -> None:
+    cfg = AccelConfig.preset("pynq-z1")
+    est = model.estimate(cfg)
+    for r in model.RESOURCES:
+        assert getattr(est, r) == pytest.approx(sum(p[r] for p in est.parts.values()))
+    kinds = {model.unit_kind(f, n): n for f, n in pe_units(cfg)}
+    pair, single = model.unit_kind("fixed4", 2), model.unit_kind("fixed4", 1)
+    assert kinds[pair] == 2 and kinds[single] == 1
+    pairs = sum(1 for u in pe_units(cfg) if u == ("fixed4", 2))
+    assert est.parts[pair]["dsp"] == pytest.approx(pairs * est.parts[single]["dsp"], rel=0.05)
+
+
+def test_too_many_shift_rows_names_luts_and_the_overshoot() -> None:
+    cfg = _with_groups("pynq-z1", RowGroup("pot4", 30), RowGroup("fixed4", 2), name="wide")
+    b = board("pynq-z1")
+    need = model.estimate(cfg).lut
+    assert need > b.luts
+    with pytest.raises(BoardError) as err:
+        b.check(cfg)
+    msg = str(err.value)
+    assert f"config wide needs {need:,.0f} LUT, {need - b.luts:,.0f} more than " in msg
+    assert "xc7z020's 53,200; use fewer pot4 rows" in msg
+
+
+def test_too_many_fixed8_rows_names_dsps() -> None:
+    cfg = _with_groups("pynq-z1", RowGroup("fixed8", 12), RowGroup("pot4", 8), name="dsp")
+    with pytest.raises(BoardError, match=r"DSP48E1, .* more than xc7z020's 220; use fewer fixed8"):
+        board("pynq-z1").check(cfg)
+    board("zc706").check(cfg)
+
+
+def test_model_against_the_whole_preset_count() -> None:
+    """The model with the measured PE rows of the design that benchmarks/results/resources.json
+    counted as a whole (``--before-rev``) lands near that count."""
+    check = json.loads(RESULTS.read_text())["crosscheck"]
+    assert check["board"] in PRESETS
+    for r, pct in CROSSCHECK_PCT.items():
+        est, whole = check["model_with_before_rows"][r], check["whole_preset"][r]
+        assert abs(est - whole) <= pct / 100 * whole, (r, est, whole)
