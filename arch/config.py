@@ -265,14 +265,14 @@ PRESETS: dict[str, AccelConfig] = {
         requant_lanes=8,
         clock_mhz=125.0,
     ),
-    # Mixed arrays sized to fill the part with the packed Fixed-4 pairs and the lean shift rows
-    # (hw/pe.py; per MAC: PoT-4 49 LUT, Fixed-4 10 LUT + half a DSP48E1, Fixed-8 one DSP48E1),
-    # by DSP arithmetic as below and LUTs scaled from the pynq-z1 netlist's non-array share; not
-    # yet the default presets (the demo's checkpoint is trained at 60:35:5). XC7Z020: 24x24,
-    # 13:10:1 (54:42:4), 24 x (5 + 1) = 144 + ~31 = ~175 DSP48E1 (80%).
+    # Mixed arrays sized to fill the part by benchmarks/presets.py (the calibrated resource model,
+    # boards/resources.py; packed Fixed-4 pairs and the lean shift rows of hw/pe.py): the largest
+    # R x R array within 85% of LUT and DSP. Not yet the default presets (the demo's checkpoint
+    # is trained at 60:35:5). XC7Z020: 24x24, 16:7:1 (67:29:4; the paper 60:35:5), estimated
+    # 72% of the LUTs, 75% of the DSP48E1s, 69% of the BRAM.
     "pynq-z1-fill": AccelConfig(
         name="pynq-z1-fill",
-        groups=(RowGroup("pot4", 13), RowGroup("fixed4", 10), RowGroup("fixed8", 1)),
+        groups=(RowGroup("pot4", 16), RowGroup("fixed4", 7), RowGroup("fixed8", 1)),
         cols=24,
         w_depth=512,
         x_depth=8192,
@@ -282,24 +282,24 @@ PRESETS: dict[str, AccelConfig] = {
         requant_lanes=6,
         clock_mhz=100.0,
     ),
-    # XC7Z045: 56x56, 35:18:3 (62.5:32:5.4, the paper 65:30:5), 56 x (9 + 3) = 672 + ~57 for 8
-    # lanes = ~729 DSP48E1 (81%); w_depth 512 keeps the wider W entries in BRAM.
+    # XC7Z045: 60x60, 44:13:3 (73:22:5; the paper 65:30:5), estimated 78% of the LUTs, 78% of
+    # the DSP48E1s, 55% of the BRAM.
     "zc706-fill": AccelConfig(
         name="zc706-fill",
-        groups=(RowGroup("pot4", 35), RowGroup("fixed4", 18), RowGroup("fixed8", 3)),
-        cols=56,
-        w_depth=512,
+        groups=(RowGroup("pot4", 44), RowGroup("fixed4", 13), RowGroup("fixed8", 3)),
+        cols=60,
+        w_depth=1024,
         x_depth=8192,
         acc_depth=512,
         out_depth=512,
         q_depth=64,
-        requant_lanes=8,
+        requant_lanes=15,
         clock_mhz=125.0,
     ),
     # The Fixed-4-only baselines the mixed presets are measured against (benchmarks/e2e.py):
-    # every row Fixed-4, two products per DSP48E1, the LUTs left to control and buffers. XC7Z020:
-    # 16x16 = 8 row pairs x 16 columns = 128 DSP48E1 for the array, plus the ~31 the requant
-    # lanes and the checker take in the pynq-z1 netlist: ~159 of 220 (72%).
+    # every row Fixed-4, two products per DSP48E1, the LUTs left to control and buffers; the
+    # largest such array within 85% (benchmarks/presets.py). XC7Z020: 16x16, estimated 73% of
+    # the DSP48E1s, 30% of the LUTs.
     "pynq-z1-fixed4-dsp": AccelConfig(
         name="pynq-z1-fixed4-dsp",
         groups=(RowGroup("fixed4", 16),),
@@ -312,8 +312,7 @@ PRESETS: dict[str, AccelConfig] = {
         requant_lanes=4,
         clock_mhz=100.0,
     ),
-    # XC7Z045: 36x36 = 18 pairs x 36 columns = 648 DSP48E1, plus ~64 for 9 requant lanes and the
-    # checker: ~712 of 900 (79%).
+    # XC7Z045: 36x36, estimated 79% of the DSP48E1s, 19% of the LUTs.
     "zc706-fixed4-dsp": AccelConfig(
         name="zc706-fixed4-dsp",
         groups=(RowGroup("fixed4", 36),),

@@ -1,0 +1,133 @@
+"""Size each board's presets from the resource model: the mixed array and its Fixed-4 baseline.
+
+For every array size R (R PE rows x R columns) and every split of the rows into PoT-4 : Fixed-4 :
+Fixed-8 (Fixed-8 held at about 5% of the rows, at least one, as the paper's ratios have it), the
+calibrated resource model (``rmsmp.boards.resources``) estimates LUT (LUTRAM included), FF,
+DSP48E1 and BRAM36 at the board preset's buffer depths. The mixed preset is the largest R whose
+best split keeps LUT and DSP within ``--fill`` of the part (default 85%), the split chosen to fill
+both as evenly as possible; the ratio that falls out is compared with the paper's (60:35:5 on
+XC7Z020, 65:30:5 on XC7Z045). ``fixed4-dsp`` is the largest all-Fixed-4 array on packed DSPs
+within the same budget. R steps by 4 and the requant lanes are the divisor of R nearest R/4,
+so a 1x1 layer waits about 4 cycles per output. Prints the table and writes
+benchmarks/results/presets.json; the ``-fill`` and ``-fixed4-dsp`` presets in ``arch/config.py``
+are copied from it, and tests/test_presets.py holds them to the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from rmsmp.arch import PRESETS, AccelConfig, RowGroup
+from rmsmp.boards import resources
+from rmsmp.boards.devices import board
+
+RESULTS = Path(__file__).resolve().parent / "results"
+JSON = RESULTS / "presets.json"
+PAPER = {"pynq-z1": (60, 35, 5), "zc706": (65, 30, 5)}
+"""The paper's PoT-4 : Fixed-4 : Fixed-8 row percentages per board's part."""
+LANES_PER_OUTPUT = 4
+"""Target cycles a requant lane group takes per output (rows / lanes)."""
+
+
+def lanes_for(rows: int) -> int:
+    """The divisor of ``rows`` nearest ``rows / LANES_PER_OUTPUT`` (at least 1)."""
+    divisors = [d for d in range(1, rows + 1) if rows % d == 0]
+    return min(divisors, key=lambda d: (abs(d - rows / LANES_PER_OUTPUT), d))
+
+
+def config(base: AccelConfig, name: str, groups: tuple[RowGroup, ...]) -> AccelConfig:
+    """``base`` (depths, clock) with these row groups, a square array and its lanes."""
+    rows = sum(g.rows for g in groups)
+    return dataclasses.replace(
+        base, name=name, groups=groups, cols=rows, requant_lanes=lanes_for(rows)
+    )
+
+
+def usage(cfg: AccelConfig, name: str) -> dict[str, float]:
+    """Estimated fraction of the board's LUT, FF, DSP and BRAM36 ``cfg`` uses."""
+    b = board(name)
+    est = resources.estimate(cfg)
+    cap = {"lut": b.luts, "ff": b.ffs, "dsp": b.dsps, "bram36": b.bram36}
+    return {r: getattr(est, r) / cap[r] for r in resources.RESOURCES}
+
+
+def fits(u: dict[str, float], fill: float) -> bool:
+    """Within ``fill`` of LUT and DSP, and within the part for FF and BRAM."""
+    return u["lut"] <= fill and u["dsp"] <= fill and u["ff"] <= 1 and u["bram36"] <= 1
+
+
+def mixed(name: str, fill: float) -> tuple[AccelConfig, dict[str, float]]:
+    """The largest mixed array within ``fill`` (R a multiple of 4), its split filling LUT and
+    DSP most evenly."""
+    base = PRESETS[name]
+    best = None
+    for rows in range(8, 80, LANES_PER_OUTPUT):
+        f8 = max(1, round(0.05 * rows))
+        for f4 in range(1, rows - f8):
+            groups = (RowGroup("pot4", rows - f4 - f8), RowGroup("fixed4", f4))
+            cfg = config(base, name, (*groups, RowGroup("fixed8", f8)))
+            u = usage(cfg, name)
+            if fits(u, fill):
+                score = (rows, min(u["lut"], u["dsp"]))
+                if best is None or score > best[0]:
+                    best = (score, cfg, u)
+    if best is None:
+        raise SystemExit(f"{name}: no mixed array fits {fill:.0%} of the part")
+    return best[1], best[2]
+
+
+def fixed4_dsp(name: str, fill: float) -> tuple[AccelConfig, dict[str, float]]:
+    """The largest all-Fixed-4 array (packed, two products per DSP48E1) within ``fill``."""
+    base = PRESETS[name]
+    best = None
+    for rows in range(4, 80, LANES_PER_OUTPUT):
+        cfg = config(base, f"{name}-fixed4-dsp", (RowGroup("fixed4", rows),))
+        u = usage(cfg, name)
+        if fits(u, fill):
+            best = (cfg, u)
+    if best is None:
+        raise SystemExit(f"{name}: no Fixed-4 array fits {fill:.0%} of the part")
+    return best
+
+
+def describe(cfg: AccelConfig, u: dict[str, float]) -> dict:
+    """One table row: shape, ratio, peak and the estimated use of each resource."""
+    ratio = {g.fmt: round(100 * g.rows / cfg.rows) for g in cfg.groups}
+    return {
+        "preset": cfg.name,
+        "groups": [dataclasses.asdict(g) for g in cfg.groups],
+        "rows": cfg.rows,
+        "requant_lanes": cfg.requant_lanes,
+        "peak_macs_per_cycle": cfg.peak_macs_per_cycle,
+        "ratio_pct": ratio,
+        "use_pct": {r: round(100 * v, 1) for r, v in u.items()},
+        "estimate": resources.estimate(cfg).as_dict(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--fill", type=float, default=0.85, help="LUT and DSP budget (fraction)")
+    args = p.parse_args(argv)
+    rows = []
+    for name in PAPER:
+        for cfg, u in (mixed(name, args.fill), fixed4_dsp(name, args.fill)):
+            r = describe(cfg, u)
+            rows.append(r)
+            paper = ":".join(map(str, PAPER[name])) if cfg.name == name else "-"
+            print(
+                f"{cfg.name:>18}: {cfg.rows}x{cfg.cols} ({cfg.peak_macs_per_cycle} MAC/cycle), "
+                f"{' '.join(f'{g.fmt} x{g.rows}' for g in cfg.groups)}, "
+                f"{cfg.requant_lanes} lanes; ratio {r['ratio_pct']} (paper {paper}); "
+                + ", ".join(f"{k} {v:.0f}%" for k, v in r["use_pct"].items())
+            )
+    RESULTS.mkdir(exist_ok=True)
+    JSON.write_text(json.dumps({"fill": args.fill, "presets": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
