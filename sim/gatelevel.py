@@ -6,8 +6,8 @@ a flat Verilog netlist whose top is still ``rmsmp_top`` with the same ports. Eac
 simulated by Yosys' own model from ``xilinx/cells_sim.v``, except the block RAMs, which that file
 only declares: their behaviour (``xilinx_bram.vh``) is inserted into its declarations. The
 netlist and the models go through the same Verilator harness as the RTL (``build_verilog``), so
-``RtlDevice(cfg, size, library=build(cfg))`` runs a Program on the gates through the host
-runtime, bit for bit comparable with golden.
+``RtlDevice(cfg, size, library=simulator(synthesize(verilog_text(cfg))))`` runs a Program on the
+gates through the host runtime, bit for bit comparable with golden.
 
 Netlists are cached by Yosys version, script and Verilog under the rmsmp cache dir (``netlist/``).
 """
@@ -21,8 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..arch import AccelConfig
-from .verilator import TOP_NAME, _verilog, build_verilog, cache_dir
+from .verilator import TOP_NAME, build_verilog, cache_dir
 from .yosys import Yosys, netlist_yosys
 
 CELL_LIBRARY = Path("xilinx") / "cells_sim.v"
@@ -159,8 +158,3 @@ def simulator(netlist: Netlist) -> Path:
     """The Verilated harness around a netlist whose top is ``rmsmp_top`` (for
     ``RtlDevice(library=)``)."""
     return build_verilog(simulation_source(netlist), f"gates-{netlist.work.name}", large=True)
-
-
-def build(cfg: AccelConfig, yosys: Yosys | None = None) -> Path:
-    """The Verilated harness around ``cfg``'s gate-level netlist."""
-    return simulator(synthesize(_verilog(cfg), yosys))

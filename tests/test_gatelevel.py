@@ -23,8 +23,9 @@ from graphgen import random_graph
 from rmsmp.arch import AccelConfig
 from rmsmp.compiler.lower import lower
 from rmsmp.host.runtime import run_with_stats
+from rmsmp.hw.generate import verilog_text
 from rmsmp.sim import gatelevel
-from rmsmp.sim.verilator import RtlDevice, _verilog
+from rmsmp.sim.verilator import RtlDevice
 from rmsmp.sim.yosys import (
     YosysError,
     has_sdp72_parity_fix,
@@ -63,7 +64,7 @@ def netlist() -> gatelevel.Netlist:
         yosys = netlist_yosys()
     except YosysError as e:
         pytest.skip(str(e))
-    return gatelevel.synthesize(_verilog(CFG), yosys)
+    return gatelevel.synthesize(verilog_text(CFG), yosys)
 
 
 def test_netlist_has_the_primitives(netlist: gatelevel.Netlist) -> None:
