@@ -12,11 +12,9 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .errors import ConfigError
+from .isa import check_fits
 from .numerics import weight_format
-
-
-class ConfigError(ValueError):
-    """An AccelConfig that cannot be built; the message names the field and the fix."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +123,7 @@ class AccelConfig:
                 raise ConfigError(f"{k}: must be a power of two, got {getattr(self, k)}")
         if not self.clock_mhz > 0:
             raise ConfigError(f"clock_mhz: must be positive, got {self.clock_mhz}")
-        from .isa import check_fits  # the ISA's field widths derive from this config
-
-        check_fits(self)
+        check_fits(self)  # the ISA's field widths derive from this config
 
     @property
     def rows(self) -> int:

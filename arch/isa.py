@@ -70,6 +70,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .errors import ConfigError, IsaError
+from .layout import BUF_ENTRY, Buf, Entry, entry_bytes
+
 if TYPE_CHECKING:
     from .config import AccelConfig
 
@@ -112,15 +115,6 @@ UNIT_OF: dict[Opcode, Unit] = {
     Opcode.SYNC: Unit.COMPUTE,
 }
 """Which unit's command queue each opcode goes to."""
-
-
-class Buf(enum.IntEnum):
-    """Buffers a LOAD can fill."""
-
-    W = 0
-    X = 1
-    Q = 2
-    R = 3
 
 
 BUF_BITS = 2
@@ -226,8 +220,6 @@ def layout(cfg: AccelConfig) -> dict[Opcode, dict[str, Field]]:
 
 def check_fits(cfg: AccelConfig) -> None:
     """Raise ConfigError if some instruction does not fit in ``insn_bits``."""
-    from .config import ConfigError
-
     for op, d in layout(cfg).items():
         end = max(f.offset + f.width for f in d.values())
         if end > cfg.insn_bits:
@@ -235,10 +227,6 @@ def check_fits(cfg: AccelConfig) -> None:
                 f"insn_bits: {op.name} needs {end} bits with these buffer depths but "
                 f"instructions are {cfg.insn_bits}; shrink the depths or widen insn_bits"
             )
-
-
-class IsaError(ValueError):
-    """An instruction that cannot be encoded or decoded."""
 
 
 @dataclass(frozen=True)
@@ -313,8 +301,6 @@ def check(cfg: AccelConfig, insn: Insn | None, window_bytes: int) -> Error:
 
     ``window_bytes`` is WINDOW_LIMIT - WINDOW_BASE. Returns Error.NONE for a legal instruction.
     """
-    from .layout import BUF_ENTRY, Entry, entry_bytes
-
     if insn is None:
         return Error.ILLEGAL_OPCODE
     a = insn.args

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .isa import Buf
 from .numerics import BIAS_BITS, MULT_BITS, weight_format
 
 if TYPE_CHECKING:
@@ -32,6 +31,15 @@ Q_SHIFT_SLOT = 8
 Q_FIELDS = (BIAS_BITS, MULT_BITS, Q_SHIFT_SLOT, MULT_BITS)
 """Widths of a Q row's fields in packing order: bias, mult, shift, res_mult."""
 Q_ROW_BITS = sum(Q_FIELDS)
+
+
+class Buf(enum.IntEnum):
+    """Buffers a LOAD can fill (the ISA's ``buf`` field holds one)."""
+
+    W = 0
+    X = 1
+    Q = 2
+    R = 3
 
 
 class Entry(enum.Enum):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _loaded(imports: str, which: str) -> str:
@@ -34,3 +36,60 @@ def test_lowering_needs_numpy_and_of_sim_only_the_cycle_model() -> None:
     needs only ``arch``), and nothing else of the simulators, Amaranth or PyTorch."""
     rest = f"{HEAVY} or m.startswith(('rmsmp.sim.', 'rmsmp.hw'))"
     assert _loaded("rmsmp.compiler.lower", rest) == "rmsmp.sim.cycles"
+
+
+ARCH = Path(__file__).resolve().parents[1] / "arch"
+ARCH_CHAIN = ("errors", "numerics", "layout", "isa", "config")
+"""arch's import chain, bottom first: each module imports only modules before it."""
+ARCH_LEAVES = ("regs", "timing")
+"""arch modules that import no other arch module."""
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and ast.unparse(node.test) in (
+        "TYPE_CHECKING",
+        "typing.TYPE_CHECKING",
+    )
+
+
+def _arch_imports(tree: ast.Module) -> tuple[set[str], list[int]]:
+    """The arch modules a module imports at run time (``if TYPE_CHECKING:`` blocks hold
+    annotations only and are skipped), and the lines of imports inside functions or classes."""
+    runtime: set[str] = set()
+    nested: list[int] = []
+
+    def visit(node: ast.AST, top: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if _is_type_checking(child):
+                continue
+            if isinstance(child, ast.Import | ast.ImportFrom):
+                if not top:
+                    nested.append(child.lineno)
+                if isinstance(child, ast.ImportFrom) and child.level == 1:
+                    if child.module:
+                        runtime.add(child.module.split(".")[0])
+                    else:
+                        runtime.update(a.name for a in child.names)
+                elif isinstance(child, ast.ImportFrom) and (child.module or "").startswith(
+                    "rmsmp.arch."
+                ):
+                    runtime.add(child.module.split(".")[2])
+            inner = top and not isinstance(
+                child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda
+            )
+            visit(child, inner)
+
+    visit(tree, True)
+    return runtime, nested
+
+
+def test_arch_is_a_straight_chain() -> None:
+    """numerics <- layout <- isa <- config, errors at the bottom: no module imports one above it
+    (no cycle to hide), and no import sits inside a function."""
+    modules = sorted(p.stem for p in ARCH.glob("*.py") if p.stem != "__init__")
+    assert modules == sorted(ARCH_CHAIN + ARCH_LEAVES), "place a new arch module in the chain"
+    for name in modules:
+        runtime, nested = _arch_imports(ast.parse((ARCH / f"{name}.py").read_text()))
+        below = set(ARCH_CHAIN[: ARCH_CHAIN.index(name)]) if name in ARCH_CHAIN else set()
+        assert runtime <= below, f"arch/{name}.py imports {sorted(runtime - below)} from above"
+        assert nested == [], f"arch/{name}.py imports inside a function at lines {nested}"
