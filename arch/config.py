@@ -223,13 +223,14 @@ class AccelConfig:
     @classmethod
     def for_board(cls, name: str) -> AccelConfig:
         """``preset(name)``, under the name existing callers use (arch does not import boards,
-        so a board without a preset of its own name, e.g. "pynq-z2", is found in boards)."""
+        so a board without a preset of its own name, e.g. "pynq-z2", is found by
+        ``rmsmp.boards.target_config``, which the library and the CLI use)."""
         try:
             return cls.preset(name)
         except ConfigError:
             raise ConfigError(
-                f"unknown board {name!r}; presets: {sorted(PRESETS)}; for any board's default "
-                "config use rmsmp.boards.board(name).config"
+                f"unknown preset {name!r}; presets: {sorted(PRESETS)}; for any board or preset "
+                "use rmsmp.boards.target_config(name)"
             ) from None
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..arch import AccelConfig
+from ..arch import PRESETS, AccelConfig
 from . import resources
 
 HP_DATA_BITS = 64
@@ -166,6 +166,15 @@ def board(name: str) -> Board:
         raise BoardError(f"unknown board {name!r}; known: {', '.join(sorted(BOARDS))}") from None
 
 
+TARGETS: tuple[str, ...] = tuple(sorted(set(PRESETS) | set(BOARDS)))
+"""The names ``target_config`` takes: every board and every AccelConfig preset."""
+
+
 def target_config(name: str) -> AccelConfig:
-    """The AccelConfig of a board name (pynq-z1, pynq-z2, zc706) or of a preset (e.g. tiny)."""
-    return BOARDS[name].config if name in BOARDS else AccelConfig.for_board(name)
+    """The AccelConfig of a board name (pynq-z1, pynq-z2, zc706: its default config) or of a
+    preset (e.g. tiny): the one place a name becomes a config, for the library and the CLI."""
+    if name in BOARDS:
+        return BOARDS[name].config
+    if name in PRESETS:
+        return PRESETS[name]
+    raise BoardError(f"unknown board or preset {name!r}; known: {', '.join(TARGETS)}")

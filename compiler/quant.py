@@ -24,6 +24,7 @@ from torch import nn
 from ..arch import numerics
 from ..arch.config import AccelConfig
 from ..arch.numerics import BIAS_BITS, BIAS_FRAC_BITS, FORMATS
+from ..boards import target_config
 from .assign import assign_rows, best_scale, check_ratio, nearest_level
 from .capture import Step, UnsupportedLayerError, capture
 
@@ -52,7 +53,7 @@ def resolve_ratio(ratio: dict[str, float] | str | AccelConfig | None) -> dict[st
     if ratio is None:
         return dict(PAPER_RATIO)
     if isinstance(ratio, str):
-        ratio = AccelConfig.for_board(ratio)
+        ratio = target_config(ratio)
     if isinstance(ratio, AccelConfig):
         return {g.fmt: g.rows / ratio.rows for g in ratio.groups}
     if isinstance(ratio, dict):

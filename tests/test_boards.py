@@ -31,7 +31,7 @@ def test_default_configs_come_from_arch_presets() -> None:
 def test_unknown_names_say_where_to_look() -> None:
     with pytest.raises(BoardError, match="unknown board 'zedboard'; known: pynq-z1, pynq-z2"):
         board("zedboard")
-    with pytest.raises(ConfigError, match=r"boards.board\(name\).config"):
+    with pytest.raises(ConfigError, match=r"boards.target_config\(name\)"):
         AccelConfig.for_board("pynq-z2")
     with pytest.raises(ConfigError, match="unknown preset 'x'"):
         AccelConfig.preset("x")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from cnngen import Net
+from torch import nn
 
+import rmsmp
+from rmsmp.boards import TARGETS, BoardError, target_config
 from rmsmp.cli import main
 from rmsmp.compiler.frontend import graph_from_file
 from rmsmp.demo import CHECKPOINT
@@ -57,3 +61,28 @@ def test_compile_refuses_what_it_cannot_compile(tmp_path, capsys) -> None:
         assert main(["compile", *args, "-o", str(tmp_path / "p")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err
+
+
+def test_library_and_cli_take_the_same_board_names(tmp_path, capsys) -> None:
+    """rmsmp.compile and `rmsmp compile --board` both read names with boards.target_config:
+    a board without a preset of its own name (pynq-z2) works in both, and an unknown name gets
+    the same one line from both, listing every known name."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5))
+    x = torch.randn(1, 3, 4, 4)
+    qmodel = rmsmp.quantize(model.eval(), x, ratio="pynq-z2")
+    src = tmp_path / "m.pt"
+    torch.save(model, src)
+    argv = ["compile", str(src), "--input-shape", "3,4,4", "--board"]
+    for name in ("pynq-z2", "tiny"):
+        assert rmsmp.compile(qmodel, x, name).config == target_config(name)
+        assert main([*argv, name, "-o", str(tmp_path / name)]) == 0
+        assert Program.load(tmp_path / f"{name}.rmsmp").config == target_config(name)
+    assert target_config("pynq-z2").name == "pynq-z2"
+    with pytest.raises(BoardError) as refused:
+        rmsmp.compile(qmodel, x, "zedboard")
+    message = str(refused.value)
+    assert "'zedboard'" in message and all(n in message for n in TARGETS)
+    capsys.readouterr()
+    assert main([*argv, "zedboard", "-o", str(tmp_path / "z")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"rmsmp compile: error: {message}"]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ...arch import AccelConfig
+from ...boards import target_config
 from ...host.program import Program
 from ..ir import IntGraph
 from ..tokens import Op
@@ -126,13 +127,14 @@ def lower(graph: IntGraph, cfg: AccelConfig, batch: int) -> Program:
 
 
 def compile_model(qmodel: object, example_input: object, config: AccelConfig | str) -> Program:
-    """Export a quantized model to an IntGraph and lower it for ``config`` (or a preset name).
+    """Export a quantized model to an IntGraph and lower it for ``config`` (or a board or preset
+    name, as ``rmsmp.boards.target_config`` reads it).
 
     The batch size is ``example_input.shape[0]``.
     """
     from ..export import export
 
-    cfg = config if isinstance(config, AccelConfig) else AccelConfig.for_board(config)
+    cfg = config if isinstance(config, AccelConfig) else target_config(config)
     graph = export(qmodel)
     shape = tuple(int(i) for i in example_input.shape)  # type: ignore[attr-defined]
     if shape[1:] != tuple(graph.input_shape):
