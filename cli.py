@@ -19,11 +19,15 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .arch import AccelConfig
 from .boards import BOARDS, TARGETS, target_config
 from .compiler.methods import METHODS
 from .host import backends
+
+if TYPE_CHECKING:
+    from .compiler.ir import IntGraph
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -219,15 +223,58 @@ def shape_arg(text: str) -> tuple[int, ...]:
     return dims
 
 
-def _compile(args: argparse.Namespace) -> int:
+def model_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """The model file and its --input-shape, as export and compile take them."""
+    parser.add_argument("model", help=what)
+    parser.add_argument(
+        "--input-shape",
+        type=shape_arg,
+        help="per-sample input shape, e.g. 3,224,224 (needed for a module)",
+    )
+
+
+def read_graph(src: Path, input_shape: tuple[int, ...] | None) -> IntGraph:
+    """The integer graph of a model file: a graph file from ``rmsmp export`` (read without
+    PyTorch), else a QAT checkpoint or a saved module (exported with PyTorch)."""
+    from .compiler.graphfile import is_graph_file, load_graph
+
+    if is_graph_file(src):
+        graph = load_graph(src)
+        if input_shape is not None and tuple(input_shape) != tuple(graph.input_shape):
+            raise UsageError(
+                f"{src} is an integer graph taking {','.join(map(str, graph.input_shape))} "
+                f"inputs, not {','.join(map(str, input_shape))}; drop --input-shape"
+            )
+        return graph
     from .compiler.frontend import graph_from_file
-    from .compiler.lower import lower
+
+    with working(f"exporting the integer graph of {src}"):
+        return graph_from_file(src, input_shape)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .compiler.frontend import graph_from_file
+    from .compiler.graphfile import save_graph
 
     src = readable_file(args.model, "model")
-    out = writable_file(args.output, "-o", suffix=".rmsmp")
-    cfg = AccelConfig.load(args.config) if args.config else target_config(args.board)
+    out = writable_file(args.output, "-o", suffix=".npz")
     with working(f"exporting the integer graph of {src}"):
         graph = graph_from_file(src, args.input_shape)
+    save_graph(graph, out)
+    print(
+        f"integer graph, {len(graph.layers)} nodes, input {graph.input_shape} -> {out} "
+        f"(compile it, no PyTorch needed: rmsmp compile {out} -o P.rmsmp)"
+    )
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from .compiler.lower import lower
+
+    cfg = AccelConfig.load(args.config) if args.config else target_config(args.board)
+    src = readable_file(args.model, "model")
+    out = writable_file(args.output, "-o", suffix=".rmsmp")
+    graph = read_graph(src, args.input_shape)
     with working(f"lowering {len(graph.layers)} nodes for {cfg.name}, batch {args.batch}"):
         program = lower(graph, cfg, args.batch)
     program.save(out)
@@ -450,18 +497,22 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--config", help="an AccelConfig JSON file instead of a board preset")
     g.add_argument("-o", "--output", required=True, help="output directory")
     g.add_argument("--lint", action="store_true", help="also lint the Verilog with Verilator")
+    x = command(
+        "export",
+        _export,
+        "write the integer graph of a QAT checkpoint or a torch.save'd float module as a file "
+        "that rmsmp compile reads without PyTorch",
+    )
+    model_args(x, "checkpoint or torch.save(model, path) file")
+    x.add_argument("-o", "--output", required=True, help="the graph .npz file to write")
     c = command(
         "compile",
         _compile,
-        "compile a QAT checkpoint (from rmsmp quantize) or a torch.save'd float module into a "
-        ".rmsmp Program: the whole network, one accelerator run per batch",
+        "compile an integer graph (from rmsmp export), a QAT checkpoint (from rmsmp quantize) "
+        "or a torch.save'd float module into a .rmsmp Program: the whole network, one "
+        "accelerator run per batch",
     )
-    c.add_argument("model", help="checkpoint or torch.save(model, path) file")
-    c.add_argument(
-        "--input-shape",
-        type=shape_arg,
-        help="per-sample input shape, e.g. 3,224,224 (needed for a module)",
-    )
+    model_args(c, "graph .npz, checkpoint or torch.save(model, path) file")
     csrc = c.add_mutually_exclusive_group()
     csrc.add_argument("--board", default="pynq-z1", help=BOARD_HELP)
     csrc.add_argument("--config", help="an AccelConfig JSON file instead of a board preset")

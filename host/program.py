@@ -268,11 +268,12 @@ class Program:
         }
 
     def save(self, path: str | Path) -> None:
-        """Write the Program file (a zip: header.json plus one blob per segment)."""
+        """Write the Program file (a zip: header.json plus one blob per segment). The members
+        carry a fixed timestamp, so the same Program is the same bytes whenever it is saved."""
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-            z.writestr("header.json", json.dumps(self._header(), indent=1))
+            z.writestr(_member("header.json"), json.dumps(self._header(), indent=1))
             for k, s in self.segments.items():
-                z.writestr(f"{k}.bin", s.data)
+                z.writestr(_member(f"{k}.bin"), s.data)
 
     @classmethod
     def load(cls, path: str | Path) -> Program:
@@ -372,6 +373,13 @@ _HEADER_KEYS = (
     "insn_owner",
     "meta",
 )
+
+
+def _member(name: str) -> zipfile.ZipInfo:
+    """A zip member named ``name`` with a fixed timestamp (zip's earliest) and compression."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
 
 
 def _check_header(path: str | Path, h: dict) -> None:

@@ -93,3 +93,27 @@ def test_arch_is_a_straight_chain() -> None:
         below = set(ARCH_CHAIN[: ARCH_CHAIN.index(name)]) if name in ARCH_CHAIN else set()
         assert runtime <= below, f"arch/{name}.py imports {sorted(runtime - below)} from above"
         assert nested == [], f"arch/{name}.py imports inside a function at lines {nested}"
+
+
+NUMPY_COMPILER = ("ir", "graphfile", "tokens", "lower")
+"""The numpy compiler (rmsmp.compiler.X, a package with every submodule): the side of the graph
+file that needs no PyTorch. The rest of rmsmp.compiler is the torch side."""
+
+
+def test_numpy_compiler_imports_no_torch() -> None:
+    """Each numpy compiler module imports in an interpreter where ``import torch`` fails, so
+    none imports it, directly or through another module."""
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "sys.modules['torch'] = None\n"
+        f"for name in {NUMPY_COMPILER!r}:\n"
+        "    m = importlib.import_module('rmsmp.compiler.' + name)\n"
+        "    for sub in pkgutil.iter_modules(getattr(m, '__path__', [])):\n"
+        "        importlib.import_module(f'{m.__name__}.{sub.name}')\n"
+        "        print(f'{m.__name__}.{sub.name}')\n"
+        "    print(m.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr.strip().splitlines()[-1:]
+    loaded = out.stdout.split()
+    assert "rmsmp.compiler.lower.pipeline" in loaded and len(loaded) > len(NUMPY_COMPILER)
