@@ -14,15 +14,22 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .isa import check_fits
+from .layout import LUT_MUL_FORMAT
 from .numerics import weight_format
 
 
 @dataclass(frozen=True)
 class RowGroup:
-    """A contiguous group of PE rows that all use one weight format."""
+    """A contiguous group of PE rows that all use one weight format.
+
+    ``lut_rows`` of a Fixed-4 group's rows (its last ones) multiply in LUTs instead of on packed
+    DSP48E1s (``arch.layout.pe_units``): the same numbers from other resources, so the compiler
+    sees one group of ``rows`` rows either way.
+    """
 
     fmt: str
     rows: int
+    lut_rows: int = 0
 
     def __post_init__(self) -> None:
         try:
@@ -33,6 +40,23 @@ class RowGroup:
             raise ConfigError(
                 f"row group {self.fmt}: rows must be a positive int, got {self.rows!r}"
             )
+        if not isinstance(self.lut_rows, int) or not 0 <= self.lut_rows <= self.rows:
+            raise ConfigError(
+                f"row group {self.fmt}: lut_rows must be an int in [0, {self.rows}], "
+                f"got {self.lut_rows!r}"
+            )
+        if self.lut_rows and self.fmt != LUT_MUL_FORMAT:
+            raise ConfigError(
+                f"row group {self.fmt}: lut_rows is for {LUT_MUL_FORMAT} rows only (the LUT "
+                "multiplier PE); set 0"
+            )
+
+    def to_dict(self) -> dict:
+        """Plain data; ``lut_rows`` only when set, so configs without it keep their hash."""
+        d = asdict(self)
+        if not self.lut_rows:
+            del d["lut_rows"]
+        return d
 
 
 def _pow2(n: int) -> bool:
@@ -151,7 +175,7 @@ class AccelConfig:
     def to_dict(self) -> dict:
         """Plain-data form (what JSON holds)."""
         d = asdict(self)
-        d["groups"] = [asdict(g) for g in self.groups]
+        d["groups"] = [g.to_dict() for g in self.groups]
         return d
 
     def to_json(self) -> str:

@@ -16,7 +16,7 @@ An entry is a little-endian bit string, fields packed LSB-first; in DDR it occup
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 PAIRED_FORMAT = "fixed4"
 """The format whose rows the array packs two to a DSP48E1 (``pe_units``)."""
+LUT_MUL_FORMAT = PAIRED_FORMAT
+"""The format whose rows may also multiply in LUTs (``RowGroup.lut_rows``)."""
 Q_SHIFT_SLOT = 8
 Q_FIELDS = (BIAS_BITS, MULT_BITS, Q_SHIFT_SLOT, MULT_BITS)
 """Widths of a Q row's fields in packing order: bias, mult, shift, res_mult."""
@@ -60,14 +62,26 @@ def row_formats(cfg: AccelConfig) -> list[str]:
     return [g.fmt for g in cfg.groups for _ in range(g.rows)]
 
 
-def pe_units(cfg: AccelConfig) -> list[tuple[str, int]]:
-    """(format, rows) of each PE unit of the array, in row order: consecutive Fixed-4 rows go two
-    to a unit, sharing one DSP per column (their codes are adjacent in a W entry); the last one
-    goes alone if the group is odd. Every other row is a unit of its own."""
+class PeUnit(NamedTuple):
+    """One PE unit of the array: ``rows`` rows of format ``fmt``; ``lut_mul`` for a Fixed row
+    multiplied in LUTs rather than on a DSP48E1."""
+
+    fmt: str
+    rows: int
+    lut_mul: bool = False
+
+
+def pe_units(cfg: AccelConfig) -> list[PeUnit]:
+    """The PE units of the array, in row order: a group's DSP rows first, consecutive Fixed-4 rows
+    two to a unit, sharing one DSP per column (their codes are adjacent in a W entry), the last
+    one alone if their count is odd; then the group's ``lut_rows``, one unit each. Every other row
+    is a unit of its own."""
     units = []
     for g in cfg.groups:
-        pairs = g.rows // 2 if g.fmt == PAIRED_FORMAT else 0
-        units += [(g.fmt, 2)] * pairs + [(g.fmt, 1)] * (g.rows - 2 * pairs)
+        dsp = g.rows - g.lut_rows
+        pairs = dsp // 2 if g.fmt == PAIRED_FORMAT else 0
+        units += [PeUnit(g.fmt, 2)] * pairs + [PeUnit(g.fmt, 1)] * (dsp - 2 * pairs)
+        units += [PeUnit(g.fmt, 1, lut_mul=True)] * g.lut_rows
     return units
 
 

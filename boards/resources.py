@@ -2,7 +2,8 @@
 
 Calibrated on Yosys ``synth_xilinx`` runs of single modules (``benchmarks/pe_resources.py`` writes
 ``resource_model.json`` beside this file): each PE unit of ``arch.layout.pe_units`` costs
-``a + b * cols`` of its kind (a PoT-4, SP2-4, Fixed-4 or Fixed-8 row, or a packed Fixed-4 pair),
+``a + b * cols`` of its kind (a PoT-4, SP2-4, Fixed-4 or Fixed-8 row, a packed Fixed-4 pair, or a
+Fixed-4 row multiplied in LUTs),
 each requant lane a fixed amount, and everything else (buffers, fetch, load, store, DMA ports,
 queues, registers, compute control and its accumulators, the array's input registers)
 ``a + b * rows`` through the calibrated presets (tiny and pynq-z1; larger arrays extrapolate, and
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..arch import FORMATS, AccelConfig
-from ..arch.layout import pe_units
+from ..arch.layout import PeUnit, pe_units
 
 MODEL_FILE = Path(__file__).with_name("resource_model.json")
 RESOURCES = ("lut", "ff", "dsp", "bram36")
@@ -32,9 +33,10 @@ HINTS = {LANES: "use fewer requant_lanes", REST: "use fewer columns (rows)"}
 """What to shrink when a part that is not a PE unit is the largest user of a resource."""
 
 
-def unit_kind(fmt: str, rows: int) -> str:
-    """The model's name of a PE unit kind, e.g. ``pot4x1`` or ``fixed4x2`` (a packed pair)."""
-    return f"{fmt}x{rows}"
+def unit_kind(fmt: str, rows: int, lut_mul: bool = False) -> str:
+    """The model's name of a PE unit kind, e.g. ``pot4x1``, ``fixed4x2`` (a packed pair) or
+    ``fixed4-lutx1`` (a Fixed-4 row multiplied in LUTs)."""
+    return f"{fmt}{'-lut' if lut_mul else ''}x{rows}"
 
 
 @functools.cache
@@ -71,15 +73,15 @@ def _linear(coef: dict[str, list[float]], x: int, times: int = 1) -> dict[str, f
 def estimate(
     cfg: AccelConfig,
     pe_costs: dict[str, dict[str, float]] | None = None,
-    units: list[tuple[str, int]] | None = None,
+    units: list[PeUnit] | None = None,
 ) -> Estimate:
     """Resources of ``cfg``. ``pe_costs`` (PE kind -> resources of one unit at ``cfg.cols``)
     replaces the model's PE units and ``units`` the array's (``arch.layout.pe_units``), e.g.
     with the measured rows of an older design."""
     data = load()
     parts: dict[str, dict[str, float]] = {}
-    for fmt, rows in pe_units(cfg) if units is None else units:
-        kind = unit_kind(fmt, rows)
+    for unit in pe_units(cfg) if units is None else units:
+        kind = unit_kind(*unit)
         if pe_costs is not None:
             one = pe_costs[kind]
         else:
@@ -106,8 +108,10 @@ def overshoot(cfg: AccelConfig, part: str, capacity: dict[str, int]) -> str | No
         if need <= have:
             continue
         biggest = max(est.parts, key=lambda k: est.parts[k][r])
-        fmt = {unit_kind(f, n): f for f, n in pe_units(cfg)}.get(biggest)
-        hint = HINTS.get(biggest, f"use fewer {fmt} rows or fewer columns")
+        what = {
+            unit_kind(*u): f"{u.fmt} {'lut_rows' if u.lut_mul else 'rows'}" for u in pe_units(cfg)
+        }
+        hint = HINTS.get(biggest, f"use fewer {what.get(biggest)} or fewer columns")
         if biggest == REST and r == "bram36":
             hint = "use smaller buffer depths (x_depth, w_depth, acc_depth, out_depth, q_depth)"
         return (

@@ -1,4 +1,5 @@
-"""The row-wise mixed-scheme MAC array: PE rows grouped by format, Fixed-4 rows in DSP pairs."""
+"""The row-wise mixed-scheme MAC array: PE rows grouped by format, Fixed-4 rows in DSP pairs (or
+in LUTs, a group's ``lut_rows``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,20 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch import AccelConfig, weight_format
-from ..arch.layout import Entry, entry_bits, pe_units, w_row_offsets
+from ..arch.layout import Entry, PeUnit, entry_bits, pe_units, w_row_offsets
 from ..arch.timing import MAC_LATENCY
 from .pe import DotRow, PairRow
+from .pe_lut import LutMulRow
+
+
+def unit(u: PeUnit, cols: int, act_bits: int) -> DotRow | PairRow:
+    """The pipelined component of PE unit ``u``: a packed Fixed-4 pair, a Fixed-4 row in LUTs,
+    or one row of its format."""
+    if u.rows == 2:
+        return PairRow(cols, act_bits, pipelined=True)
+    if u.lut_mul:
+        return LutMulRow(cols, act_bits, pipelined=True)
+    return DotRow(weight_format(u.fmt), cols, act_bits, pipelined=True)
 
 
 class MacArray(wiring.Component):
@@ -19,17 +31,12 @@ class MacArray(wiring.Component):
     input vector zero (padding outside the tile). ``dots[r]`` is row r's dot product,
     sign-extended to ``acc_bits``. The inputs are registered first (they come straight from the
     buffers' read ports and fan out to every row), then each PE unit (``arch.layout.pe_units``:
-    a Fixed-4 pair or a single row) is pipelined.
+    a Fixed-4 pair, a Fixed-4 row in LUTs or a single row) is pipelined.
     """
 
     def __init__(self, cfg: AccelConfig) -> None:
         self.cfg = cfg
-        self.units = [
-            PairRow(cfg.cols, cfg.act_bits, pipelined=True)
-            if rows == 2
-            else DotRow(weight_format(fmt), cfg.cols, cfg.act_bits, pipelined=True)
-            for fmt, rows in pe_units(cfg)
-        ]
+        self.units = [unit(u, cfg.cols, cfg.act_bits) for u in pe_units(cfg)]
         if {1 + u.latency for u in self.units} != {MAC_LATENCY}:
             raise ValueError(f"PE units + input register must take MAC_LATENCY = {MAC_LATENCY}")
         super().__init__(

@@ -13,10 +13,12 @@ LUTs), and the missing ``+1`` enters the adder tree as a carry-in, one per adder
 node is a signal of exactly the width its operands need, which also keeps Yosys from merging the
 tree into one full-adder compressor (more LUTs than a tree of carry chains).
 
-A pipelined row registers twice: fixed rows at the products (the DSP's M register) and part way
-down the tree; shift rows after the first tree levels (fewer bits than the leaves, and the
-shifters' LUTs before them) and part way down. The tree's last two levels and the accumulator's
-add that follows them fit in one cycle.
+A pipelined row registers three times. Fixed rows after the first tree level: the products
+take their operands straight from the array's input register, and each pair of them is added in
+a DSP48E1's post-adder (the PCIN cascade), so that register is the DSP's P register; a DSP's
+output read unregistered (1.7 ns clock-to-out on a -1 part) held the rows to 139 MHz. Shift rows
+after the shifters and the first tree level. Both then part way down the tree (``tree_split``)
+and at the output, so the accumulator's add behind a row starts from a register.
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ def tree_levels(n: int) -> int:
 
 
 def tree_split(n: int) -> int:
-    """Adder-tree levels over ``n`` values before the middle pipeline register: the levels after
-    it, and the accumulator's add that follows them, fit one cycle."""
+    """Adder-tree levels over ``n`` values before the middle pipeline register (the first level
+    and about half of the rest; the rest go before the output register)."""
     levels = tree_levels(n)
     return min(levels, (levels + 2) // 2)
 
@@ -118,7 +120,7 @@ class _Row(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from ``w``/``x`` to the dot products."""
-        return 2 if self.pipelined else 0
+        return 3 if self.pipelined else 0
 
     def _stage(self, m: Module, values: list, name: str) -> list:
         """``values`` registered when pipelined (as they are otherwise)."""
@@ -136,12 +138,19 @@ class _Row(wiring.Component):
         ab = self.act_bits
         return self.x[c * ab : (c + 1) * ab].as_signed()
 
+    def _result(self, m: Module, out: Value, value: Value) -> None:
+        """``out`` = ``value``, through the row's output register when pipelined."""
+        if self.pipelined:
+            m.d.sync += out.eq(value)
+        else:
+            m.d.comb += out.eq(value)
+
     def _fixed_sum(self, m: Module, prods: list[Value], out: Value) -> None:
-        """``out`` = the sum of products, registered at the products and after ``tree_split``
-        levels."""
-        prods = self._stage(m, prods, "prod")
-        partial = self._stage(m, tree_sum(prods, tree_split(len(prods))), "part")
-        m.d.comb += out.eq(tree_sum(partial)[0])
+        """``out`` = the sum of products, registered after the first level (the DSP's P
+        register), after ``tree_split`` levels and at the output."""
+        sums = self._stage(m, tree_sum(prods, 1), "sum")
+        partial = self._stage(m, tree_sum(sums, max(0, tree_split(len(prods)) - 1)), "part")
+        self._result(m, out, tree_sum(partial)[0])
 
 
 class DotRow(_Row):
@@ -185,14 +194,19 @@ class DotRow(_Row):
         a, b = code[1:3], code[0]
         return [Mux(a != 0, x << a, 0)[1:].as_signed(), Mux(b, x, 0).shift_left(2)]
 
+    def _signed_magnitudes(self, c: int) -> list[tuple[Value, Value]]:
+        """Column ``c``'s product as (magnitude, sign) terms: ``_magnitudes`` and the weight's
+        sign."""
+        code = self._code(c)
+        sign = code[self.fmt.bits - 1]
+        return [(mag, sign) for mag in self._magnitudes(code, self._x(c))]
+
     def _shift_leaves(self, m: Module, c: int) -> list[Node]:
         """Column ``c``'s product as tree leaves (one per shifted activation), each the ones'
         complement owing one carry when the weight is negative; column 0's first leaf is exact
         instead, owing none."""
-        code, x = self._code(c), self._x(c)
-        sign = code[self.fmt.bits - 1]
         leaves = []
-        for i, mag in enumerate(self._magnitudes(code, x)):
+        for i, (mag, sign) in enumerate(self._signed_magnitudes(c)):
             exact = c == 0 and i == 0
             p = Signal(signed(len(mag) + exact), name=f"leaf{c}_{i}")
             ones = mag ^ sign.replicate(len(mag)).as_signed()
@@ -214,15 +228,20 @@ class DotRow(_Row):
             prods = [self._x(c) * self._code(c).as_signed() for c in range(self.cols)]
             self._fixed_sum(m, prods, self.dot)
             return m
+        self._shift_tree(m)
+        return m
+
+    def _shift_tree(self, m: Module) -> None:
+        """``dot`` = the sum of every column's ``_shift_leaves``, carries taken by the adders,
+        registered after the first levels and after ``tree_split`` levels."""
         nodes = [leaf for c in range(self.cols) for leaf in self._shift_leaves(m, c)]
         split = tree_split(len(nodes))
-        first = max(0, split - 2)
+        first = min(1, split)
         nodes = self._stage_nodes(m, _carry_sum(m, nodes, first, "sa"), "top")
         nodes = self._stage_nodes(m, _carry_sum(m, nodes, split - first, "sb"), "part")
         (root, owed), *rest = _carry_sum(m, nodes, None, "sc")
         assert not owed and not rest
-        m.d.comb += self.dot.eq(root)
-        return m
+        self._result(m, self.dot, root)
 
 
 class PairRow(_Row):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rmsmp.arch import PRESETS, AccelConfig, RowGroup
-from rmsmp.arch.layout import pe_units
+from rmsmp.arch.layout import PeUnit, pe_units
 from rmsmp.boards import BOARDS, BoardError, board
 from rmsmp.boards import resources as model
 
@@ -37,10 +37,10 @@ def test_parts_add_up_and_pairs_halve_fixed4_dsps() -> None:
     est = model.estimate(cfg)
     for r in model.RESOURCES:
         assert getattr(est, r) == pytest.approx(sum(p[r] for p in est.parts.values()))
-    kinds = {model.unit_kind(f, n): n for f, n in pe_units(cfg)}
+    kinds = {model.unit_kind(*u): u.rows for u in pe_units(cfg)}
     pair, single = model.unit_kind("fixed4", 2), model.unit_kind("fixed4", 1)
     assert kinds[pair] == 2 and kinds[single] == 1
-    pairs = sum(1 for u in pe_units(cfg) if u == ("fixed4", 2))
+    pairs = pe_units(cfg).count(PeUnit("fixed4", 2))
     assert est.parts[pair]["dsp"] == pytest.approx(pairs * est.parts[single]["dsp"], rel=0.05)
 
 

@@ -15,7 +15,7 @@ from rmsmp.arch import AccelConfig, layout, numerics
 from rmsmp.arch.layout import Entry
 from rmsmp.arch.timing import MAC_LATENCY
 from rmsmp.hw.mac_array import MacArray
-from rmsmp.hw.pe import DSP_A_BITS, FIXED4, PairRow, pair_shift
+from rmsmp.hw.pe import DSP_A_BITS, FIXED4, DotRow, PairRow, pair_shift
 
 ACT_BITS = 8
 X_LO, X_HI = numerics.act_range(ACT_BITS, signed=True)
@@ -104,12 +104,17 @@ def test_pair_refuses_more_columns_than_the_dsp_takes() -> None:
 
 def _pair_dots(dut: PairRow, lo: np.ndarray, hi: np.ndarray, x: np.ndarray) -> np.ndarray:
     """[n, 2] dot products of the pair for n input vectors, one vector per cycle."""
-    cols, bits = dut.cols, FIXED4.bits
+    assert dut.cols == lo.shape[1]
+    return row_dots(dut, np.concatenate([lo, hi], axis=1), x)
+
+
+def row_dots(dut: DotRow | PairRow, codes: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """[n, rows] dot products of a Fixed-4 PE unit for n input vectors, one vector per cycle:
+    ``codes`` [n, rows * cols] (its rows' codes one after the other, as in ``w``), ``x``
+    [n, cols]."""
+    bits = FIXED4.bits
     mask = (1 << bits) - 1
-    ws = [
-        sum(int(c) << (j * bits) for j, c in enumerate(np.concatenate([a, b]) & mask))
-        for a, b in zip(lo, hi, strict=True)
-    ]
+    ws = [sum(int(c) << (j * bits) for j, c in enumerate(r & mask)) for r in codes]
     xs = [sum((int(v) & 0xFF) << (j * ACT_BITS) for j, v in enumerate(r)) for r in x]
     got: list[list[int]] = []
 
@@ -128,7 +133,6 @@ def _pair_dots(dut: PairRow, lo: np.ndarray, hi: np.ndarray, x: np.ndarray) -> n
         sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert cols == lo.shape[1]
     return np.array(got[: len(ws)], dtype=np.int64)
 
 
@@ -160,16 +164,21 @@ def test_pipelined_pair_sums_extremes_and_random_vectors() -> None:
 def test_fixed4_rows_go_in_pairs(board: str) -> None:
     cfg = AccelConfig.for_board(board)
     units = layout.pe_units(cfg)
-    assert [f for f, n in units for _ in range(n)] == layout.row_formats(cfg)
+    assert [u.fmt for u in units for _ in range(u.rows)] == layout.row_formats(cfg)
     fixed4_rows = sum(g.rows for g in cfg.groups if g.fmt == FIXED4.name)
-    assert units.count((FIXED4.name, 2)) == fixed4_rows // 2
-    assert units.count((FIXED4.name, 1)) == fixed4_rows % 2
-    assert all(n == 1 for f, n in units if f != FIXED4.name)
+    assert units.count(layout.PeUnit(FIXED4.name, 2)) == fixed4_rows // 2
+    assert units.count(layout.PeUnit(FIXED4.name, 1)) == fixed4_rows % 2
+    assert all(u.rows == 1 and not u.lut_mul for u in units if u.fmt != FIXED4.name)
 
 
 def test_mac_array_rows_are_numerics_dot() -> None:
     """Every row of the tiny array (a Fixed-4 pair among them) against its format's dot."""
-    cfg = AccelConfig.for_board("tiny")
+    check_mac_array(AccelConfig.for_board("tiny"))
+
+
+def check_mac_array(cfg: AccelConfig) -> None:
+    """Every row of ``cfg``'s array against its format's dot, on random vectors and the
+    extreme codes and activation."""
     fmts = [numerics.weight_format(f) for f in layout.row_formats(cfg)]
     rng = np.random.default_rng(5)
     n = 50
