@@ -9,8 +9,9 @@ from __future__ import annotations
 
 CHECK_LATENCY = 4
 """Fetch's ``Checker`` pipeline: products, sums, ranges, window (one register each)."""
-MAC_LATENCY = 3
-"""``MacArray``: the input register, then a pipelined DotRow (products, mid-tree register)."""
+MAC_LATENCY = 4
+"""``MacArray``: the input register, then a pipelined PE unit (``hw.pe``: after the first tree
+level, part way down the tree, and at the output)."""
 REQUANT_LATENCY = 5
 """``RequantLane``: one output per cycle, this many cycles after its inputs (its five register
 stages: v, partial products, their row sums, the exact sum, the clamped output)."""
