@@ -25,9 +25,10 @@ import numpy as np
 
 from ..arch import AccelConfig, ConfigError
 from .errors import ProgramFormatError
+from .tensors import InputFold
 
 MAGIC = "rmsmp-program"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 ALIGN = 64
 """Byte alignment of every window region."""
 
@@ -164,6 +165,9 @@ class Program:
     """Which pass each instruction belongs to, run-length coded as [pass, count, pass, ...]:
     passes interleave, since a pass's first loads are hoisted into the one before."""
     meta: dict = field(default_factory=dict)
+    input_fold: InputFold | None = None
+    """How the host folds the input into lanes before the slots (None: it does not); the
+    first pass then reads ``input_fold.out_shape``."""
 
     def __repr__(self) -> str:
         """One line (config, batch, sizes), not the bytes; ``summary()`` has the layers."""
@@ -221,8 +225,9 @@ class Program:
             f"[{self.input_lo}, {self.input_hi}] -> output {self.output_shape} "
             f"scale {self.output_scale:g}",
             f"window {self.window_size} bytes, {self.insn_count} instructions, "
-            f"{len(self.layers)} passes, every one on the accelerator; the host quantizes and "
-            "lays out the input, and gathers the output",
+            f"{len(self.layers)} passes, every one on the accelerator; the host quantizes"
+            f"{' and folds' if self.input_fold else ''} and lays out the input, and gathers the "
+            "output",
             f"{'pass':<26}{'kind':<12}{'kernel':>7}{'in map':>14}{'out':>14}{'order':>15}"
             f"{'X tiles':>8}{'W grps':>7}{'insns':>7}{'MACs':>12}{'DMA/min':>8}",
         ]
@@ -265,6 +270,7 @@ class Program:
             "input_slots": list(self.input_slots),
             "insn_owner": list(self.insn_owner),
             "meta": self.meta,
+            "input_fold": self.input_fold and self.input_fold.to_dict(),
         }
 
     def save(self, path: str | Path) -> None:
@@ -349,6 +355,7 @@ class Program:
             input_slots=[int(i) for i in h["input_slots"]],
             insn_owner=[int(i) for i in h["insn_owner"]],
             meta=dict(h["meta"]),
+            input_fold=h["input_fold"] and InputFold.from_dict(h["input_fold"]),
         )
 
 
@@ -372,6 +379,7 @@ _HEADER_KEYS = (
     "input_slots",
     "insn_owner",
     "meta",
+    "input_fold",
 )
 
 

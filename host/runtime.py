@@ -145,6 +145,8 @@ def _run_chunk(
     cfg = program.config
     first, last = program.layers[0], program.layers[-1]
     x = xq if xq.ndim == 4 else xq.reshape(*xq.shape, 1, 1)
+    if program.input_fold is not None:
+        x = program.input_fold.apply(x)
     slots = np.asarray(program.input_slots, dtype=np.int64)
     x = np.where((slots >= 0)[None, :, None, None], x[:, np.maximum(slots, 0)], 0)
     device.write(

@@ -7,6 +7,8 @@ the order of ``torch_weight.reshape(N, -1)``).
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -77,3 +79,58 @@ def out_from_entries(entries: np.ndarray, n_tiles: int, m: int) -> np.ndarray:
         raise ValueError(f"expected {n_tiles * m} OUT entries, got {entries.shape[0]}")
     rows = entries.shape[1]
     return entries.reshape(n_tiles, m, rows).transpose(1, 0, 2).reshape(m, n_tiles * rows)
+
+
+@dataclass(frozen=True)
+class InputFold:
+    """The host's rewrite of a network input for a first convolution folded into lanes.
+
+    The (C, H, W) input is zero padded by ``pad`` (and at the end as far as needed), then each
+    spatial axis is cut into ``phases`` taken every ``step``:
+    ``y[b, (c, ph, pw), v, u] = xp[b, c, v*step_h + ph, u*step_w + pw]``, a
+    (C*Ph*Pw, *out_hw) map. A stride-s convolution over C channels is then a stride-1 (or
+    unchanged-stride) convolution of a smaller kernel over C*Ph*Pw channels, which fills more
+    of the array's input lanes (space-to-depth when phases == step, kernel columns in lanes
+    when phases == kernel).
+    """
+
+    in_shape: tuple[int, int, int]
+    pad: tuple[int, int]
+    step: tuple[int, int]
+    phases: tuple[int, int]
+    out_hw: tuple[int, int]
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        """(C*Ph*Pw, Hy, Wy): the map the folded convolution reads."""
+        c = self.in_shape[0]
+        return (c * self.phases[0] * self.phases[1], *self.out_hw)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """The folded map [B, C*Ph*Pw, Hy, Wy] of a batch ``x`` [B, C, H, W]."""
+        x = np.asarray(x, dtype=np.int64)
+        if tuple(x.shape[1:]) != self.in_shape:
+            raise ValueError(f"input fold takes (B, {self.in_shape}), got {x.shape}")
+        (ph, pw), (sh, sw), (nh, nw), (hy, wy) = self.pad, self.step, self.phases, self.out_hw
+        need_h, need_w = (hy - 1) * sh + nh, (wy - 1) * sw + nw
+        _, _, h, w = x.shape
+        xp = np.pad(
+            x,
+            ((0, 0), (0, 0), (ph, max(0, need_h - h - ph)), (pw, max(0, need_w - w - pw))),
+        )
+        parts = [
+            xp[:, :, a : a + (hy - 1) * sh + 1 : sh, b : b + (wy - 1) * sw + 1 : sw]
+            for a in range(nh)
+            for b in range(nw)
+        ]
+        y = np.stack(parts, axis=2)
+        return y.reshape(x.shape[0], self.out_shape[0], hy, wy)
+
+    def to_dict(self) -> dict:
+        """Plain-data form (what a Program's JSON header holds)."""
+        return {k: list(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputFold:
+        """Inverse of ``to_dict``."""
+        return cls(**{f.name: tuple(int(i) for i in d[f.name]) for f in fields(cls)})

@@ -20,9 +20,12 @@ fewer DDR bytes and the other one, output bands of three lengths) it keeps the o
 fewest estimated cycles (``costs``, from the cycle model's per-instruction costs), bytes
 breaking ties, and leaves the ordering to dependency tokens (``compiler.tokens``).
 
+A few-channel first convolution may first be folded into more of the array's lanes, the host
+rewriting the input to match (``input_fold``), where the cost model finds that faster.
+
 The stages, in order (``pipeline.STAGES``), each in the module named after what it holds:
-checks, planning (with placement), tiling, costs, packing, scheduling (with records), ordering,
-assembly.
+checks, input_fold, planning (with placement), tiling, costs, packing, scheduling (with records),
+ordering, assembly.
 """
 
 from .checks import CompileError

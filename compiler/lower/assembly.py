@@ -11,6 +11,7 @@ import numpy as np
 
 from ...arch import AccelConfig, isa
 from ...host.program import LayerRecord, Program, Segment, align
+from ...host.tensors import InputFold
 from ..ir import IntGraph
 from ..tokens import Op
 from .checks import CompileError
@@ -101,8 +102,10 @@ def build_program(
     words: list[int],
     insn_owner: list[int],
     slots: tuple[np.ndarray, np.ndarray],
+    fold: InputFold | None = None,
 ) -> Program:
-    """The Program: segments, records, I/O shapes and scales, ``slots`` (input, output)."""
+    """The Program: segments, records, I/O shapes and scales, ``slots`` (input, output), and
+    the ``fold`` the host applies to the input (``graph`` is then the folded one)."""
     w_img = bytearray(window.q_start - window.w_start)
     q_img = bytearray(plans[-1].rec.q_offset + plans[-1].rec.q_size - window.q_start)
     for p in plans:
@@ -121,7 +124,7 @@ def build_program(
         },
         window_size=window.size,
         insn_count=len(words),
-        input_shape=tuple(int(i) for i in graph.input_shape),
+        input_shape=tuple(int(i) for i in (fold.in_shape if fold else graph.input_shape)),
         input_scale=float(graph.input_scale),
         input_lo=int(graph.input_lo),
         input_hi=int(graph.input_hi),
@@ -131,6 +134,7 @@ def build_program(
         input_slots=[int(s) for s in in_slots],
         insn_owner=insn_owner,
         meta=_json_meta(graph.meta),
+        input_fold=fold,
     )
 
 

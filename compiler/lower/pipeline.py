@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from ...arch import AccelConfig
 from ...boards import target_config
 from ...host.program import Program
+from ...host.tensors import InputFold
 from ..ir import IntGraph
 from ..tokens import Op
 from .assembly import PassPlan, Window, build_program, encode, lay_out_window
 from .checks import CompileError, check_input
 from .costs import PassCosts
+from .input_fold import choose_fold, folded_graph
 from .ordering import order
 from .packing import pass_blobs
 from .passes import FMap, Pass
@@ -31,6 +33,7 @@ class Lowering:
     graph: IntGraph
     cfg: AccelConfig
     batch: int
+    fold: InputFold | None = None
     passes: list[Pass] = field(default_factory=list)
     in_map: FMap | None = None
     out_map: FMap | None = None
@@ -48,6 +51,14 @@ class Lowering:
 def check_inputs(s: Lowering) -> None:
     """Refuse a config, batch or input range the lowering cannot take."""
     s.batch = check_input(s.graph, s.cfg, s.batch)
+
+
+def fold_first_layer(s: Lowering) -> None:
+    """A few-channel first conv folded into more lanes where the cost model says it is faster;
+    the graph becomes the folded one (``input_fold``)."""
+    s.fold = choose_fold(s.graph, s.cfg, s.batch)
+    if s.fold is not None:
+        s.graph = folded_graph(s.graph, s.fold)
 
 
 def plan(s: Lowering) -> None:
@@ -99,12 +110,13 @@ def assemble(s: Lowering) -> None:
     """The Program (``assembly``)."""
     slots = s.in_map.slots, s.out_map.slots
     s.program = build_program(
-        s.graph, s.cfg, s.batch, s.plans, s.window, s.words, s.insn_owner, slots
+        s.graph, s.cfg, s.batch, s.plans, s.window, s.words, s.insn_owner, slots, s.fold
     )
 
 
 STAGES: tuple[Callable[[Lowering], None], ...] = (
     check_inputs,
+    fold_first_layer,
     plan,
     tile_passes,
     choose_tilings,
