@@ -19,9 +19,10 @@ once the pipeline is empty.
 ``max`` (pooling): the X entry and its in-tile flag travel down a delay line from the buffer read
 to the accumulate stage, which then keeps the running maximum instead of adding the array's dot
 products: ``acc[r] = v`` on an output's first pair, else ``max(acc[r], v)``, with ``v`` lane r of
-the X entry, or ``-2^(acc_bits-1)`` outside the tile (it never wins). The maximum goes through
-the adder with 0 beside it, so its compare-and-select loop is short and the MAC path gains no
-logic level (the selects share the carry chain's LUTs).
+the X entry, or ``-2^(acc_bits-1)`` outside the tile (it never wins). The maximum is selected
+behind the adder: the array's dot products leave the PE rows' output registers, so the add and
+that select fit one cycle, and the compare-and-select loop has no carry chain of ``acc_bits``
+(through the adder it was the core's worst path, 7.3 ns on a -1 part).
 ``res`` (residual): R[r_base + m] is read as the output's accumulator finishes, held
 beside it and shifted group by group into the lanes' ``res`` inputs (zero without ``res``, so the
 residual term vanishes); each row's ``res_mult`` comes from its Q row like the other parameters.
@@ -178,10 +179,13 @@ class Compute(wiring.Component):
             for r in range(rows):
                 start = Mux(s.first, Mux(reset, 0, init[r]), acc[r])
                 v = Mux(s.in_tile, xs[r], -(1 << (cfg.acc_bits - 1)))
-                top = Mux(s.first | (s.in_tile & (xs[r] > acc[r])), v, acc[r])
-                # Pooling adds 0 to the maximum: the select sits in front of the adder, where
-                # it shares the carry chain's LUTs, not behind it on the array's path.
-                m.d.sync += acc[r].eq(Mux(pool, top, start) + Mux(pool, 0, array.dots[r]))
+                # While pooling, acc[r] holds an activation or -2^(acc_bits-1) (``max`` needs
+                # ``reset``: an output's first pair sets it), so x > acc[r] is a compare of
+                # act_bits, or acc[r] is the low end: not the sign extension of its low bits.
+                low, high = acc[r][: cfg.act_bits].as_signed(), acc[r][cfg.act_bits - 1 :]
+                at_bottom = high.any() & ~high.all()
+                top = Mux(s.first | (s.in_tile & (at_bottom | (xs[r] > low))), v, acc[r])
+                m.d.sync += acc[r].eq(Mux(pool, top, start + array.dots[r]))
         done_out = pipe[acc_stage + 1]
         finished = done_out.valid & done_out.last
         m.d.comb += [
