@@ -114,7 +114,7 @@ class _Recorder(TorchFunctionMode):
             kind, inputs, params = _classify(name, args, kwargs, out, self.values)
         except _RefusedError as e:
             self.errors.append(f"{name} at {self.where()!r}: {e}")
-            return out
+            kind, inputs, params = "refused", tracked, {}  # still followed: later ops report too
         if kind == "alias":
             self.values[id(out)] = self.values[id(inputs[0])]
             self.keep.append(out)

@@ -1,0 +1,151 @@
+"""Token models (MLPs over (B, T, D), BERT-style encoder layers) captured into hybrid graphs:
+Linears on the accelerator, the rest on the host; golden and RTL equal the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tokengen import encoder_layer, quantize, token_mlp
+
+from rmsmp.arch import AccelConfig
+from rmsmp.compiler.capture import UnsupportedLayerError, capture
+from rmsmp.compiler.hybrid import lower_hybrid
+from rmsmp.compiler.transformer import capture_tokens
+from rmsmp.host.hybrid import DeviceOp, HostOp, HybridError, run_hybrid
+
+METHODS = ("rmsmp", "fixed4", "msq")
+
+
+def _mlp_case(seed: int, batch: int = 2):
+    rng = np.random.default_rng(seed)
+    model, shape = token_mlp(rng)
+    calib = torch.randn(16, *shape, generator=torch.Generator().manual_seed(seed))
+    quantize(model, (calib,), METHODS[seed % len(METHODS)])
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed + 1))
+    return model, capture_tokens(model, calib), [x.numpy()], model(x).detach().numpy()
+
+
+def _encoder_case(seed: int, batch: int = 2):
+    rng = np.random.default_rng(seed)
+    model, d, t = encoder_layer(rng)
+    g = torch.Generator().manual_seed(seed)
+
+    def inputs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = torch.ones(n, t, dtype=torch.bool)
+        keep[0, t // 2 :] = False  # a padded sentence
+        return torch.randn(n, t, d, generator=g), keep
+
+    calib = inputs(8)
+    quantize(model, calib, METHODS[seed % len(METHODS)])
+    graph = capture_tokens(model, calib)
+    x = inputs(batch)
+    return model, graph, [v.numpy() for v in x], model(*x).detach().numpy()
+
+
+def _check(graph, prog, inputs, res) -> None:
+    ref = graph.evaluate(inputs)
+    assert len(res.outputs) == len(ref)
+    for a, b in zip(res.outputs, ref, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    kinds = {type(op): 0 for op in prog.ops}
+    assert len(res.ops) == len(prog.ops) == len(res.placement)
+    for op, run in zip(prog.ops, res.ops, strict=True):
+        kinds[type(op)] += 1
+        if isinstance(op, DeviceOp):
+            assert run.where != "host" and run.cycles > 0
+        else:
+            assert run.where == "host" and run.cycles == 0
+    assert res.device_cycles == sum(r.cycles for r in res.ops) > 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_token_mlps_are_one_device_op_and_golden_equals_reference(seed: int) -> None:
+    model, graph, inputs, fq = _mlp_case(seed)
+    dev = [op for op in graph.ops if isinstance(op, DeviceOp)]
+    assert len(dev) == 1 and dev[0].layers == len(model.layers)
+    # the host only quantizes the input and dequantizes the output
+    assert [op.kind for op in graph.ops if isinstance(op, HostOp)] == ["quantize", "dequantize"]
+    prog = lower_hybrid(graph, AccelConfig.for_board("tiny"), 2)
+    res = run_hybrid(prog, inputs, "golden")
+    _check(graph, prog, inputs, res)
+    # the integer path is the fake-quant model up to the 8-bit output grid
+    out = res.outputs[0]
+    assert out.shape == fq.shape
+    assert np.abs(out - fq).max() <= 2 * graph.graphs[0].layers[-1].out_scale
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_encoder_layers_golden_equals_reference(seed: int) -> None:
+    model, graph, inputs, fq = _encoder_case(seed)
+    kinds = graph.meta["host_ops"]
+    assert kinds["matmul"] == 2 and kinds["softmax"] == 1 and kinds["layernorm"] == 2
+    assert kinds["gelu"] == 1 and kinds["permute"] >= 4
+    assert len(graph.graphs) == 6  # q, k, v, o, up, down
+    prog = lower_hybrid(graph, AccelConfig.for_board("tiny"), 2)
+    res = run_hybrid(prog, inputs, "golden")
+    _check(graph, prog, inputs, res)
+    out = res.outputs[0]
+    assert out.shape == fq.shape and np.isfinite(out).all()
+    # LayerNorm output: within a few 8-bit steps of the fake-quant model
+    assert np.abs(out - fq).mean() < 0.1
+
+
+def test_token_models_rtl_equals_golden() -> None:
+    """One MLP over (B, T1, T2, D) and one encoder layer on the Verilated tiny preset."""
+    from rmsmp.sim.verilator import RtlDevice
+
+    cases = [_mlp_case(seed) for seed in range(6)]
+    mlp = next(c for c in cases if len(c[2][0].shape) == 4)
+    cfg = AccelConfig.for_board("tiny")
+    dev = RtlDevice(cfg, 1 << 22)
+    try:
+        for _, graph, inputs, _ in (mlp, _encoder_case(1)):
+            prog = lower_hybrid(graph, cfg, 2)
+            gold = run_hybrid(prog, inputs, "golden")
+            hw = run_hybrid(prog, inputs, device=dev)
+            _check(graph, prog, inputs, hw)
+            assert all(np.array_equal(a, b) for a, b in zip(hw.outputs, gold.outputs, strict=True))
+            assert [r.cycles for r in hw.ops] != [0] * len(hw.ops)
+    finally:
+        dev.close()
+
+
+def test_head_split_and_shape_queries_are_layout_ops() -> None:
+    _, graph, _, _ = _encoder_case(0)
+    names = [op.kind for op in graph.ops if isinstance(op, HostOp)]
+    assert "reshape" in names and "permute" in names and "index" in names
+
+
+def test_batch_moving_ops_are_refused_with_their_place() -> None:
+    class Bad(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x).transpose(0, 1).cumsum(1)
+
+    model = Bad()
+    x = torch.randn(3, 5, 4)
+    quantize(model, (x,), "fixed4")
+    with pytest.raises(UnsupportedLayerError) as e:
+        capture_tokens(model, x)
+    msg = str(e.value)
+    assert "2 unsupported op(s)" in msg and "transpose" in msg and "batch" in msg
+    assert "cumsum" in msg
+
+
+def test_cnn_capture_points_token_linears_to_capture_tokens() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4))
+    with pytest.raises(ValueError, match="capture_tokens"):
+        capture(model, torch.randn(2, 5, 8))
+
+
+def test_hybrid_inputs_are_checked() -> None:
+    _, graph, inputs, _ = _encoder_case(0)
+    prog = lower_hybrid(graph, AccelConfig.for_board("tiny"), 2)
+    with pytest.raises(HybridError, match="takes 2 input"):
+        run_hybrid(prog, inputs[:1])
+    with pytest.raises(HybridError, match="input 0 has shape"):
+        run_hybrid(prog, [inputs[0][:, :-1], inputs[1]])
