@@ -11,14 +11,19 @@ device cycles). numpy only, like the rest of the host side.
 
 from __future__ import annotations
 
+import io
+import json
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .device import Device
+from .errors import ProgramFormatError
 from .hostops import HOST_OPS
 from .program import Program
 from .runtime import open_device, run_with_stats
@@ -134,6 +139,57 @@ class HybridProgram:
     outputs: list[int]
     meta: dict = field(default_factory=dict)
 
+    def save(self, path: str | Path) -> None:
+        """Write the hybrid file: a zip of hybrid.json (ops, inputs, outputs, meta), params.npz
+        (the host ops' arrays) and one Program file per device op."""
+        arrays: dict[str, np.ndarray] = {}
+        ops = []
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for i, op in enumerate(self.ops):
+                if isinstance(op, HostOp):
+                    params = {k: _encode(v, arrays, f"{i}.{k}") for k, v in op.params.items()}
+                    ops.append(
+                        {"name": op.name, "kind": op.kind, "inputs": op.inputs} | {"params": params}
+                    )
+                    continue
+                buf = io.BytesIO()
+                op.program.save(buf)
+                z.writestr(f"device{i}.rmsmp", buf.getvalue())
+                ops.append({"name": op.name, "device": i, "inputs": op.inputs, "layers": op.layers})
+            head = {
+                "format": HYBRID_FORMAT,
+                "ops": ops,
+                "input_shapes": [list(s) for s in self.input_shapes],
+                "outputs": self.outputs,
+                "meta": self.meta,
+            }
+            z.writestr("hybrid.json", json.dumps(head, indent=1))
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            z.writestr("params.npz", buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> HybridProgram:
+        """Read a hybrid file written by ``save`` (each Program verified as ``Program.load``)."""
+        try:
+            with zipfile.ZipFile(path) as z:
+                head = json.loads(z.read("hybrid.json"))
+                arrays = dict(np.load(io.BytesIO(z.read("params.npz")), allow_pickle=False))
+                ops: list[HostOp | DeviceOp] = []
+                for d in head["ops"]:
+                    if "device" in d:
+                        prog = Program.load(io.BytesIO(z.read(f"device{d['device']}.rmsmp")))
+                        ops.append(DeviceOp(d["name"], d["inputs"], prog, d["layers"]))
+                    else:
+                        params = {k: _decode(v, arrays) for k, v in d["params"].items()}
+                        ops.append(HostOp(d["name"], d["kind"], d["inputs"], params))
+        except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as e:
+            raise ProgramFormatError(
+                f"{path}: not a hybrid rmsmp file ({type(e).__name__}: {e}); recompile the model"
+            ) from None
+        shapes = [tuple(s) for s in head["input_shapes"]]
+        return cls(ops, shapes, head["outputs"], head["meta"])
+
     @property
     def programs(self) -> list[Program]:
         """The device ops' Programs, in order."""
@@ -156,6 +212,49 @@ class HybridProgram:
         if len({x.shape[0] for x in out}) != 1:
             raise HybridError("the inputs have different batch sizes; give every input one batch")
         return out
+
+
+HYBRID_FORMAT = "rmsmp-hybrid-1"
+"""The ``format`` field of a hybrid file."""
+
+
+def is_hybrid_file(path: str | Path) -> bool:
+    """Whether ``path`` is a hybrid file (a zip holding hybrid.json)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "hybrid.json" in z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _encode(v: Any, arrays: dict[str, np.ndarray], key: str) -> Any:
+    """A host op parameter as JSON; arrays go to ``arrays`` under ``key``."""
+    if isinstance(v, np.ndarray):
+        arrays[key] = v
+        return {"array": key}
+    if isinstance(v, np.dtype):
+        return {"dtype": v.str}
+    if isinstance(v, slice):
+        return {"slice": [v.start, v.stop, v.step]}
+    if isinstance(v, tuple):
+        return {"tuple": [_encode(x, arrays, f"{key}.{i}") for i, x in enumerate(v)]}
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _decode(v: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """The parameter ``_encode`` wrote."""
+    if isinstance(v, dict):
+        if "array" in v:
+            return arrays[v["array"]]
+        if "dtype" in v:
+            return np.dtype(v["dtype"])
+        if "slice" in v:
+            return slice(*v["slice"])
+        if "tuple" in v:
+            return tuple(_decode(x, arrays) for x in v["tuple"])
+    return v
 
 
 def run_hybrid(

@@ -149,3 +149,18 @@ def test_hybrid_inputs_are_checked() -> None:
         run_hybrid(prog, inputs[:1])
     with pytest.raises(HybridError, match="input 0 has shape"):
         run_hybrid(prog, [inputs[0][:, :-1], inputs[1]])
+
+
+def test_hybrid_file_round_trips(tmp_path) -> None:
+    from rmsmp.host.hybrid import HybridProgram, is_hybrid_file
+
+    _, graph, inputs, _ = _encoder_case(2)
+    prog = lower_hybrid(graph, AccelConfig.for_board("tiny"), 2)
+    path = tmp_path / "enc.rmsmp"
+    prog.save(path)
+    assert is_hybrid_file(path) and not is_hybrid_file(tmp_path)
+    back = HybridProgram.load(path)
+    assert [op.name for op in back.ops] == [op.name for op in prog.ops]
+    a, b = run_hybrid(back, inputs), run_hybrid(prog, inputs)
+    assert all(np.array_equal(x, y) for x, y in zip(a.outputs, b.outputs, strict=True))
+    assert a.device_cycles == b.device_cycles
