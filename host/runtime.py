@@ -149,9 +149,8 @@ def _run_chunk(
         x = program.input_fold.apply(x)
     slots = np.asarray(program.input_slots, dtype=np.int64)
     x = np.where((slots >= 0)[None, :, None, None], x[:, np.maximum(slots, 0)], 0)
-    device.write(
-        first.in_offset, layout.pack(cfg, Entry.X, layout.to_fmap(cfg, x, first.in_chunks))
-    )
+    chunks = len(slots) // cfg.cols  # the map's, where the first pass reads it as channels
+    device.write(first.in_offset, layout.pack(cfg, Entry.X, layout.to_fmap(cfg, x, chunks)))
     device.write_reg("INSN_ADDR", 0)
     device.write_reg("INSN_COUNT", program.insn_count)
     device.write_reg("CTRL", regs.CTRL_START)

@@ -148,3 +148,22 @@ GEMM_DEFAULTS = dict(
 def gemm_word(cfg: AccelConfig, **kw: int) -> int:
     """An encoded GEMM instruction: ``GEMM_DEFAULTS`` with ``kw`` applied."""
     return isa.encode(cfg, isa.Opcode.GEMM, **{**GEMM_DEFAULTS, **kw})
+
+
+def head_specs(
+    rng: np.random.Generator, max_ch: int, max_hw: int
+) -> tuple[tuple[int, ...], list[dict]]:
+    """A random input map up to ``max_hw`` square, up to two stride-1 'same' convs that keep
+    its size, and a Linear head over the whole map (then perhaps a second Linear): the head's
+    kernel is the map, larger than the GEMM's 15x15 when the map is."""
+    h, w = (int(rng.integers(3, max_hw + 1)) for _ in range(2))
+    shape = (int(rng.integers(1, max_ch)), h, w)
+    specs = [
+        dict(kind="conv", n=int(rng.integers(1, max_ch)), kernel=3, stride=1, padding=1)
+        for _ in range(int(rng.integers(0, 3)))
+    ]
+    specs.append(dict(kind="linear", n=int(rng.integers(1, 2 * max_ch)), flatten=True))
+    if rng.random() < 0.5:
+        specs.append(dict(kind="linear", n=int(rng.integers(1, 2 * max_ch))))
+    specs[-1].update(lo=-128, hi=127)
+    return shape, specs

@@ -4,6 +4,8 @@ its own feature map region ``fm<i>``."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ...arch import AccelConfig, numerics
@@ -12,6 +14,7 @@ from ..ir import IntAvgPool, IntGraph, IntLayer, IntMaxPool, IntPool
 from .checks import CompileError, act_max, check_acc, check_numerics, out_hw
 from .passes import FMap, Pass
 from .placement import Placement, place_rows, slot_map, slot_weight, spread_placement, weight4
+from .tiling import tile
 
 
 def plan_passes(graph: IntGraph, cfg: AccelConfig) -> tuple[list[Pass], FMap, FMap]:
@@ -118,7 +121,36 @@ def layer_passes(
             res=res_region,
         )
     )
+    if layer.kind == "linear" and (h, w) != (1, 1) and not runs_as_kernel(passes[-1], cfg):
+        passes[-1] = dataclasses.replace(
+            passes[-1],
+            in_shape=(slots * h * w, 1, 1),
+            kernel=(1, 1),
+            levels=map_as_channels(levels, rows),
+        )
     return passes
+
+
+def runs_as_kernel(p: Pass, cfg: AccelConfig) -> bool:
+    """Whether the GEMM's fields and the buffer halves take a Linear with its whole input map as
+    the kernel (the tiling's own checks decide: at most 15x15, a chunk's kernel in half of W, one
+    output's window in half of X). Where they do, that is how it runs, as it always has."""
+    try:
+        tile(p, cfg, 1)
+    except CompileError:
+        return False
+    return True
+
+
+def map_as_channels(levels: np.ndarray, cols: int) -> np.ndarray:
+    """A Linear's [N, slots, h, w] weights as [N, slots*h*w, 1, 1], for its input map read as a
+    1x1 map of chunks*h*w channel chunks: a feature map's DDR layout ([chunks][H][W] entries of
+    ``cols`` channels, ``layout.fmap_entry``) is that map entry for entry, so the Linear needs
+    no kernel of its map's size whatever the map size (``tiling.chunk_tiling`` cuts it into
+    blocks of chunks where even one output's inputs do not fit half of X)."""
+    n, slots, h, w = levels.shape
+    lanes = levels.reshape(n, slots // cols, cols, h, w).transpose(0, 1, 3, 4, 2)
+    return lanes.reshape(n, slots * h * w, 1, 1)
 
 
 def copy_pass(

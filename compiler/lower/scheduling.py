@@ -57,6 +57,8 @@ class Scheduler:
             for i_w in range(len(t.groups)):
                 wb, qb = self.load_w(i_w)
                 for i_x in range(len(t.tiles)):
+                    if not t.matches(i_x, i_w):
+                        continue
                     if i_x not in x_bases or not t.x_res:
                         x_bases[i_x] = self.load_x(i_x)
                     self.compute(i_x, x_bases[i_x], i_w, wb, qb)
@@ -65,6 +67,8 @@ class Scheduler:
             for i_x in range(len(t.tiles)):
                 xb = self.load_x(i_x)
                 for i_w in range(len(t.groups)):
+                    if not t.matches(i_x, i_w):
+                        continue
                     if i_w not in w_bases or not t.w_res:
                         w_bases[i_w] = self.load_w(i_w)
                     self.compute(i_x, xb, i_w, *w_bases[i_w])
@@ -109,19 +113,17 @@ class Scheduler:
         if t.tw == g.w:  # full-width rows: loaded in row pieces so compute starts on the first
             step = max(g.kh, -(-t.th // 8))
             pieces = [(a, min(step, t.th - a)) for a in range(0, t.th, step)]
-            if g.in_chunks == 1 or len(pieces) == 1:
-                blocks = [(0, a, g.in_chunks, n * t.tw, g.h * g.w) for a, n in pieces]
+            if t.cn == 1 or len(pieces) == 1:
+                blocks = [(0, a, t.cn, n * t.tw, g.h * g.w) for a, n in pieces]
             else:
-                blocks = [
-                    (c, a, 1, n * t.tw, n * t.tw) for a, n in pieces for c in range(g.in_chunks)
-                ]
-        elif g.in_chunks == 1:
+                blocks = [(c, a, 1, n * t.tw, n * t.tw) for a, n in pieces for c in range(t.cn)]
+        elif t.cn == 1:
             blocks = [(0, 0, t.th, t.tw, g.w)]
         else:
-            blocks = [(c, 0, t.th, t.tw, g.w) for c in range(g.in_chunks)]
+            blocks = [(c, 0, t.th, t.tw, g.w) for c in range(t.cn)]
         claimed = False
         for c, a, ys, xs, st in blocks:
-            f = layout.fmap_entry(g.in_chunks, g.h, g.w, t.b, c, t.y0 + a, t.x0)
+            f = layout.fmap_entry(g.in_chunks, g.h, g.w, t.b, t.c0 + c, t.y0 + a, t.x0)
             sram = base + c * size + a * t.tw
             args = dict(buf=int(Buf.X), sram=sram, y_size=ys, x_size=xs, x_stride=st)
             rd = block(src, f, ys, xs, st, eb_x)
@@ -130,7 +132,7 @@ class Scheduler:
             # region then waits for one token (the last GEMM that read it) instead of one per
             # piece, which would overflow the token counters; GEMMs still start on early pieces.
             if not claimed:
-                wr, claimed = (("X", base, base + g.in_chunks * size),), True
+                wr, claimed = (("X", base, base + t.cn * size),), True
             self.pending.append(Op(Opcode.LOAD, args, (rd,), wr, src, f * eb_x))
         return base
 
@@ -191,6 +193,8 @@ class Scheduler:
             rb = min(band, t.oy0 + t.rows - oy1)
             m = rb * t.cols
             acc = (oy1 - t.oy0) * t.cols if self.t.split else 0
+            if self.t.chunk_tiles:  # the row tiles' partial sums interleave: one entry each
+                acc = tt
             rel = oy1 * sy - g.pad[0] - t.y0
             off, th, pad_top = (rel * t.tw, t.th - rel, 0) if rel >= 0 else (0, t.th, -rel)
             r0, r1 = max(0, rel), min(t.th, rel + (rb - 1) * sy + g.kh)
@@ -200,7 +204,7 @@ class Scheduler:
             reads = [
                 *(
                     ("X", xb + c * c_stride + r0 * t.tw, xb + c * c_stride + r1 * t.tw)
-                    for c in range(c0, c0 + cn)
+                    for c in range(c0 - t.c0, c0 - t.c0 + cn)
                 ),
                 ("Q", q_base, q_base + 1),
             ]
@@ -217,7 +221,7 @@ class Scheduler:
                 reset=int(first),
                 final=int(last),
                 w_base=wbase,
-                x_base=xb + c0 * c_stride + off,
+                x_base=xb + (c0 - t.c0) * c_stride + off,
                 acc_base=acc,
                 o_base=ob,
                 q_base=q_base,

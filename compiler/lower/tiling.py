@@ -49,8 +49,9 @@ class Geom:
 
 @dataclass(frozen=True)
 class XTile:
-    """Input rows [y0, y0+th) x columns [x0, x0+tw) of one image, for output rows
-    [oy0, oy0+rows) x columns [ox0, ox0+cols)."""
+    """Input rows [y0, y0+th) x columns [x0, x0+tw) of channel chunks [c0, c0+cn) of one image,
+    for output rows [oy0, oy0+rows) x columns [ox0, ox0+cols). A tile holds every chunk unless
+    one output's inputs do not fit half of X (``chunk_tiling``)."""
 
     b: int
     oy0: int
@@ -61,6 +62,8 @@ class XTile:
     th: int
     x0: int
     tw: int
+    c0: int
+    cn: int
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,17 @@ class Tiling:
     def split(self) -> bool:
         """A row tile's input chunks are split over several groups (partial sums stay in ACC)."""
         return self.groups[0][0][2] < self.geom.w_chunks
+
+    @property
+    def chunk_tiles(self) -> bool:
+        """The input tiles are cut by chunks too (``chunk_tiling``): the row tiles' partial sums
+        interleave, one ACC entry each."""
+        return self.tiles[0].cn < self.geom.in_chunks
+
+    def matches(self, i_x: int, i_w: int) -> bool:
+        """Whether input tile ``i_x`` holds every chunk that weight group ``i_w`` reads."""
+        t = self.tiles[i_x]
+        return all(t.c0 <= c0 and c0 + cn <= t.c0 + t.cn for _, c0, cn in self.groups[i_w])
 
     def band(self, t: XTile, group: WGroup, out_half: int) -> int:
         """Output rows per GEMM of tile ``t`` with ``group``: at least ``band_macs`` array
@@ -118,13 +132,15 @@ def tile(p: Pass, cfg: AccelConfig, batch: int) -> Tiling:
     DDR bytes (the streamed side is loaded once per item of the outer side unless it stays
     resident); a split row tile keeps its partial sums in ACC, so its inputs go outer."""
     g = geometry(p, cfg)
+    if g.h == g.w == 1 and not g.per_chunk and g.in_chunks > cfg.x_depth // 2:
+        return chunk_tiling(g, cfg, batch)
     groups = w_groups(g, cfg, p.name)
     split = groups[0][0][2] < g.w_chunks
     max_out = cfg.acc_depth if split else g.oh * g.ow
     out_half = cfg.out_depth // 2
     tiles = x_tiles(g, batch, cfg.x_depth // 2, min(out_half, max_out), max_out, p.name)
     eb_x, eb_w, eb_q = (layout.entry_bytes(cfg, k) for k in (Entry.X, Entry.W, Entry.Q))
-    x_sizes = tuple(g.in_chunks * t.th * t.tw for t in tiles)
+    x_sizes = tuple(t.cn * t.th * t.tw for t in tiles)
     w_sizes = tuple(0 if p.max else sum(n for _, _, n in grp) * g.kh * g.kw for grp in groups)
     x_res = sum(x_sizes) <= cfg.x_depth
     w_res = sum(w_sizes) <= cfg.w_depth and g.n_tiles <= cfg.q_depth
@@ -133,6 +149,24 @@ def tile(p: Pass, cfg: AccelConfig, batch: int) -> Tiling:
     x_outer_cost = x_bytes + w_bytes * (1 if w_res else len(tiles))
     w_outer = w_outer_cost <= x_outer_cost and not split
     return Tiling(g, tiles, groups, x_sizes, w_sizes, x_res, w_res, w_outer)
+
+
+def chunk_tiling(g: Geom, cfg: AccelConfig, batch: int) -> Tiling:
+    """A 1x1 map whose chunks do not fit half of X (a Linear over a large map, read as
+    channels): input tiles and weight groups cut into the same blocks of chunks, inputs outer,
+    each row tile's partial sums kept in its own ACC entry from the first block to the last."""
+    if g.n_tiles > cfg.acc_depth:
+        raise CompileError(
+            f"{g.n_tiles} row tiles of partial sums do not fit ACC ({cfg.acc_depth} entries); "
+            "use a config with a deeper acc_depth"
+        )
+    cs = min(cfg.x_depth, cfg.w_depth) // 2
+    blocks = [(c0, min(cs, g.in_chunks - c0)) for c0 in range(0, g.in_chunks, cs)]
+    tiles = tuple(XTile(b, 0, 1, 0, 1, 0, 1, 0, 1, *bl) for b in range(batch) for bl in blocks)
+    groups = tuple(((t, *bl),) for t in range(g.n_tiles) for bl in blocks)
+    w_sizes = tuple(cn for _ in range(g.n_tiles) for _, cn in blocks)
+    w_res = sum(w_sizes) <= cfg.w_depth and g.n_tiles <= cfg.q_depth
+    return Tiling(g, tiles, groups, tuple(t.cn for t in tiles), w_sizes, False, w_res, False)
 
 
 def geometry(p: Pass, cfg: AccelConfig) -> Geom:
@@ -200,7 +234,7 @@ def x_tiles(
             for ox0 in range(0, g.ow, cols):
                 c = min(cols, g.ow - ox0)
                 xx0, xtw = span(ox0, c, sx, px, g.kw, g.w)
-                tiles.append(XTile(b, oy0, r, ox0, c, y0, th, xx0, xtw))
+                tiles.append(XTile(b, oy0, r, ox0, c, y0, th, xx0, xtw, 0, g.in_chunks))
     return tuple(tiles)
 
 
