@@ -2,7 +2,7 @@
 
 What ``compiler.transformer`` exports a token model (an MLP over (B, T, D), a BERT encoder) to:
 the ops of ``host.hybrid`` with each device op holding an ``IntGraph`` (a chain of 1x1
-convolutions over the (D, tokens, 1) map). ``evaluate`` is the reference every backend must
+convolutions over the (D, 1, tokens) map). ``evaluate`` is the reference every backend must
 equal bit for bit (device parts through ``IntGraph.evaluate``, host parts through the same numpy
 functions the runtime uses); ``lower_hybrid`` compiles every device op to a Program. numpy only.
 """

@@ -420,7 +420,7 @@ class _Export:
             )
             s_in = s_out
         d = first.module.in_features
-        graph = IntGraph(layers, (d, math.prod(lead), 1), grid[0], grid[1], grid[2])
+        graph = IntGraph(layers, (d, 1, math.prod(lead)), grid[0], grid[1], grid[2])
         name = first.name if len(chain) == 1 else f"{first.name}..{chain[-1][0].name}"
         vid = self.emit(DeviceOp(name, [src], graph, len(layers)))
         self.vals[end] = _Value(vid, (layers[-1].out_scale, layers[-1].lo, layers[-1].hi))
