@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from graphgen import head_specs, random_graph
+from torch import nn
 
+import rmsmp
 from rmsmp.arch import AccelConfig, isa
+from rmsmp.compiler.export import export
 from rmsmp.compiler.lower import lower
 from rmsmp.compiler.lower.planning import plan_passes
 from rmsmp.compiler.lower.tiling import tile
@@ -68,6 +72,29 @@ def test_a_large_map_is_read_as_channels_and_a_small_one_stays_the_kernel() -> N
         spans = [(x.c0, x.cn) for x in t.tiles if x.b == b]
         ends = [c0 + cn for c0, cn in spans]
         assert [c0 for c0, _ in spans] == [0, *ends[:-1]] and ends[-1] == chunks
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(100, 140))
+def test_many_random_linear_heads(seed: int) -> None:
+    """The sweep behind the cases above: 40 more chains, tiny and pynq-z1 in turn."""
+    cfg = TINY if seed % 2 else PYNQ
+    graph, prog, x = _case(seed, cfg, 10 if seed % 2 else 16)
+    assert np.array_equal(run_with_stats(prog, x, backend="golden").output, graph.evaluate(x))
+
+
+def test_a_cnn_head_on_an_18x18_map_compiles_from_torch() -> None:
+    """The user's case: conv, flatten, Linear on an 18x18 map, quantized and compiled whole."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 18 * 18, 10)
+    )
+    x = torch.randn(8, 3, 18, 18)
+    qmodel = rmsmp.quantize(model.eval(), x, ratio="tiny")
+    prog = rmsmp.compile(qmodel, x[:2], "tiny")
+    graph = export(qmodel)
+    xq = graph.quantize_input(x[:2].numpy())
+    assert np.array_equal(run_with_stats(prog, xq, backend="golden").output, graph.evaluate(xq))
 
 
 @pytest.fixture(scope="module")
