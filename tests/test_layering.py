@@ -95,7 +95,7 @@ def test_arch_is_a_straight_chain() -> None:
         assert nested == [], f"arch/{name}.py imports inside a function at lines {nested}"
 
 
-NUMPY_COMPILER = ("ir", "graphfile", "tokens", "lower")
+NUMPY_COMPILER = ("ir", "graphfile", "hybrid", "tokens", "lower")
 """The numpy compiler (rmsmp.compiler.X, a package with every submodule): the side of the graph
 file that needs no PyTorch. The rest of rmsmp.compiler is the torch side."""
 
