@@ -173,6 +173,10 @@ def _run(args: argparse.Namespace) -> int:
     src = readable_file(args.program, "Program")
     inp = readable_file(args.input, "--input")
     out = writable_file(args.output, "-o", suffix=".npy")
+    from .host.hybrid import is_hybrid_file
+
+    if is_hybrid_file(src):
+        return _run_hybrid(args, src, inp, out)
     program = Program.load(src)
     try:
         x = np.load(inp, allow_pickle=False)
@@ -207,6 +211,49 @@ def _run(args: argparse.Namespace) -> int:
         print(f"cycles{how}: {res.total_cycles} (MAC array busy {res.mac_cycles})")
     for step, where in res.placement:
         print(f"  {where:>6}  {step}")
+    return 0
+
+
+def _run_hybrid(args: argparse.Namespace, src: Path, inp: Path, out: Path) -> int:
+    """``rmsmp run`` of a hybrid (token model) file: every input from one .npz, in order."""
+    import numpy as np
+
+    from .host.hybrid import HybridError, HybridProgram, run_hybrid
+    from .host.runtime import open_device
+
+    program = HybridProgram.load(src)
+    names = program.meta.get("inputs", [f"x{i}" for i in range(len(program.input_shapes))])
+    try:
+        with np.load(inp, allow_pickle=False) as data:
+            xs = [data[k] for k in data.files]
+    except (OSError, ValueError) as e:
+        raise UsageError(
+            f"--input {inp} is not an .npz ({e}); a token model takes {len(names)} arrays "
+            f"({', '.join(names)}): np.savez(path, {', '.join(names)})"
+        ) from None
+    options = {"bitfile": args.overlay} if args.overlay else {}
+    largest = max(program.programs, key=lambda p: p.window_size)
+    with working(f"opening the {args.backend} backend"):
+        dev = open_device(largest, args.backend, **options)
+    try:
+        with working(f"running {len(xs[0]) if xs else 0} sample(s) on host + {args.backend}"):
+            res = run_hybrid(program, xs, device=dev)
+    except HybridError as e:
+        raise UsageError(f"--input {inp}: {e}") from None
+    finally:
+        dev.close()
+    np.save(out, res.outputs[0])
+    print(f"output {res.outputs[0].shape} {res.outputs[0].dtype} real values -> {out}")
+    clock = largest.config.clock_mhz
+    how = " (predicted by the cycle model)" if args.backend == "golden" else ""
+    cyc = res.device_cycles
+    print(f"device cycles{how}: {cyc:,} = {cyc / clock / 1e3:.2f} ms at {clock:g} MHz")
+    groups: dict[tuple[str, str], list[float]] = {}
+    for o in res.ops:
+        groups.setdefault((o.where, o.kind), []).append(o.seconds)
+    for (where, kind), secs in sorted(groups.items()):
+        print(f"  {where:>8}  {kind:<12} x{len(secs):<4} {1e3 * sum(secs):9.1f} ms")
+    print(f"host ops: {sum(o.where == 'host' for o in res.ops)}, {res.host_seconds:.3f} s")
     return 0
 
 
@@ -274,6 +321,8 @@ def _compile(args: argparse.Namespace) -> int:
     cfg = AccelConfig.load(args.config) if args.config else target_config(args.board)
     src = readable_file(args.model, "model")
     out = writable_file(args.output, "-o", suffix=".rmsmp")
+    if _compile_tokens(args, src, cfg, out):
+        return 0
     graph = read_graph(src, args.input_shape)
     with working(f"lowering {len(graph.layers)} nodes for {cfg.name}, batch {args.batch}"):
         program = lower(graph, cfg, args.batch)
@@ -281,6 +330,34 @@ def _compile(args: argparse.Namespace) -> int:
     print(program.summary() if args.summary else repr(program))
     print(f"Program -> {out} (run it with: rmsmp run {out} --input X.npy -o Y.npy)")
     return 0
+
+
+def _compile_tokens(args: argparse.Namespace, src: Path, cfg: AccelConfig, out: Path) -> bool:
+    """Compile a MiniLM checkpoint into a hybrid file; False for any other model file."""
+    from .compiler.graphfile import is_graph_file
+
+    if is_graph_file(src) or src.suffix != ".pt":
+        return False
+    import torch
+
+    from .compiler.hybrid import lower_hybrid
+    from .compiler.tokenfront import TOKEN_MODELS, hybrid_from_checkpoint
+
+    ck = torch.load(src, map_location="cpu", weights_only=False)
+    if not (isinstance(ck, dict) and ck.get("model_name") in TOKEN_MODELS):
+        return False
+    with working(f"capturing {ck['model_name']} ({ck['method']}) at {args.tokens} tokens"):
+        graph = hybrid_from_checkpoint(src, ck, args.tokens)
+    with working(f"lowering {len(graph.graphs)} device ops for {cfg.name}, batch {args.batch}"):
+        program = lower_hybrid(graph, cfg, args.batch)
+    program.save(out)
+    print(graph.summary())
+    print(f"lowered in {program.meta['lower_seconds']:.1f} s")
+    print(
+        f"hybrid Program -> {out} (run it with: rmsmp run {out} --input X.npz -o Y.npy, X.npz "
+        "holding ids, mask, types as rmsmp.compiler.tokenfront.encode gives them)"
+    )
+    return True
 
 
 def _samples(args: argparse.Namespace, program) -> tuple:
@@ -518,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     csrc.add_argument("--config", help="an AccelConfig JSON file instead of a board preset")
     c.add_argument("--batch", type=int_range(1, 256), default=1, help="images per device run")
     c.add_argument("--summary", action="store_true", help="print every pass of the Program")
+    c.add_argument(
+        "--tokens", type=int_range(1, 128), default=128, help="token models: sequence length"
+    )
     c.add_argument("-o", "--output", required=True, help="the .rmsmp file to write")
     r = command("run", _run, "run a Program on an input .npy")
     r.add_argument("program")

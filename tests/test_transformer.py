@@ -164,3 +164,21 @@ def test_hybrid_file_round_trips(tmp_path) -> None:
     a, b = run_hybrid(back, inputs), run_hybrid(prog, inputs)
     assert all(np.array_equal(x, y) for x, y in zip(a.outputs, b.outputs, strict=True))
     assert a.device_cycles == b.device_cycles
+
+
+def test_rmsmp_run_takes_a_hybrid_file(tmp_path, capsys) -> None:
+    from rmsmp.cli import main
+
+    _, graph, inputs, _ = _encoder_case(0)
+    prog = lower_hybrid(graph, AccelConfig.for_board("tiny"), 2)
+    prog.save(tmp_path / "enc.rmsmp")
+    np.savez(tmp_path / "x.npz", *inputs)
+    argv = ["run", str(tmp_path / "enc.rmsmp"), "--input", str(tmp_path / "x.npz")]
+    assert main([*argv, "-o", str(tmp_path / "y")]) == 0
+    text = capsys.readouterr().out
+    assert np.array_equal(np.load(tmp_path / "y.npy"), graph.evaluate(inputs)[0])
+    assert "device cycles (predicted by the cycle model)" in text and "softmax" in text
+    np.savez(tmp_path / "bad.npz", inputs[0])
+    argv[-1] = str(tmp_path / "bad.npz")
+    assert main([*argv, "-o", str(tmp_path / "z")]) == 2
+    assert "takes 2 input(s)" in capsys.readouterr().err
