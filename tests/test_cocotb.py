@@ -17,7 +17,8 @@ from rmsmp.compiler.lower import lower
 from rmsmp.host.runtime import run_with_stats
 from rmsmp.hw.csr import Csr
 from rmsmp.hw.generate import TOP_NAME, generate, to_verilog
-from rmsmp.hw.pe import DotRow, PairRow
+from rmsmp.hw.pe import FIXED4, DotRow, PairRow
+from rmsmp.hw.pe_lut import LutMulRow
 
 COCOTB_DIR = Path(__file__).parent / "cocotb"
 PE_COLS = 4
@@ -97,6 +98,23 @@ def test_pe_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt_name: str) 
         "test_pe_cocotb",
         {
             "RMSMP_PE_FORMAT": fmt_name,
+            "RMSMP_PE_COLS": str(PE_COLS),
+            "RMSMP_PE_ACT_BITS": str(PE_ACT_BITS),
+        },
+    )
+
+
+def test_pe_lut_mul_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Fixed-4 row multiplied in LUTs, on the PE row testbench: every code times every
+    activation, extremes, random vectors."""
+    _simulate(
+        tmp_path,
+        monkeypatch,
+        LutMulRow(PE_COLS, PE_ACT_BITS),
+        "lut_mul_row",
+        "test_pe_cocotb",
+        {
+            "RMSMP_PE_FORMAT": FIXED4.name,
             "RMSMP_PE_COLS": str(PE_COLS),
             "RMSMP_PE_ACT_BITS": str(PE_ACT_BITS),
         },
