@@ -209,15 +209,35 @@ def requant_multiplier(real: float) -> tuple[int, int]:
     return quantize_multiplier(real / (1 << BIAS_FRAC_BITS))
 
 
+def round_sum_int64(terms: list[tuple[_Int, _Int]], shift: _Int) -> _Int | None:
+    """Exact ``floor((sum a*b + 2^(s-1)) / 2^s)`` (s = 0: the plain sum) in int64, or None
+    where int64 cannot hold it.
+
+    Written with integer operators only (``*``, ``+``, ``&``, ``<<``, ``>>``), so numpy int64
+    arrays and torch int64 tensors (the exact fake-quant models) take this one definition.
+    Two paths: the products directly when they provably fit; each ``a`` split into 16-bit
+    halves when every shift is at least 16 (what requant's 2^16 bias scaling gives).
+    """
+
+    def mag(x: _Int) -> int:
+        return int(abs(x).max()) if math.prod(x.shape) else 0
+
+    half = ((shift * 0 + 1) << shift) >> 1
+    if sum(mag(a) * mag(b) for a, b in terms) < _INT64_SAFE:
+        return (sum(a * b for a, b in terms) + half) >> shift
+    if int(shift.min()) >= 16 and sum((mag(a) // 65536 + 1) * mag(b) for a, b in terms) < (
+        _INT64_SAFE
+    ):
+        high = sum((a >> 16) * b for a, b in terms)
+        low = sum((a & 0xFFFF) * b for a, b in terms) + half
+        return (high + (low >> 16)) >> (shift - 16)
+    return None
+
+
 def _round_sum(
     terms: list[tuple[np.ndarray, np.ndarray]], shift: np.ndarray, shape: tuple[int, ...]
 ) -> np.ndarray:
-    """Exact ``floor((sum a*b + 2^(s-1)) / 2^s)`` (s = 0: the plain sum) over ``terms``.
-
-    Three exact paths, fastest first: int64 when the products provably fit; int64 with each
-    ``a`` split into 16-bit halves when every shift is at least 16 (what requant's 2^16 bias
-    scaling gives); Python integers otherwise.
-    """
+    """``round_sum_int64`` over numpy ``terms``, in Python integers where int64 cannot hold it."""
     arrs = [
         (
             np.broadcast_to(np.asarray(a, np.int64), shape),
@@ -226,20 +246,9 @@ def _round_sum(
         for a, b in terms
     ]
     shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), shape)
-
-    def mag(x: np.ndarray) -> int:
-        return int(np.abs(x).max()) if x.size else 0
-
-    if sum(mag(a) * mag(b) for a, b in arrs) < _INT64_SAFE:
-        return rounding_shift(sum(a * b for a, b in arrs), shift)
-    if (
-        shift.size
-        and int(shift.min()) >= 16
-        and sum((mag(a) // 65536 + 1) * mag(b) for a, b in arrs) < _INT64_SAFE
-    ):
-        high = sum((a >> 16) * b for a, b in arrs)
-        low = sum((a & 0xFFFF) * b for a, b in arrs) + np.left_shift(np.int64(1), shift - 1)
-        return np.right_shift(high + (low >> 16), shift - 16)
+    out = round_sum_int64(arrs, shift)
+    if out is not None:
+        return out
     p = sum(a.astype(object) * b.astype(object) for a, b in arrs)
     return rounding_shift(p, shift)
 

@@ -1,15 +1,16 @@
 """Integer export vs fake-quant on the CIFAR-10 (JPEG copy) test set, per QAT checkpoint.
 
 For each ResNet-20 checkpoint under benchmarks/results/ckpt (or those given), exports the integer
-graph and counts the test images whose integer prediction equals the fake-quant model's (run in
-float32, as trained, and in float64). Prints a table, writes benchmarks/results/export.json (one
-row per checkpoint file; fp32 and Brevitas checkpoints, float or 8-bit ends, are skipped).
+graph and counts the test images whose integer prediction equals the fake-quant model's: the
+exact eval-mode model (``exact_qat``, int64 requant; its logits are also compared bit for bit,
+and the first layer whose integers differ is named) and the float32 fake-quant path as trained.
+Prints a table, writes benchmarks/results/export.json (one row per checkpoint file; fp32 and
+Brevitas checkpoints, float or 8-bit ends, are skipped).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from collections.abc import Iterable
@@ -19,10 +20,24 @@ import numpy as np
 import torch
 from readme import replace_block
 
+from rmsmp.compiler import exact
 from rmsmp.compiler.export import export_qat
+from rmsmp.compiler.ir import IntGraph
 from rmsmp.compiler.train import batches, load_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def first_divergence(graph: IntGraph, x_int: np.ndarray) -> str | None:
+    """Name of the first node whose exact torch integers differ from ``IntGraph.evaluate``'s."""
+    got = exact.outputs(graph, torch.from_numpy(x_int))
+    ref = [x_int]
+    for i, node in enumerate(graph.layers):
+        res = getattr(node, "res_from", None)
+        ref.append(node.evaluate(ref[graph.source(i) + 1], None if res is None else ref[res + 1]))
+        if not np.array_equal(got[i + 1].numpy(), ref[-1]):
+            return node.name
+    return None
 
 
 def check(path: Path, batch: int = 250) -> dict:
@@ -30,42 +45,55 @@ def check(path: Path, batch: int = 250) -> dict:
     model, ck = load_checkpoint(path)
     model.eval()
     graph = export_qat(model)
-    m64 = copy.deepcopy(model).double()
     t0 = time.perf_counter()
-    agree32 = agree64 = correct_int = correct_fq = n = 0
+    agree_exact = agree32 = equal = correct_int = correct_fq = n = 0
+    diverge = None
     for x, y in batches("test", batch, False, np.random.default_rng(0)):
+        x_int = graph.quantize_input(x.numpy())
+        logits = graph.evaluate(x_int)
         with torch.no_grad():
-            p32 = model(x).argmax(1).numpy()
-            p64 = m64(x.double()).argmax(1).numpy()
-        pint = graph.evaluate(graph.quantize_input(x.numpy())).argmax(1)
+            fq = model(x).numpy()
+            p32 = model.float_forward(x).argmax(1).numpy()
+        same = (fq == logits * graph.output_scale).all(1)
+        if diverge is None and not same.all():
+            diverge = first_divergence(graph, x_int[~same])
+        pint = logits.argmax(1)
+        equal += int(same.sum())
+        agree_exact += int((pint == fq.argmax(1)).sum())
         agree32 += int((pint == p32).sum())
-        agree64 += int((pint == p64).sum())
         correct_int += int((pint == y.numpy()).sum())
-        correct_fq += int((p32 == y.numpy()).sum())
+        correct_fq += int((fq.argmax(1) == y.numpy()).sum())
         n += len(y)
     return {
         "checkpoint": path.name,
         "method": ck["method"],
         "images": n,
+        "agree_exact_fakequant": agree_exact / n,
+        "logits_equal_exact": equal / n,
+        "first_diverging_layer": diverge,
         "agree_fp32_fakequant": agree32 / n,
-        "agree_fp64_fakequant": agree64 / n,
         "top1_integer": 100 * correct_int / n,
         "top1_fakequant": 100 * correct_fq / n,
         "seconds": time.perf_counter() - t0,
     }
 
 
+def _pct(r: dict, key: str) -> str:
+    return f"{100 * r[key]:.2f}%" if key in r else "not rerun"
+
+
 def markdown(rows: Iterable[dict]) -> str:
-    """The README's table: one row per checked checkpoint."""
+    """The README's table: one row per checked checkpoint (older rows lack the exact model)."""
     lines = [
-        "| checkpoint | images | agree (fp32) | agree (fp64) | integer top-1 | fake-quant top-1 |",
-        "|---|---|---|---|---|---|",
+        "| checkpoint | images | agree (exact) | logits equal (exact) | agree (fp32 float path) "
+        "| integer top-1 | fake-quant top-1 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: r["checkpoint"]):
         lines.append(
-            f"| {r['checkpoint']} | {r['images']} | {100 * r['agree_fp32_fakequant']:.2f}% "
-            f"| {100 * r['agree_fp64_fakequant']:.2f}% | {r['top1_integer']:.2f} "
-            f"| {r['top1_fakequant']:.2f} |"
+            f"| {r['checkpoint']} | {r['images']} | {_pct(r, 'agree_exact_fakequant')} "
+            f"| {_pct(r, 'logits_equal_exact')} | {_pct(r, 'agree_fp32_fakequant')} "
+            f"| {r['top1_integer']:.2f} | {r['top1_fakequant']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -95,12 +123,14 @@ def main() -> int:
         rows = recorded() | {path.name: row}
         out.write_text(json.dumps(sorted(rows.values(), key=lambda r: r["checkpoint"]), indent=1))
     rows = recorded()
-    head = f"{'checkpoint':<30}{'agree f32':>10}{'agree f64':>10}{'int top-1':>10}{'fq top-1':>10}"
-    print(head)
+    head = f"{'checkpoint':<32}{'exact':>8}{'logits':>8}{'float32':>9}{'int top-1':>10}"
+    print(head + f"{'fq top-1':>10}  first diverging layer")
     for r in sorted(rows.values(), key=lambda r: r["checkpoint"]):
         print(
-            f"{r['checkpoint']:<30}{r['agree_fp32_fakequant']:>10.4f}"
-            f"{r['agree_fp64_fakequant']:>10.4f}{r['top1_integer']:>10.2f}{r['top1_fakequant']:>10.2f}"
+            f"{r['checkpoint']:<32}{_pct(r, 'agree_exact_fakequant'):>8}"
+            f"{_pct(r, 'logits_equal_exact'):>8}{_pct(r, 'agree_fp32_fakequant'):>9}"
+            f"{r['top1_integer']:>10.2f}{r['top1_fakequant']:>10.2f}  "
+            f"{r.get('first_diverging_layer') or '-'}"
         )
     return 0
 

@@ -213,7 +213,8 @@ def export_qat(
             "QAT-prepared CIFAR ResNet from rmsmp.compiler.methods.prepare); use "
             "export(quantize(...)) for float models"
         )
-    cap = capture(model.eval(), torch.zeros(1, *input_shape))
+    dtype = next(model.parameters()).dtype
+    cap = capture(model.eval(), torch.zeros(1, *input_shape, dtype=dtype))
     grids = _Grids(cap)
     logit_step = None
     if logits_from is not None:

@@ -2,8 +2,9 @@
 
 ``quantize`` captures the model as a DAG of fused steps (``capture``), folds BatchNorm, assigns
 a weight format to every output row (``assign``), picks per-row scales, calibrates activation
-scales on an example batch, and builds a ``QuantizedModel`` whose float64 forward is the integer
-model of ``numerics.requant``: each row's scale is snapped so that alpha * s_in / s_out is the
+scales on an example batch, and builds a ``QuantizedModel`` (in eval mode) whose forward is the
+integer model of ``numerics.requant`` in int64 ops (``exact``; its training-mode forward is the
+float64 twin of it): each row's scale is snapped so that alpha * s_in / s_out is the
 dyadic mult * 2^F / 2^shift the hardware applies (F = ``numerics.BIAS_FRAC_BITS``, the bias's
 fractional bits); a residual enters on its own dyadic ratio res_mult * 2^F / 2^shift; pooling
 works on the integers themselves.
@@ -25,6 +26,7 @@ from ..arch import numerics
 from ..arch.config import AccelConfig
 from ..arch.numerics import BIAS_BITS, BIAS_FRAC_BITS, FORMATS
 from ..boards import target_config
+from . import exact
 from .assign import assign_rows, best_scale, check_ratio, nearest_level
 from .capture import Step, UnsupportedLayerError, capture
 
@@ -106,7 +108,8 @@ class QuantLayer(QuantNode):
     Fake-quant view: the input is a float tensor on the ``s_in`` grid; the output is
     clamp(round(y / s_out + r), lo, hi) * s_out with y the float conv of the dequantized weights
     w_int * alpha plus bias_int * alpha * s_in / 2^F. Since alpha * s_in / s_out =
-    mult * 2^F / 2^shift exactly, this is the integer requantisation up to float64 rounding.
+    mult * 2^F / 2^shift exactly, this is the integer requantisation up to float64 rounding:
+    the training-mode (float) path. In eval mode (``exact``) it is the integer layer itself.
     With a residual, r is the residual's integers times res_mult * 2^F / 2^shift, the dyadic
     ratio of its scale to ``s_out`` that the integer add applies (exact in float64).
     """
@@ -171,12 +174,41 @@ class QuantLayer(QuantNode):
         return r * self._row_view(ratio)
 
     def forward(self, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
+        if self.res_from is not None and res is None:
+            raise ValueError(f"layer {self.name!r} adds a residual; pass it")
+        if not self.training:
+            return self.exact(x, res)
         z = self.pre_activation(x) / self.s_out
         if self.res_from is not None:
-            if res is None:
-                raise ValueError(f"layer {self.name!r} adds a residual; pass it")
             z = z + self.residual(res)
         return _round_half_up(z).clamp(self.lo, self.hi) * self.s_out
+
+    def exact(self, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
+        """The eval-mode output: the integer layer in int64 ops (``exact``), times ``s_out``.
+
+        ``x`` (and ``res``) lie on their grids, so dividing by the scale and rounding recovers
+        their integers exactly.
+        """
+        x_int = torch.round(x.to(torch.float64) / self.s_in).to(torch.int64)
+        acc = exact.accumulate(
+            self.name, self.kind, x_int, self.w_int, self.stride, self.padding, self.flatten
+        )
+        r = None
+        if self.res_from is not None:
+            r_int = torch.round(res.to(torch.float64) / self.res_scale).to(torch.int64)
+            r = exact.shortcut(r_int, self.res_stride, self.res_pad)
+        out = exact.requant(
+            self.name,
+            acc,
+            self.bias_int,
+            self.mult,
+            self.shift,
+            self.lo,
+            self.hi,
+            r,
+            self.res_mult if r is not None else None,
+        )
+        return out.to(torch.float64) * self.s_out
 
     def extra_repr(self) -> str:
         return (
@@ -413,7 +445,7 @@ def quantize(
     steps = capture(model, example_input).steps
     qmodel = QuantizedModel(
         [], _max_scale(example_input.abs(), INPUT_HI), tuple(example_input.shape[1:]), ratio
-    )
+    ).eval()
     outs = [qmodel.quantize_input(example_input)]
     scales = [qmodel.input_scale]
     for i, step in enumerate(steps):
@@ -424,7 +456,7 @@ def quantize(
             layer = _quantize_layer(step, x, s_in, ratio, act_bits, res, src)
         else:
             layer = _quantize_pool(step, s_in, src)
-        qmodel.layers.append(layer)
+        qmodel.layers.append(layer.eval())
         outs.append(layer(x, None if res is None else res[0]))
         scales.append(layer.s_out)
     return qmodel

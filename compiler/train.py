@@ -17,6 +17,7 @@ from torch import nn
 
 from .data import cifar10_raw, normalize
 from .ddp import World, all_sum, from_main, init_world, shard, wrap
+from .exact_qat import exact_eval
 from .methods import method, prepare, reassign
 from .models.resnet_cifar import load_resnet20, resnet20
 from .qat import STEP_INITS, init_act_steps, init_steps_absmax, scale_step_gradients
@@ -199,7 +200,8 @@ def build(
     sens = None
     if sensitivity != "none" and assignment is None:
         sens = row_sensitivity(model, sensitivity)
-    return model, prepare(model, m, calib, assignment, sens, split_rule)
+    assignment = prepare(model, m, calib, assignment, sens, split_rule)
+    return (model if m.ratio is None else exact_eval(model)), assignment
 
 
 def read_checkpoint(path: str | Path) -> dict:
