@@ -22,6 +22,7 @@ import numpy as np
 from ...arch import AccelConfig
 from ...host.tensors import InputFold, chunks
 from ..ir import IntGraph, IntLayer
+from .checks import CompileError
 from .costs import PassCosts
 from .planning import plan_passes
 from .tiling import candidates
@@ -131,12 +132,16 @@ def first_layer_cost(graph: IntGraph, cfg: AccelConfig, batch: int) -> tuple[int
 
 def choose_fold(graph: IntGraph, cfg: AccelConfig, batch: int) -> InputFold | None:
     """The fold of the first layer with the fewest estimated cycles (then DMA bytes), or None
-    where leaving it alone is as fast."""
+    where leaving it alone is as fast. A fold the lowering would refuse (its spread weights
+    could overflow the accumulator) is skipped."""
     if not foldable(graph, cfg):
         return None
     best, best_cost = None, first_layer_cost(graph, cfg, batch)
     for fold in fold_candidates(graph, cfg):
-        cost = first_layer_cost(folded_graph(graph, fold), cfg, batch)
+        try:
+            cost = first_layer_cost(folded_graph(graph, fold), cfg, batch)
+        except CompileError:
+            continue
         if cost < best_cost:
             best, best_cost = fold, cost
     return best
