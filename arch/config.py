@@ -346,6 +346,36 @@ PRESETS: dict[str, AccelConfig] = {
         requant_lanes=9,
         clock_mhz=125.0,
     ),
+    # The strongest Fixed-4-only designs (benchmarks/presets.py): packed DSP rows plus Fixed-4
+    # rows multiplied in LUTs (RowGroup.lut_rows, hw/pe_lut.py), the largest such array within
+    # the mixed arrays' budget (85% of LUT and DSP). XC7Z020: 24x24, 10 DSP rows and 14 LUT
+    # rows, estimated 82% of the LUTs, 75% of the DSP48E1s, 69% of the BRAM.
+    "pynq-z1-fixed4-fill": AccelConfig(
+        name="pynq-z1-fixed4-fill",
+        groups=(RowGroup("fixed4", 24, lut_rows=14),),
+        cols=24,
+        w_depth=512,
+        x_depth=8192,
+        acc_depth=256,
+        out_depth=256,
+        q_depth=64,
+        requant_lanes=6,
+        clock_mhz=100.0,
+    ),
+    # XC7Z045: 56x56, 22 DSP rows and 34 LUT rows, estimated 83% of the LUTs, 79% of the
+    # DSP48E1s, 51% of the BRAM.
+    "zc706-fixed4-fill": AccelConfig(
+        name="zc706-fixed4-fill",
+        groups=(RowGroup("fixed4", 56, lut_rows=34),),
+        cols=56,
+        w_depth=1024,
+        x_depth=8192,
+        acc_depth=512,
+        out_depth=512,
+        q_depth=64,
+        requant_lanes=14,
+        clock_mhz=125.0,
+    ),
     # Not a board: a small instance for fast simulation, every scheme, tiny buffers so tiling
     # is exercised.
     "tiny": AccelConfig(

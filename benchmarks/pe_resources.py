@@ -1,10 +1,10 @@
 """Per-PE and per-unit FPGA resources from Yosys ``synth_xilinx``, and the resource model's data.
 
-PE units (``arch.layout.pe_units``: one PoT-4, SP2-4, Fixed-4 or Fixed-8 row, or a packed Fixed-4
-pair) are synthesized alone at every preset's width; the model takes each unit's cost as
-``a + b * cols`` (least squares over those widths). The other units are each module of a
-preset's generated Verilog, synthesized with the modules it instantiates as port-only
-blackboxes, so that every cell is counted once: requant lanes per lane, the rest (buffers,
+PE units (``arch.layout.pe_units``: one PoT-4, SP2-4, Fixed-4 or Fixed-8 row, a packed Fixed-4
+pair, or a Fixed-4 row multiplied in LUTs) are synthesized alone at every preset's width; the model
+takes each unit's cost as ``a + b * cols`` (least squares over those widths). The other units are
+each module of a preset's generated Verilog, synthesized with the modules it instantiates as port-
+only blackboxes, so that every cell is counted once: requant lanes per lane, the rest (buffers,
 fetch, load, store, DMA ports, queues, registers, compute control with its accumulators, the
 array's input registers) as ``a + b * rows`` over ``--unit-presets`` (tiny and pynq-z1: zc706's
 buffers alone keep Yosys busy for over half an hour, so its rest is extrapolated).
@@ -34,18 +34,21 @@ from readme import replace_block
 from resources import parse_stat, utilisation
 from timing import CACHE, SYNTH, command_line, source_label, synthesize
 
-from rmsmp.arch import PRESETS, AccelConfig, weight_format
-from rmsmp.arch.layout import PAIRED_FORMAT, row_formats
+from rmsmp.arch import PRESETS, AccelConfig
+from rmsmp.arch.layout import LUT_MUL_FORMAT, PAIRED_FORMAT, PeUnit, row_formats
 from rmsmp.boards import resources as model
 from rmsmp.hw.generate import to_verilog, verilog_text
-from rmsmp.hw.pe import DotRow, PairRow
+from rmsmp.hw.mac_array import unit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 PE_TOP = "pe"
 ACT_BITS = 8
-KINDS = [(f, 1) for f in model.FORMAT_ORDER] + [(PAIRED_FORMAT, 2)]
-"""Every PE unit kind: each format as a single row, and the packed pair."""
+KINDS = [PeUnit(f, 1) for f in model.FORMAT_ORDER] + [
+    PeUnit(PAIRED_FORMAT, 2),
+    PeUnit(LUT_MUL_FORMAT, 1, lut_mul=True),
+]
+"""Every PE unit kind: each format as a single row, the packed pair and the LUT multiplier."""
 KEYS = {"lut": "lut", "ff": "ff", "dsp": "dsp48e1", "bram36": "bram36_equiv"}
 """Model resource name -> ``resources.utilisation`` key."""
 PE_MODULE = re.compile(r"\.array\.pe\d+$")
@@ -58,13 +61,6 @@ def counts(text: str, top: str, cache: Path) -> dict[str, float]:
     """Model resources (and CARRY4) of ``top`` in ``text`` after synth_xilinx."""
     use = utilisation(parse_stat(synthesize(text, top, cache).stat.read_text()))
     return {**{k: use[v] for k, v in KEYS.items()}, "carry4": use["carry4"]}
-
-
-def pe_unit(fmt: str, rows: int, cols: int) -> DotRow | PairRow:
-    """A pipelined PE unit as the array instantiates it."""
-    if rows == 2:
-        return PairRow(cols, ACT_BITS, pipelined=True)
-    return DotRow(weight_format(fmt), cols, ACT_BITS, pipelined=True)
 
 
 def modules(text: str) -> dict[str, list[str]]:
@@ -200,25 +196,42 @@ def main() -> int:
         default=["tiny", "pynq-z1"],
         help="presets whose modules calibrate the rest (zc706's buffers take Yosys over 30 min)",
     )
+    p.add_argument(
+        "--units-from",
+        type=Path,
+        help="take the other units' counts from this earlier pe_resources.json instead of "
+        "synthesizing them (refits the PE units only)",
+    )
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        help="with --units-from: synthesize only these PE kinds (e.g. fixed4-lutx1), the others' "
+        "counts taken from that file too",
+    )
     p.add_argument("--cache", type=Path, default=CACHE)
     p.add_argument("--out", type=Path, default=RESULTS / "pe_resources.json")
     p.add_argument("--model", type=Path, default=model.MODEL_FILE)
     p.add_argument("--readme", action="store_true", help="only rewrite the README's PE table")
     args = p.parse_args()
+    if args.kinds and not args.units_from:
+        p.error("--kinds needs --units-from (where the other kinds' counts come from)")
     if args.readme:
         replace_block("pe-table", readme_table())
         return 0
 
     presets = dict(PRESETS)
     widths = sorted({c.cols for c in presets.values()})
+    earlier = json.loads(args.units_from.read_text()) if args.units_from else {}
     pe: dict[str, dict] = {}
-    for fmt, rows in KINDS:
-        kind = model.unit_kind(fmt, rows)
+    if args.kinds:
+        pe = {k: {int(c): v for c, v in by.items()} for k, by in earlier["pe"].items()}
+    for u in KINDS:
+        kind = model.unit_kind(*u)
+        if args.kinds and kind not in args.kinds:
+            continue
         pe[kind] = {}
         for cols in widths:
-            pe[kind][cols] = counts(
-                to_verilog(pe_unit(fmt, rows, cols), PE_TOP), PE_TOP, args.cache
-            )
+            pe[kind][cols] = counts(to_verilog(unit(u, cols, ACT_BITS), PE_TOP), PE_TOP, args.cache)
             print(f"{kind} x {cols}: {pe[kind][cols]}", flush=True)
     before = {}
     if args.before_rev:
@@ -226,8 +239,8 @@ def main() -> int:
         for fmt in model.FORMAT_ORDER:
             text = old_pe_verilog(args.before_rev, fmt, cols)
             before[model.unit_kind(fmt, 1)] = {cols: counts(text, PE_TOP, args.cache)}
-    units = {}
-    for name in args.unit_presets:
+    units = earlier.get("units", {})
+    for name in [] if args.units_from else args.unit_presets:
         cfg = presets[name]
         print(f"units of {name}:", flush=True)
         units[name] = preset_units(cfg, args.cache)
@@ -237,8 +250,9 @@ def main() -> int:
     for kind, by_cols in pe.items():
         coef["pe"][kind], residual["pe"][kind] = {}, {}
         for res in KEYS:
+            xs = sorted(by_cols)
             coef["pe"][kind][res], residual["pe"][kind][res] = fit(
-                widths, [by_cols[c][res] for c in widths]
+                xs, [by_cols[c][res] for c in xs]
             )
     lanes = [m for mods in units.values() for n, m in mods.items() if unit_group(n) == "lane"]
     coef["lane"] = {r: round(float(np.mean([m[r] for m in lanes])), 1) for r in KEYS}
@@ -250,16 +264,18 @@ def main() -> int:
         "about": "rmsmp.boards.resources coefficients, from benchmarks/pe_resources.py",
         "tool": f"yosys {SYNTH.format(top='<module>')} (Debian 0.23)",
         "source": f"rmsmp {source_label()}",
+        "units_source": f"{earlier['source']} ({args.units_from})" if earlier else None,
+        "kinds_synthesized": args.kinds or "all",
         **coef,
     }
     args.model.write_text(json.dumps(data, indent=1) + "\n")
     model.load.cache_clear()
 
     table = []
-    for fmt, rows in KINDS:
-        kind = model.unit_kind(fmt, rows)
+    for u in KINDS:
+        kind = model.unit_kind(*u)
         cols = presets["pynq-z1"].cols
-        row = {"kind": kind, "cols": cols, "after": per_mac(pe[kind][cols], cols * rows)}
+        row = {"kind": kind, "cols": cols, "after": per_mac(pe[kind][cols], cols * u.rows)}
         if kind in before:
             row["before"] = per_mac(before[kind][cols], cols)
         table.append(row)
@@ -277,7 +293,7 @@ def main() -> int:
     if before and whole["board"] in presets:
         cfg = presets[whole["board"]]
         old_pe = {k: {r: v[cfg.cols][r] for r in KEYS} for k, v in before.items()}
-        est = model.estimate(cfg, old_pe, [(f, 1) for f in row_formats(cfg)])
+        est = model.estimate(cfg, old_pe, [PeUnit(f, 1) for f in row_formats(cfg)])
         check = {
             "board": whole["board"],
             "whole_preset": {r: whole[KEYS[r]] for r in KEYS},
@@ -292,6 +308,8 @@ def main() -> int:
         "before_rev": args.before_rev,
         "per_mac": table,
         "units": units,
+        "units_source": data["units_source"],
+        "kinds_synthesized": data["kinds_synthesized"],
         "fit_max_residual": residual,
         "estimates": {n: model.estimate(c).as_dict() for n, c in presets.items()},
         "crosscheck": check,

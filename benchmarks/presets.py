@@ -1,4 +1,4 @@
-"""Size each board's presets from the resource model: the mixed array and its Fixed-4 baseline.
+"""Size each board's presets from the resource model: the mixed array and its Fixed-4 baselines.
 
 For every array size R (R PE rows x R columns) and every split of the rows into PoT-4 : Fixed-4 :
 Fixed-8 (Fixed-8 held at about 5% of the rows, at least one, as the paper's ratios have it), the
@@ -7,10 +7,14 @@ DSP48E1 and BRAM36 at the board preset's buffer depths. The mixed preset is the 
 best split keeps LUT and DSP within ``--fill`` of the part (default 85%), the split chosen to fill
 both as evenly as possible; the ratio that falls out is compared with the paper's (60:35:5 on
 XC7Z020, 65:30:5 on XC7Z045). ``fixed4-dsp`` is the largest all-Fixed-4 array on packed DSPs
-within the same budget. R steps by 4 and the requant lanes are the divisor of R nearest R/4,
-so a 1x1 layer waits about 4 cycles per output. Prints the table and writes
-benchmarks/results/presets.json; the ``-fill`` and ``-fixed4-dsp`` presets in ``arch/config.py``
-are copied from it, and tests/test_presets.py holds them to the budget.
+within the same budget; ``fixed4-fill`` the largest all-Fixed-4 array of packed DSP rows plus
+Fixed-4 rows multiplied in LUTs within the same LUT and DSP budget (the strongest Fixed-4-only
+design on the part; capped at the mixed preset's LUT share instead, XC7Z020's would be 20x20
+at about 62% of LUT and DSP, R stepping by 4). R steps by 4 and the requant
+lanes are the divisor of R nearest R/4, so a 1x1 layer waits about 4 cycles per output. Prints
+the table and writes
+benchmarks/results/presets.json; the ``-fill``, ``-fixed4-dsp`` and ``-fixed4-fill`` presets in
+``arch/config.py`` are copied from it, and tests/test_presets.py holds them to the budget.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rmsmp.arch import PRESETS, AccelConfig, RowGroup
@@ -59,38 +64,56 @@ def fits(u: dict[str, float], fill: float) -> bool:
     return u["lut"] <= fill and u["dsp"] <= fill and u["ff"] <= 1 and u["bram36"] <= 1
 
 
+def largest(
+    name: str, fill: float, candidates: Iterable[AccelConfig], what: str
+) -> tuple[AccelConfig, dict[str, float]]:
+    """The candidate with the most rows within ``fill`` (``fits``), among those the one filling
+    LUT and DSP most evenly; and its usage."""
+    best = None
+    for cfg in candidates:
+        u = usage(cfg, name)
+        if fits(u, fill):
+            score = (cfg.rows, min(u["lut"], u["dsp"]))
+            if best is None or score > best[0]:
+                best = (score, cfg, u)
+    if best is None:
+        raise SystemExit(f"{name}: no {what} fits {fill:.0%} of the part")
+    return best[1], best[2]
+
+
 def mixed(name: str, fill: float) -> tuple[AccelConfig, dict[str, float]]:
     """The largest mixed array within ``fill`` (R a multiple of 4), its split filling LUT and
     DSP most evenly."""
-    base = PRESETS[name]
-    best = None
-    for rows in range(8, 80, LANES_PER_OUTPUT):
-        f8 = max(1, round(0.05 * rows))
-        for f4 in range(1, rows - f8):
-            groups = (RowGroup("pot4", rows - f4 - f8), RowGroup("fixed4", f4))
-            cfg = config(base, name, (*groups, RowGroup("fixed8", f8)))
-            u = usage(cfg, name)
-            if fits(u, fill):
-                score = (rows, min(u["lut"], u["dsp"]))
-                if best is None or score > best[0]:
-                    best = (score, cfg, u)
-    if best is None:
-        raise SystemExit(f"{name}: no mixed array fits {fill:.0%} of the part")
-    return best[1], best[2]
+
+    def candidates() -> Iterator[AccelConfig]:
+        for rows in range(8, 80, LANES_PER_OUTPUT):
+            f8 = max(1, round(0.05 * rows))
+            for f4 in range(1, rows - f8):
+                groups = (RowGroup("pot4", rows - f4 - f8), RowGroup("fixed4", f4))
+                yield config(PRESETS[name], name, (*groups, RowGroup("fixed8", f8)))
+
+    return largest(name, fill, candidates(), "mixed array")
 
 
 def fixed4_dsp(name: str, fill: float) -> tuple[AccelConfig, dict[str, float]]:
     """The largest all-Fixed-4 array (packed, two products per DSP48E1) within ``fill``."""
-    base = PRESETS[name]
-    best = None
-    for rows in range(4, 80, LANES_PER_OUTPUT):
-        cfg = config(base, f"{name}-fixed4-dsp", (RowGroup("fixed4", rows),))
-        u = usage(cfg, name)
-        if fits(u, fill):
-            best = (cfg, u)
-    if best is None:
-        raise SystemExit(f"{name}: no Fixed-4 array fits {fill:.0%} of the part")
-    return best
+    candidates = (
+        config(PRESETS[name], f"{name}-fixed4-dsp", (RowGroup("fixed4", rows),))
+        for rows in range(4, 80, LANES_PER_OUTPUT)
+    )
+    return largest(name, fill, candidates, "Fixed-4 array")
+
+
+def fixed4_fill(name: str, fill: float) -> tuple[AccelConfig, dict[str, float]]:
+    """The largest all-Fixed-4 array of packed DSP rows and LUT-multiplier rows
+    (``RowGroup.lut_rows``) within ``fill`` of LUT and DSP, the mixed array's budget, its split
+    filling LUT and DSP most evenly."""
+    candidates = (
+        config(PRESETS[name], f"{name}-fixed4-fill", (RowGroup("fixed4", rows, lut_rows),))
+        for rows in range(4, 120, LANES_PER_OUTPUT)
+        for lut_rows in range(rows + 1)
+    )
+    return largest(name, fill, candidates, "Fixed-4 fill array")
 
 
 def describe(cfg: AccelConfig, u: dict[str, float]) -> dict:
@@ -108,19 +131,25 @@ def describe(cfg: AccelConfig, u: dict[str, float]) -> dict:
     }
 
 
+def _group(g: RowGroup) -> str:
+    """A row group for the printed table, its LUT-multiplier rows named."""
+    return f"{g.fmt} x{g.rows}" + (f" ({g.lut_rows} in LUTs)" if g.lut_rows else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--fill", type=float, default=0.85, help="LUT and DSP budget (fraction)")
     args = p.parse_args(argv)
     rows = []
     for name in PAPER:
-        for cfg, u in (mixed(name, args.fill), fixed4_dsp(name, args.fill)):
+        sized = (mixed(name, args.fill), fixed4_dsp(name, args.fill), fixed4_fill(name, args.fill))
+        for cfg, u in sized:
             r = describe(cfg, u)
             rows.append(r)
             paper = ":".join(map(str, PAPER[name])) if cfg.name == name else "-"
             print(
                 f"{cfg.name:>18}: {cfg.rows}x{cfg.cols} ({cfg.peak_macs_per_cycle} MAC/cycle), "
-                f"{' '.join(f'{g.fmt} x{g.rows}' for g in cfg.groups)}, "
+                f"{' '.join(_group(g) for g in cfg.groups)}, "
                 f"{cfg.requant_lanes} lanes; ratio {r['ratio_pct']} (paper {paper}); "
                 + ", ".join(f"{k} {v:.0f}%" for k, v in r["use_pct"].items())
             )

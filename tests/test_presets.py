@@ -7,23 +7,39 @@ import pytest
 from rmsmp.arch import PRESETS
 from rmsmp.boards import resources
 from rmsmp.boards.devices import board
+from rmsmp.compiler.quant import resolve_ratio
 
 FILL = 0.85
 """The budget benchmarks/presets.py sizes them to (fraction of LUT and of DSP48E1)."""
+FILLING = {
+    "pynq-z1-fill": "pynq-z1",
+    "zc706-fill": "zc706",
+    "pynq-z1-fixed4-fill": "pynq-z1-fixed4-dsp",
+    "zc706-fixed4-fill": "zc706-fixed4-dsp",
+}
+"""Each device-filling preset and the smaller design it must outgrow."""
 
 
-@pytest.mark.parametrize(
-    "name", ["pynq-z1-fill", "pynq-z1-fixed4-dsp", "zc706-fill", "zc706-fixed4-dsp"]
-)
+@pytest.mark.parametrize("name", ["pynq-z1-fixed4-dsp", "zc706-fixed4-dsp", *FILLING])
 def test_sized_presets_fit_their_budget(name: str) -> None:
-    """Each fits within 85% of its part's LUTs and DSPs and within its BRAM; the mixed ones use
-    at least 70% of both (they fill the device), the Fixed-4 ones at least 70% of the DSPs."""
+    """Each fits within 85% of its part's LUTs and DSPs and within its BRAM; the filling ones
+    use at least 70% of both (they fill the device), the Fixed-4 DSP ones at least 70% of the
+    DSPs."""
     cfg = PRESETS[name]
     b = board(name.split("-fi")[0])
     est = resources.estimate(cfg)
     lut, dsp = est.lut / b.luts, est.dsp / b.dsps
     assert lut <= FILL and dsp <= FILL and est.bram36 <= b.bram36
     assert dsp >= 0.70
-    if name.endswith("-fill"):
+    if name in FILLING:
         assert lut >= 0.70
-        assert cfg.peak_macs_per_cycle > PRESETS[name.removesuffix("-fill")].peak_macs_per_cycle
+        assert cfg.peak_macs_per_cycle > PRESETS[FILLING[name]].peak_macs_per_cycle
+
+
+@pytest.mark.parametrize("name", ["pynq-z1-fixed4-fill", "zc706-fixed4-fill"])
+def test_fixed4_fill_is_fixed4_rows_on_dsps_and_luts(name: str) -> None:
+    """Both implementations are there, and the quantizer sees every row as Fixed-4."""
+    cfg = PRESETS[name]
+    (group,) = cfg.groups
+    assert group.fmt == "fixed4" and 0 < group.lut_rows < group.rows
+    assert resolve_ratio(cfg) == resolve_ratio(name) == {"fixed4": 1.0}
