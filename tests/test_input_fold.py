@@ -41,7 +41,7 @@ def _first_layer(seed: int, cfg: AccelConfig) -> tuple[IntGraph, np.ndarray]:
     pad = int(rng.integers(0, k // 2 + 1))
     shape = (c, int(rng.integers(k + 2, 16)), int(rng.integers(k + 2, 16)))
     specs = [
-        dict(kind="conv", n=int(rng.integers(2, 2 * cfg.rows)), kernel=k, stride=s, padding=pad),
+        dict(kind="conv", n=int(rng.integers(2, 24)), kernel=k, stride=s, padding=pad),
         dict(kind="conv", n=int(rng.integers(2, 12)), kernel=3, padding=1),
     ]
     graph = random_graph(rng, cfg, shape, specs)
