@@ -17,9 +17,11 @@ __all__ = [
     "ConfigError",
     "Program",
     "compile",
+    "from_qonnx",
     "quantize",
     "run",
     "run_with_stats",
+    "to_qonnx",
 ]
 
 
@@ -32,6 +34,10 @@ def __getattr__(name: str) -> Any:
         from .compiler.lower import compile_model
 
         return compile_model
+    if name in ("to_qonnx", "from_qonnx"):
+        from .compiler import qonnx_io
+
+        return getattr(qonnx_io, name)
     if name in ("run", "run_with_stats"):
         from .host import runtime
 

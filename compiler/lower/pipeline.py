@@ -139,15 +139,16 @@ def lower(graph: IntGraph, cfg: AccelConfig, batch: int) -> Program:
 
 
 def compile_model(qmodel: object, example_input: object, config: AccelConfig | str) -> Program:
-    """Export a quantized model to an IntGraph and lower it for ``config`` (or a board or preset
-    name, as ``rmsmp.boards.target_config`` reads it).
+    """Export a quantized model to an IntGraph (or take an IntGraph, e.g. ``rmsmp.from_qonnx``'s)
+    and lower it for ``config`` (or a board or preset name, as ``rmsmp.boards.target_config``
+    reads it).
 
     The batch size is ``example_input.shape[0]``.
     """
     from ..export import export
 
     cfg = config if isinstance(config, AccelConfig) else target_config(config)
-    graph = export(qmodel)
+    graph = qmodel if isinstance(qmodel, IntGraph) else export(qmodel)
     shape = tuple(int(i) for i in example_input.shape)  # type: ignore[attr-defined]
     if shape[1:] != tuple(graph.input_shape):
         raise CompileError(
