@@ -145,12 +145,19 @@ def assign_rows(w_rows: np.ndarray, ratio: dict[str, float]) -> list[str]:
     Relative (not absolute) error so that every row counts alike whatever its magnitude: the few
     8-bit rows go where 4-bit quantisation hurts most, PoT rows where its log grid fits.
     """
-    w = _as_rows(w_rows)
-    counts = row_counts(len(w), ratio)
+    return assign_tied([w_rows], ratio)
+
+
+def assign_tied(layers: list[np.ndarray], ratio: dict[str, float]) -> list[str]:
+    """One format per row shared by several layers' rows (row r of every layer gets format r),
+    meeting ``row_counts`` exactly and minimising the relative MSE summed over the layers: the
+    layers joined by identity shortcuts, whose channels then need no reordering between them."""
+    ws = [_as_rows(w) for w in layers]
+    counts = row_counts(len(ws[0]), ratio)
     names = [f for f, c in counts.items() if c > 0]
     if len(names) < 2:  # nothing to choose
-        return names * len(w)
-    return _solve(relative_costs(w, names), names, counts)
+        return names * len(ws[0])
+    return _solve(sum(relative_costs(w, names) for w in ws), names, counts)
 
 
 WIDE = "fixed8"

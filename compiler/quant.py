@@ -27,7 +27,7 @@ from ..arch.config import AccelConfig
 from ..arch.numerics import BIAS_BITS, BIAS_FRAC_BITS, FORMATS
 from ..boards import target_config
 from . import exact
-from .assign import assign_rows, best_scale, check_ratio, nearest_level
+from .assign import assign_rows, assign_tied, best_scale, check_ratio, nearest_level
 from .capture import Step, UnsupportedLayerError, capture
 
 PAPER_RATIO: dict[str, float] = {"pot4": 0.60, "fixed4": 0.35, "fixed8": 0.05}
@@ -339,13 +339,15 @@ def _quantize_layer(
     act_bits: int,
     res: tuple[torch.Tensor, float] | None,
     src: int | None,
+    formats: list[str] | None = None,
 ) -> QuantLayer:
     """The QuantLayer of one conv/linear step, calibrated on its fake-quant input ``x`` (and
-    residual ``res`` with its scale); the output scale fits the batch's largest value."""
+    residual ``res`` with its scale); the output scale fits the batch's largest value. Its rows
+    get ``formats`` if given, else their own best assignment."""
     w, b = _fold(step)
     n = w.shape[0]
     rows = w.reshape(n, -1).numpy()
-    formats = assign_rows(rows, ratio)
+    formats = assign_rows(rows, ratio) if formats is None else formats
     alpha = np.ones(n)
     w_int = np.zeros(rows.shape, dtype=np.int64)
     for f in dict.fromkeys(formats):
@@ -404,6 +406,37 @@ def _quantize_layer(
     return layer
 
 
+def tied_formats(steps: list[Step], ratio: dict[str, float]) -> dict[int, list[str]]:
+    """One row format assignment per group of conv/linear steps joined by identity shortcuts
+    (a step and the producer of the shortcut it adds, through pools), made on the group's rows
+    together (``assign_tied``), so the lowering places their channels alike and reads each
+    shortcut where it lies, without a copy pass. Step index -> its formats."""
+    parent: dict[int, int] = {}
+
+    def root(i: int) -> int:
+        while parent.get(i, i) != i:
+            i = parent[i]
+        return i
+
+    for i, step in enumerate(steps):
+        if step.res is None or step.res_stride != 1 or step.res_pad != 0:
+            continue
+        j = step.res
+        while j >= 0 and steps[j].kind in ("maxpool", "avgpool"):
+            j = steps[j].src
+        if j >= 0 and steps[j].kind in ("conv", "linear"):
+            parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in sorted({*parent, *parent.values()}):
+        groups.setdefault(root(i), []).append(i)
+    out = {}
+    for members in groups.values():
+        rows = [_fold(steps[m])[0].flatten(1).numpy() for m in members]
+        formats = assign_tied(rows, ratio)
+        out.update({m: formats for m in members})
+    return out
+
+
 def _quantize_pool(step: Step, scale: float, src: int | None) -> QuantNode:
     if step.kind == "maxpool":
         return QuantMaxPool(step.name, step.kernel, step.stride, step.padding, scale, src)
@@ -416,6 +449,7 @@ def quantize(
     example_input: torch.Tensor,
     ratio: dict[str, float] | str | AccelConfig | None = None,
     act_bits: int = 4,
+    tie_shortcuts: bool = False,
 ) -> QuantizedModel:
     """Quantize a CNN row-wise (post-training) into a fake-quant DAG equal to its integer graph.
 
@@ -425,7 +459,9 @@ def quantize(
     the paper's XC7Z020 60:35:5 PoT4:Fixed4:Fixed8), or a board name / AccelConfig whose row
     groups give it. Activations after a ReLU are unsigned ``act_bits``; other layer outputs and
     the network input are signed 8-bit; pools keep their input's grid. Scales are calibrated on
-    ``example_input`` (a batch). The model is not modified.
+    ``example_input`` (a batch). With ``tie_shortcuts`` the layers joined by identity shortcuts
+    share one row format assignment (``tied_formats``), which spares the accelerator a copy pass
+    per shortcut at some cost in weight error. The model is not modified.
     """
     ratio = resolve_ratio(ratio)
     if not isinstance(act_bits, int) or not 1 <= act_bits <= 7:
@@ -443,6 +479,7 @@ def quantize(
         raise ValueError("example_input contains NaN or inf")
     model = copy.deepcopy(model).eval()
     steps = capture(model, example_input).steps
+    tied = tied_formats(steps, ratio) if tie_shortcuts else {}
     qmodel = QuantizedModel(
         [], _max_scale(example_input.abs(), INPUT_HI), tuple(example_input.shape[1:]), ratio
     ).eval()
@@ -453,7 +490,7 @@ def quantize(
         src = None if step.src == i - 1 else step.src
         res = None if step.res is None else (outs[step.res + 1], scales[step.res + 1])
         if step.kind in ("conv", "linear"):
-            layer = _quantize_layer(step, x, s_in, ratio, act_bits, res, src)
+            layer = _quantize_layer(step, x, s_in, ratio, act_bits, res, src, tied.get(i))
         else:
             layer = _quantize_pool(step, s_in, src)
         qmodel.layers.append(layer.eval())
