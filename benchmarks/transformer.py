@@ -10,13 +10,16 @@ A.V as 1x1 convolutions with 8-bit weights: a lower bound, since a Program's wei
 and these would have to be written per sentence), and how far the integer path is from the
 fake-quant model (golden == HybridGraph.evaluate is checked on every sentence). With
 ``--rtl N`` the first N sentences also run on the Verilated RTL and must equal golden.
-Writes benchmarks/results/transformer.json.
+Writes benchmarks/results/transformer.json. Run it with OPENBLAS_NUM_THREADS=1 on a shared
+machine: a threaded BLAS under load took 1.5-2 s for one layer's attention matmuls that take
+43-120 ms on one thread.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -173,6 +176,7 @@ def main() -> None:
         "quantize_seconds": quant_s,
         "capture_seconds": capture_s,
         "lower_seconds": prog.meta["lower_seconds"],
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
         "command": "python benchmarks/transformer.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
     }
