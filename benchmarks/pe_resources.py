@@ -53,7 +53,7 @@ KEYS = {"lut": "lut", "ff": "ff", "dsp": "dsp48e1", "bram36": "bram36_equiv"}
 """Model resource name -> ``resources.utilisation`` key."""
 PE_MODULE = re.compile(r"\.array\.pe\d+$")
 LANE_MODULE = re.compile(r"\.compute\.rq\d+$")
-_INSTANCE = re.compile(r"^\s+\\?(\S+)\s+\\?\S+\s*\($")
+INSTANCE = re.compile(r"^\s+\\?(\S+)\s+\\?\S+\s*\($")
 _PORT = re.compile(r"^  (input|output|inout)\b")  # module level: functions indent further
 
 
@@ -87,7 +87,7 @@ def own_cells(mods: dict[str, list[str]], name: str) -> str:
     """Module ``name`` with the modules it instantiates as port-only blackboxes: synthesizing it
     counts the cells of that module alone."""
     parts = ["\n".join(mods[name])]
-    children = {m[1] for ln in mods[name] if (m := _INSTANCE.match(ln)) and m[1] in mods}
+    children = {m[1] for ln in mods[name] if (m := INSTANCE.match(ln)) and m[1] in mods}
     for lines in (mods[c] for c in sorted(children)):
         start = next(i for i, ln in enumerate(lines) if ln.startswith("module"))
         end = next(i for i in range(start, len(lines)) if lines[i].rstrip().endswith(");"))
