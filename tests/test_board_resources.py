@@ -56,6 +56,15 @@ def test_too_many_shift_rows_names_luts_and_the_overshoot() -> None:
     assert "xc7z020's 53,200; use fewer pot4 rows" in msg
 
 
+def test_too_many_lut_multiplier_rows_names_lut_rows() -> None:
+    cfg = _with_groups("pynq-z1", RowGroup("fixed4", 28, lut_rows=24), name="lutmul")
+    with pytest.raises(
+        BoardError, match=r"LUT, .* more than xc7z020's 53,200; use fewer fixed4 lut_rows"
+    ):
+        board("pynq-z1").check(cfg)
+    board("zc706").check(cfg)
+
+
 def test_too_many_fixed8_rows_names_dsps() -> None:
     cfg = _with_groups("pynq-z1", RowGroup("fixed8", 12), RowGroup("pot4", 8), name="dsp")
     with pytest.raises(BoardError, match=r"DSP48E1, .* more than xc7z020's 220; use fewer fixed8"):
