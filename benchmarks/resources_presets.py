@@ -120,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def write() -> None:
+        """Write every row so far, with the rows another run wrote meanwhile."""
+        now = json.loads(JSON.read_text()) if JSON.is_file() else {}
+        for r in now.get("presets", []):
+            rows.setdefault(r["preset"], r)
+        for c in now.get("crosscheck", []):
+            checks.setdefault(c["preset"], c)
         order = [n for n in NAMES if n in rows] + sorted(set(rows) - set(NAMES))
         out["presets"] = [rows[n] for n in order]
         out["crosscheck"] = list(checks.values())
