@@ -61,6 +61,50 @@ def attention_on_chip(cfg: AccelConfig, tokens: int, dh: int) -> dict[str, int]:
     return out
 
 
+LINEARS_JSON = RESULTS / "transformer_linears.json"
+
+
+def linear_costs(cfg: AccelConfig, tokens: int) -> list[dict]:
+    """Cycles of MiniLM's Linear shapes over ``tokens`` tokens, alone on ``cfg`` (batch 1,
+    random levels): rmsmp's 60:35:5 rows, and all rows Fixed-8 as the method keeps the first
+    and last Linear (``Method.keep_ends``)."""
+    rng = np.random.default_rng(0)
+    rmsmp = {"pot4": 0.60, "fixed4": 0.35, "fixed8": 0.05}
+    out = []
+    for name, k, n, ratio in (
+        ("query/key/value/output 384->384", 384, 384, rmsmp),
+        ("intermediate 384->1536", 384, 1536, rmsmp),
+        ("output 1536->384", 1536, 384, rmsmp),
+        ("first Linear 384->384, Fixed-8 end", 384, 384, {"fixed8": 1.0}),
+        ("last Linear 1536->384, Fixed-8 end", 1536, 384, {"fixed8": 1.0}),
+    ):
+        counts = {f: round(r * n) for f, r in ratio.items()}
+        counts["pot4" if "pot4" in counts else "fixed8"] += n - sum(counts.values())
+        fmts = [f for f, c in counts.items() for _ in range(c)]
+        w = np.stack([rng.choice(numerics.weight_format(f).levels(), size=(k, 1, 1)) for f in fmts])
+        ones = np.ones(n, np.int64)
+        mult, shift = numerics.requant_multiplier(1.0 / (k * 64))
+        layer = IntLayer(
+            name, "conv", w, fmts, 0 * ones, mult * ones, shift * ones, -128, 127, 1, 1
+        )
+        prog = lower(IntGraph([layer], (k, 1, tokens), 1.0), cfg, 1)
+        res = run_with_stats(prog, rng.integers(-128, 128, size=(1, k, 1, tokens)))
+        peak = cfg.rows * cfg.cols
+        out.append(
+            {
+                "board": cfg.name,
+                "tokens": tokens,
+                "linear": name,
+                "formats": counts,
+                "cycles": res.total_cycles,
+                "peak_bound_cycles": tokens * k * n / peak,
+                "mac_cycles": res.mac_cycles,
+            }
+        )
+        print(f"{name}: {res.total_cycles:,} cycles (peak bound {tokens * k * n / peak:,.0f})")
+    return out
+
+
 def readme_table(rows: list[dict]) -> str:
     """The README's MiniLM table from transformer.json's rows."""
     out = [
@@ -90,7 +134,13 @@ def main() -> None:
     ap.add_argument("--calib", type=int, default=32, help="calibration sentences (SST-2 train)")
     ap.add_argument("--rtl", type=int, default=0, help="sentences to run on RTL too")
     ap.add_argument("--readme", action="store_true", help="only rewrite the README table")
+    ap.add_argument("--linears", action="store_true", help="only MiniLM's Linear shapes alone")
     args = ap.parse_args()
+    if args.linears:
+        rows = linear_costs(AccelConfig.for_board(args.board), args.tokens)
+        LINEARS_JSON.write_text(json.dumps(rows, indent=1) + "\n")
+        print(f"-> {LINEARS_JSON}")
+        return
     if args.readme:
         replace_block("transformer", readme_table(json.loads(JSON.read_text())))
         return
