@@ -43,7 +43,10 @@ def accumulate(
             f"layer {name!r}: accumulators may reach 2^53, beyond exact float64 sums; use "
             "narrower weights or activations"
         )
-    dt = torch.float32 if bound < _FLOAT32_EXACT else torch.float64
+    # float32 only where it is IEEE float32: on a GPU (TF32 convolutions) or with a lowered
+    # matmul precision, sums of integers may be rounded
+    ieee = x.device.type == "cpu" and torch.get_float32_matmul_precision() == "highest"
+    dt = torch.float32 if bound < _FLOAT32_EXACT and ieee else torch.float64
     w, xf = wf.to(dt), x.to(dt)
     if kind == "linear":
         acc = F.linear(xf.flatten(1) if flatten else xf, w)
