@@ -345,7 +345,8 @@ class _Export:
         return _Value(self.emit(q), (scale, lo, hi))
 
     def example(self, i: int) -> torch.Tensor:
-        return self.rec.nodes[i].out
+        """The example value of recorded value ``i`` (-1 - k: input k)."""
+        return self.rec.nodes[i].out if i >= 0 else self.inputs[-1 - i]
 
     def sole_user(self, i: int) -> int | None:
         """The one node reading node ``i``, if exactly one does."""
@@ -403,7 +404,7 @@ class _Export:
             src = self.emit(op)
         layers = []
         s_in = grid[0]
-        lead = tuple(self.example_in(first).shape[1:-1])
+        lead = tuple(self.example(x).shape[1:-1])
         for k, (node, relu) in enumerate(chain):
             if k + 1 < len(chain):
                 q = chain[k + 1][0].module.aq
@@ -425,12 +426,6 @@ class _Export:
         vid = self.emit(DeviceOp(name, [src], graph, len(layers)))
         self.vals[end] = _Value(vid, (layers[-1].out_scale, layers[-1].lo, layers[-1].hi))
         self.done.add(i)
-
-    def example_in(self, node: _Node) -> torch.Tensor:
-        i = node.inputs[0]
-        if i >= 0:
-            return self.rec.nodes[i].out
-        return self.inputs[-1 - i]
 
 
 def _step(q: nn.Module) -> float:

@@ -182,3 +182,50 @@ def test_rmsmp_run_takes_a_hybrid_file(tmp_path, capsys) -> None:
     argv[-1] = str(tmp_path / "bad.npz")
     assert main([*argv, "-o", str(tmp_path / "z")]) == 2
     assert "takes 2 input(s)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_minilm_checkpoint_compiles_and_runs_through_the_cli(tmp_path, capsys) -> None:
+    """MiniLM (post-training rmsmp, W4A8) at 8 tokens on tiny: 36 Linears on chip, the output
+    within a few 8-bit steps of the fake-quant encoder's hidden state."""
+    from rmsmp.cli import main
+    from rmsmp.compiler.nlp import save_minilm
+    from rmsmp.compiler.tokenfront import encode, token_model
+
+    ck = save_minilm("rmsmp", tmp_path / "minilm.pt")
+    argv = ["compile", str(tmp_path / "minilm.pt"), "--board", "tiny", "--tokens", "8"]
+    assert main([*argv, "-o", str(tmp_path / "m.rmsmp")]) == 0
+    assert "36 device op(s) (36 Linear layers" in capsys.readouterr().out
+    xs = encode(["a gripping, funny film", "dull"], 8)
+    np.savez(tmp_path / "x.npz", *xs)
+    argv = ["run", str(tmp_path / "m.rmsmp"), "--input", str(tmp_path / "x.npz")]
+    assert main([*argv, "-o", str(tmp_path / "y")]) == 0
+    y = np.load(tmp_path / "y.npy")
+    with torch.no_grad():
+        fq = token_model(ck)(*(torch.from_numpy(a) for a in xs)).numpy()
+    keep = xs[1].astype(bool)
+    assert y.shape == fq.shape == (2, 8, 384)
+    assert np.abs(y - fq)[keep].mean() < 0.2
+
+
+def test_matmul_of_a_model_input_quantizes_it_on_a_calibrated_grid() -> None:
+    class SelfAttend(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(6, 6)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(x @ x.transpose(-1, -2), dim=-1) @ self.fc(x)
+
+    model = SelfAttend()
+    x = torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(3))
+    quantize(model, (x,), "rmsmp")
+    graph = capture_tokens(model, x)
+    quant = [op for op in graph.ops if isinstance(op, HostOp) and op.kind == "quantize"]
+    # x and x^T for x @ x^T (signed, one grid), fc's input, then the softmax output (unsigned)
+    assert [q.params["lo"] for q in quant] == [-128, -128, -128, 0]
+    assert quant[0].params["scale"] == quant[1].params["scale"]
+    assert quant[0].params["scale"] == pytest.approx(float(x.abs().max()) / 127)
+    prog = lower_hybrid(graph, AccelConfig.for_board("tiny"), 4)
+    res = run_hybrid(prog, [x.numpy()])
+    _check(graph, prog, [x.numpy()], res)
