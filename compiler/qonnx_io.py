@@ -534,7 +534,7 @@ class _Importer:
             padding=tuple(pads[:2]),
         )
         if len(node.input) > 2:
-            self.add_bias(node, acc[1], self.const(node, 2))
+            self.add_bias(node, acc[1], self.bias_input(node, 2))
         return acc
 
     def _linear(self, node: Any, w_t: bool) -> tuple:
@@ -551,11 +551,18 @@ class _Importer:
         if len(node.input) > 2:
             if self.attr(node, "beta", 1.0) != 1.0:
                 raise QonnxError(f"node {node.name!r}: Gemm's bias needs beta 1")
-            self.add_bias(node, acc[1], self.const(node, 2))
+            self.add_bias(node, acc[1], self.bias_input(node, 2))
         return acc
 
     def op_matmul(self, node: Any) -> tuple:
         return self._linear(node, True)
+
+    def bias_input(self, node: Any, i: int) -> np.ndarray:
+        """A float bias, or a Quant'ed one (e.g. Brevitas' Int32 bias) as its real values."""
+        v = self.values.get(node.input[i], ("?",))
+        if v[0] == "weight":
+            return v[1] * np.asarray(v[2], np.float64)
+        return self.const(node, i)
 
     def add_bias(self, node: Any, acc: dict, b: np.ndarray) -> None:
         b = np.broadcast_to(np.asarray(b, np.float64).reshape(-1), acc["bias"].shape)

@@ -88,13 +88,15 @@ def test_to_qonnx_refuses_int32_logits() -> None:
 
 def _brevitas_net() -> nn.Module:
     """QuantIdentity 8-bit in, QuantConv2d Int4 per-channel, QuantReLU 8-bit, MaxPool,
-    QuantLinear Int4 per-channel with an 8-bit output; power-of-two (fixed-point) scales, the
-    activations after the input rounded FLOOR (what the requant expresses exactly)."""
+    QuantLinear Int4 per-channel with an Int32 bias and an 8-bit output; power-of-two
+    (fixed-point) scales, the activations after the input rounded FLOOR (what the requant
+    expresses exactly)."""
     from brevitas.inject.enum import FloatToIntImplType
     from brevitas.quant.fixed_point import (
         Int8ActPerTensorFixedPoint,
         Int8WeightPerChannelFixedPoint,
     )
+    from brevitas.quant.scaled_int import Int32Bias
 
     class FloorAct(Int8ActPerTensorFixedPoint):
         float_to_int_impl_type = FloatToIntImplType.FLOOR
@@ -106,15 +108,20 @@ def _brevitas_net() -> nn.Module:
             super().__init__()
             self.inp = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint)
             self.conv = qnn.QuantConv2d(3, 8, 3, padding=1, bias=False, **w4)
-            self.relu = qnn.QuantReLU(act_quant=FloorAct)
+            self.relu = qnn.QuantReLU(act_quant=FloorAct, return_quant_tensor=True)
             self.pool = nn.MaxPool2d(2)
-            self.fc = qnn.QuantLinear(8 * 4 * 4, 10, bias=False, output_quant=FloorAct, **w4)
+            self.fc = qnn.QuantLinear(
+                8 * 4 * 4, 10, bias=True, bias_quant=Int32Bias, output_quant=FloorAct, **w4
+            )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(self.pool(self.relu(self.conv(self.inp(x)))).flatten(1))
 
     torch.manual_seed(0)
-    return Net().eval()
+    net = Net().eval()
+    with torch.no_grad():
+        net.fc.bias.normal_(0, 0.5)
+    return net
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +147,7 @@ def test_brevitas_qonnx_runs_bit_exact_on_golden(brevitas_qonnx: Path) -> None:
     graph = rmsmp.from_qonnx(brevitas_qonnx, "tiny")
     assert [type(n).__name__ for n in graph.layers] == ["IntLayer", "IntMaxPool", "IntLayer"]
     assert set(graph.layers[0].formats) == {"fixed4"} and graph.layers[0].lo == 0
+    assert np.any(graph.layers[2].bias != graph.layers[2].bias[0])  # the Int32 bias came in
     x = np.random.default_rng(0).normal(0, 1.0, size=(6, 3, 8, 8)).astype(np.float32)
     ref = _qonnx_outputs(brevitas_qonnx, x)
     ints = graph.evaluate(graph.quantize_input(x))
