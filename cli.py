@@ -247,7 +247,10 @@ def _run_hybrid(args: argparse.Namespace, src: Path, inp: Path, out: Path) -> in
     clock = largest.config.clock_mhz
     how = " (predicted by the cycle model)" if args.backend == "golden" else ""
     cyc = res.device_cycles
-    print(f"device cycles{how}: {cyc:,} = {cyc / clock / 1e3:.2f} ms at {clock:g} MHz")
+    print(
+        f"device cycles{how} for {len(xs[0])} sample(s): {cyc:,} = {cyc / clock / 1e3:.2f} ms "
+        f"at {clock:g} MHz"
+    )
     groups: dict[tuple[str, str], list[float]] = {}
     for o in res.ops:
         groups.setdefault((o.where, o.kind), []).append(o.seconds)
