@@ -105,6 +105,13 @@ def linear_costs(cfg: AccelConfig, tokens: int) -> list[dict]:
     return out
 
 
+def rtl_cell(r: dict) -> str:
+    """'8/8 (RTL cycles N)' for a row with RTL sentences, else 'not run'."""
+    if r["rtl_sentences_equal_golden"] == "0/0":
+        return "not run"
+    return f"{r['rtl_sentences_equal_golden']} (RTL {r['rtl_cycles_per_sentence']:,.0f} cycles)"
+
+
 def readme_table(rows: list[dict]) -> str:
     """The README's MiniLM table from transformer.json's rows."""
     out = [
@@ -119,7 +126,7 @@ def readme_table(rows: list[dict]) -> str:
             f"| {r['device_cycles_per_sentence']:,.0f} | {r['device_ms_per_sentence']:.1f} "
             f"| {ops} | {r['host_ms_total_per_sentence']:.0f} "
             f"| {r['attention_matmuls_host_ms']:.0f} / {r['attention_matmuls_on_chip_ms']:.1f} "
-            f"| {r['rtl_sentences_equal_golden']} |"
+            f"| {rtl_cell(r)} |"
         )
     return "\n".join(out) + "\n"
 
@@ -231,7 +238,9 @@ def main() -> None:
         "lower_seconds": prog.meta["lower_seconds"],
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
         "command": "python benchmarks/transformer.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)
+        ),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = json.loads(JSON.read_text()) if JSON.exists() else []
