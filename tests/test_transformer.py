@@ -95,8 +95,8 @@ def test_token_models_rtl_equals_golden() -> None:
     """One MLP over (B, T1, T2, D) and one encoder layer on the Verilated tiny preset."""
     from rmsmp.sim.verilator import RtlDevice
 
-    cases = [_mlp_case(seed) for seed in range(6)]
-    mlp = next(c for c in cases if len(c[2][0].shape) == 4)
+    mlp = _mlp_case(5)
+    assert mlp[2][0].ndim == 4  # seed 5 draws a (T1, T2, D) input
     cfg = AccelConfig.for_board("tiny")
     dev = RtlDevice(cfg, 1 << 22)
     try:
