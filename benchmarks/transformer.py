@@ -43,22 +43,29 @@ RESULTS = Path(__file__).resolve().parent / "results"
 JSON = RESULTS / "transformer.json"
 
 
+def token_linear_cycles(
+    cfg: AccelConfig, tokens: int, k: int, fmts: list[str], rng: np.random.Generator
+) -> tuple[int, int]:
+    """(cycles, MAC cycles) the cycle model predicts for a Linear K -> len(fmts) over
+    ``tokens`` tokens alone on ``cfg`` (batch 1), with random levels of each row's format."""
+    n = len(fmts)
+    w = np.stack([rng.choice(numerics.weight_format(f).levels(), size=(k, 1, 1)) for f in fmts])
+    ones = np.ones(n, np.int64)
+    mult, shift = numerics.requant_multiplier(1.0 / (k * 64))
+    layer = IntLayer("l", "conv", w, fmts, 0 * ones, mult * ones, shift * ones, -128, 127, 1, 1)
+    prog = lower(IntGraph([layer], (k, 1, tokens), 1.0), cfg, 1)
+    res = run_with_stats(prog, rng.integers(-128, 128, size=(1, k, 1, tokens)))
+    return res.total_cycles, res.mac_cycles
+
+
 def attention_on_chip(cfg: AccelConfig, tokens: int, dh: int) -> dict[str, int]:
     """Cycles the cycle model predicts for one head's Q.K^T and A.V run as 1x1 convolutions
     over the tokens with 8-bit (Fixed-8) weights, batch 1."""
     rng = np.random.default_rng(0)
-    out = {}
-    for name, k, n in (("qk", dh, tokens), ("av", tokens, dh)):
-        w = rng.integers(-127, 128, size=(n, k, 1, 1))
-        ones = np.ones(n, np.int64)
-        mult, shift = numerics.requant_multiplier(1.0 / (k * 64))
-        layer = IntLayer(
-            name, "conv", w, ["fixed8"] * n, 0 * ones, mult * ones, shift * ones, -128, 127, 1, 1
-        )
-        prog = lower(IntGraph([layer], (k, 1, tokens), 1.0), cfg, 1)
-        x = rng.integers(-128, 128, size=(1, k, 1, tokens))
-        out[name] = run_with_stats(prog, x).total_cycles
-    return out
+    return {
+        name: token_linear_cycles(cfg, tokens, k, ["fixed8"] * n, rng)[0]
+        for name, k, n in (("qk", dh, tokens), ("av", tokens, dh))
+    }
 
 
 LINEARS_JSON = RESULTS / "transformer_linears.json"
@@ -81,14 +88,7 @@ def linear_costs(cfg: AccelConfig, tokens: int) -> list[dict]:
         counts = {f: round(r * n) for f, r in ratio.items()}
         counts["pot4" if "pot4" in counts else "fixed8"] += n - sum(counts.values())
         fmts = [f for f, c in counts.items() for _ in range(c)]
-        w = np.stack([rng.choice(numerics.weight_format(f).levels(), size=(k, 1, 1)) for f in fmts])
-        ones = np.ones(n, np.int64)
-        mult, shift = numerics.requant_multiplier(1.0 / (k * 64))
-        layer = IntLayer(
-            name, "conv", w, fmts, 0 * ones, mult * ones, shift * ones, -128, 127, 1, 1
-        )
-        prog = lower(IntGraph([layer], (k, 1, tokens), 1.0), cfg, 1)
-        res = run_with_stats(prog, rng.integers(-128, 128, size=(1, k, 1, tokens)))
+        cycles, mac_cycles = token_linear_cycles(cfg, tokens, k, fmts, rng)
         peak = cfg.rows * cfg.cols
         out.append(
             {
@@ -96,12 +96,12 @@ def linear_costs(cfg: AccelConfig, tokens: int) -> list[dict]:
                 "tokens": tokens,
                 "linear": name,
                 "formats": counts,
-                "cycles": res.total_cycles,
+                "cycles": cycles,
                 "peak_bound_cycles": tokens * k * n / peak,
-                "mac_cycles": res.mac_cycles,
+                "mac_cycles": mac_cycles,
             }
         )
-        print(f"{name}: {res.total_cycles:,} cycles (peak bound {tokens * k * n / peak:,.0f})")
+        print(f"{name}: {cycles:,} cycles (peak bound {tokens * k * n / peak:,.0f})")
     return out
 
 
