@@ -20,7 +20,6 @@ LayerNorm, GELU, embeddings and float Linears run on the host in float32. See
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -416,9 +415,9 @@ class _Export:
                 lo = 0 if relu else lo
             step = Step(node.name, "linear", op=node.module, relu=relu)
             layer = _qat_layer(step, s_in, s_out, lo, hi, None, None)
-            layers.append(
-                dataclasses.replace(layer, kind="conv", weight=layer.weight[..., None, None])
-            )
+            # the same rows, validated once, as a 1x1 convolution (replace would re-check them)
+            layer.kind, layer.weight = "conv", layer.weight[..., None, None]
+            layers.append(layer)
             s_in = s_out
         d = first.module.in_features
         graph = IntGraph(layers, (d, 1, math.prod(lead)), grid[0], grid[1], grid[2])
