@@ -74,8 +74,9 @@ def row(cfg: AccelConfig, total: dict[str, float]) -> dict:
 def markdown(d: dict) -> str:
     """The README table from resources_presets.json."""
     lines = [
-        f"From `{d['command']}` ({d['tool']}, {d['source']}; each module synthesized once with "
-        "its children as blackboxes, counts summed over the hierarchy):",
+        f"From `python benchmarks/resources_presets.py` ({d['tool']}, {d['source']}; each "
+        "module synthesized once with its children as blackboxes, the mapped modules composed "
+        "and flattened):",
         "",
         "| preset | array | LUT (LUTRAM incl.) | FF | DSP48E1 | BRAM36 | model LUT / DSP |",
         "|---|---|---|---|---|---|---|",
@@ -100,7 +101,7 @@ def markdown(d: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("presets", nargs="*", default=NAMES, help=f"default: {' '.join(NAMES)}")
+    p.add_argument("presets", nargs="*", help=f"default (without --crosscheck): {' '.join(NAMES)}")
     p.add_argument("--crosscheck", nargs="*", default=[], help="also synthesize these whole")
     p.add_argument("--cache", type=Path, default=CACHE)
     p.add_argument("--readme", action="store_true", help="only rewrite the README's table")
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme:
         replace_block("presets-resources-table", markdown(json.loads(JSON.read_text())))
         return 0
+    if not args.presets and not args.crosscheck:
+        args.presets = NAMES
     if unknown := sorted(set(args.presets + args.crosscheck) - set(PRESETS)):
         raise SystemExit(f"unknown preset(s) {unknown}; presets: {sorted(PRESETS)}")
     old = json.loads(JSON.read_text()) if JSON.is_file() else {}
