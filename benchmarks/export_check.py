@@ -81,7 +81,7 @@ def check(path: Path, batch: int = 250, float_path: bool = False) -> dict:
 
 
 def _pct(r: dict, key: str) -> str:
-    return f"{100 * r[key]:.2f}%" if key in r else "not rerun"
+    return f"{100 * r[key]:.2f}%" if key in r else "-"
 
 
 def markdown(rows: Iterable[dict]) -> str:
