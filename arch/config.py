@@ -338,7 +338,7 @@ PRESETS: dict[str, AccelConfig] = {
         out_depth=256,
         q_depth=64,
         requant_lanes=4,
-        clock_mhz=100.0,  # not yet timed: XC7Z020_MHZ once an estimate backs it
+        clock_mhz=XC7Z020_MHZ,
     ),
     # XC7Z045: 36x36, estimated 79% of the DSP48E1s, 19% of the LUTs.
     "zc706-fixed4-dsp": AccelConfig(
