@@ -87,14 +87,17 @@ class RowQuantizer(nn.Module):
 
     def integer(self, weight: torch.Tensor) -> torch.Tensor:
         """Integer levels of the weight (what the hardware stores), no gradient."""
-        out = torch.empty_like(weight)
         flat = weight.detach().reshape(weight.shape[0], -1)
+        # Written row-wise into a fresh 2-D tensor: a reshape of empty_like(weight) is a copy
+        # when the weight is not contiguous (e.g. channels-last strides after training), and
+        # the rows written into that copy were lost, leaving uninitialised memory.
+        out = torch.empty(flat.shape, dtype=weight.dtype, device=weight.device)
         for fmt, idx in self._groups.items():
             a = self.alpha.detach()[idx].abs().clamp_min(1e-12)[:, None]
             lv = self.levels(fmt)
             vc = torch.clamp(flat[idx] / a, float(lv[0]), float(lv[-1]))
-            out.reshape(weight.shape[0], -1)[idx] = round_to_levels(vc, lv)
-        return out
+            out[idx] = round_to_levels(vc, lv)
+        return out.reshape(weight.shape)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         n = weight.shape[0]
