@@ -11,30 +11,20 @@ meets its clock.
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from pathlib import Path
 
+import benchpath
 import pytest
+import timing
 from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
+from rmsmp.arch import AccelConfig
+from rmsmp.boards import board
+from rmsmp.hw.dma import BurstGen
+from rmsmp.hw.generate import to_verilog
 
-import timing  # noqa: E402
-
-from rmsmp.arch import AccelConfig  # noqa: E402
-from rmsmp.boards import board  # noqa: E402
-from rmsmp.hw.dma import BurstGen  # noqa: E402
-from rmsmp.hw.generate import to_verilog  # noqa: E402
-
-needs_yosys = pytest.mark.skipif(
-    shutil.which("yosys") is None,
-    reason="needs Debian's yosys with synth_xilinx (apt-get install yosys)",
-)
 GOALS_MHZ = {"xc7z020": 150.0, "xc7z045": 200.0}
 """Issue 17's clock goals: XC7Z020 -1 at 150 MHz, XC7Z045 -2 at 200 MHz."""
 
@@ -86,7 +76,7 @@ def test_untimed_preset_clock_reaches_the_goal(name: str) -> None:
     assert AccelConfig.for_board(name).clock_mhz >= GOALS_MHZ[timing.part_of(name)[:7]]
 
 
-@needs_yosys
+@benchpath.needs_yosys
 @pytest.mark.parametrize("name", timing.TABLE_BOARDS)
 def test_burst_generator_meets_the_preset_clock(name: str) -> None:
     """The DMA burst generator (7.3 ns on a -1 part before its page cap was registered) meets
@@ -129,7 +119,7 @@ class _Pair(wiring.Component):
         return m
 
 
-@needs_yosys
+@benchpath.needs_yosys
 @pytest.mark.parametrize("registered", [False, True])
 def test_module_by_module_synthesis_is_the_whole_netlist(tmp_path: Path, registered: bool) -> None:
     """The same worst path as one synth_xilinx run; with the stages blackboxed their outputs
@@ -159,7 +149,7 @@ def test_module_by_module_synthesis_is_the_whole_netlist(tmp_path: Path, registe
 
 
 @pytest.mark.slow
-@needs_yosys
+@benchpath.needs_yosys
 @pytest.mark.parametrize("name", timing.TABLE_BOARDS)
 def test_preset_netlist_meets_its_clock(name: str) -> None:
     """The preset's netlist, synthesized module by module (tens of minutes for zc706 on first

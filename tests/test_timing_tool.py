@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from pathlib import Path
 
+import benchpath
+import pe_resources
 import pytest
+import resources
+import timing
 from amaranth import Elaboratable, Module, Signal
 from amaranth.back import verilog
 from amaranth.lib.memory import Memory
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-import pe_resources  # noqa: E402
-import resources  # noqa: E402
-import timing  # noqa: E402
-
-from rmsmp.arch import weight_format  # noqa: E402
-from rmsmp.hw.generate import to_verilog  # noqa: E402
-from rmsmp.hw.pe import DotRow, PairRow  # noqa: E402
-
-needs_yosys = pytest.mark.skipif(
-    shutil.which("yosys") is None,
-    reason="needs Debian's yosys with synth_xilinx (apt-get install yosys)",
-)
+from rmsmp.arch import weight_format
+from rmsmp.hw.generate import to_verilog
+from rmsmp.hw.pe import DotRow, PairRow
 
 
 class And3(Elaboratable):
@@ -137,7 +126,7 @@ def test_dsp_timing_follows_its_registers() -> None:
     assert timing.dsp_timing({}).clk_to_out[("P", None)] == 329  # primitive defaults: all regs
 
 
-@needs_yosys
+@benchpath.needs_yosys
 def test_one_lut_between_registers_is_timed_exactly(tmp_path: Path) -> None:
     top = And3()
     worst = _time(tmp_path, top, [top.a, top.b, top.c, top.y])
@@ -146,7 +135,7 @@ def test_one_lut_between_registers_is_timed_exactly(tmp_path: Path) -> None:
     assert worst.delay_ps == 303 + 400 + 407 + 400
 
 
-@needs_yosys
+@benchpath.needs_yosys
 def test_pipelined_adder_chain_is_faster(tmp_path: Path) -> None:
     comb, piped = AddChain(4, 16, False), AddChain(4, 16, True)
     t_comb = _time(tmp_path, comb, [*comb.x, comb.y])
@@ -156,7 +145,7 @@ def test_pipelined_adder_chain_is_faster(tmp_path: Path) -> None:
     assert t_piped.delay_ps * 2 < t_comb.delay_ps
 
 
-@needs_yosys
+@benchpath.needs_yosys
 def test_lutram_read_is_timed_from_its_address_and_counted(tmp_path: Path) -> None:
     top = LutRam()
     text = verilog.convert(top, name="tiny", ports=[top.addr, top.wdata, top.we, top.q])
@@ -199,7 +188,7 @@ def test_lut_sites_count_lutram_and_srl() -> None:
         resources.lut_sites({"RAM512X1S": 1})
 
 
-@needs_yosys
+@benchpath.needs_yosys
 def test_fixed4_pair_maps_to_one_dsp_per_column(tmp_path: Path) -> None:
     """Yosys puts a packed Fixed-4 pair's column in one DSP48E1 (the pack in its pre-adder, the
     first tree level in its post-adder); a PoT-4 row takes none."""
@@ -230,7 +219,7 @@ class TwoAnd3(Elaboratable):
         return m
 
 
-@needs_yosys
+@benchpath.needs_yosys
 def test_each_module_counts_only_its_own_cells(tmp_path: Path) -> None:
     top = TwoAnd3()
     ports = [top.y] + [s for sub in (top.a, top.b) for s in (sub.a, sub.b, sub.c)]
