@@ -1,7 +1,9 @@
 """The ops a hybrid (host + accelerator) model runs on the host, in numpy.
 
 Each op is a function of its input arrays and its parameters. Float ops (softmax, LayerNorm,
-GELU, a float Linear) compute in float32, as the torch model does; the attention matmuls take
+GELU, a float Linear) compute in float32, as the torch model does; with the parameter
+``integer`` (``with_numerics(..., "integer")``) softmax, LayerNorm and GELU run as I-BERT's
+integer approximations instead (``intops``); the attention matmuls take
 integer operands and sum exactly in int64. Layout ops (reshape, permute, index) never touch
 the batch dimension, so one recorded op runs on any batch. The same functions serve the
 reference (``compiler.hybrid.HybridGraph.evaluate``) and every backend, so host results are
@@ -15,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..arch import numerics
+from .intops import i_gelu, i_layernorm, i_softmax
 
 F32 = np.float32
 
@@ -119,15 +122,28 @@ def _linear(xs: list[np.ndarray], p: dict) -> np.ndarray:
     return _float(y if p["bias"] is None else y + p["bias"])
 
 
+def _softmax(xs: list[np.ndarray], p: dict) -> np.ndarray:
+    return i_softmax(xs[0], p["dim"]) if p.get("integer") else softmax(xs[0], p["dim"])
+
+
+def _layernorm(xs: list[np.ndarray], p: dict) -> np.ndarray:
+    fn = i_layernorm if p.get("integer") else layernorm
+    return fn(xs[0], p["weight"], p["bias"], p["eps"])
+
+
+def _gelu(xs: list[np.ndarray], p: dict) -> np.ndarray:
+    return i_gelu(xs[0]) if p.get("integer") else gelu(xs[0], p["approximate"])
+
+
 HOST_OPS: dict[str, Callable[[list[np.ndarray], dict], np.ndarray]] = {
     "quantize": lambda xs, p: numerics.quantize_activation(xs[0], p["scale"], p["lo"], p["hi"]),
     "dequantize": lambda xs, p: _float(np.asarray(xs[0], np.float64) * p["scale"]),
     "matmul": lambda xs, p: exact_matmul(xs[0], xs[1]),
     "linear": _linear,
-    "layernorm": lambda xs, p: layernorm(xs[0], p["weight"], p["bias"], p["eps"]),
-    "gelu": lambda xs, p: gelu(xs[0], p["approximate"]),
+    "layernorm": _layernorm,
+    "gelu": _gelu,
     "relu": lambda xs, p: np.maximum(xs[0], 0).astype(xs[0].dtype),
-    "softmax": lambda xs, p: softmax(xs[0], p["dim"]),
+    "softmax": _softmax,
     "embedding": lambda xs, p: p["table"][np.asarray(xs[0], np.int64)],
     "masked_fill": lambda xs, p: np.where(xs[1], F32(p["value"]), _float(xs[0])),
     "not": lambda xs, p: ~np.asarray(xs[0], bool),
@@ -147,3 +163,19 @@ HOST_OPS: dict[str, Callable[[list[np.ndarray], dict], np.ndarray]] = {
 
 LAYOUT = ("reshape", "permute", "index")
 """Ops that only move values: an integer value keeps its grid through them."""
+
+NUMERICS = ("float", "integer")
+"""How the host runs softmax, LayerNorm and GELU: float32, or I-BERT's integer forms."""
+INTEGER_KINDS = ("softmax", "layernorm", "gelu")
+"""The host ops that have an integer form (``intops``)."""
+
+
+def with_numerics(kind: str, params: dict, mode: str) -> dict:
+    """``params`` of a ``kind`` op set to run in ``mode`` ("float" or "integer")."""
+    if mode not in NUMERICS:
+        raise ValueError(f"host numerics {mode!r} unknown; use one of {', '.join(NUMERICS)}")
+    if kind not in INTEGER_KINDS:
+        return params
+    return {k: v for k, v in params.items() if k != "integer"} | (
+        {"integer": True} if mode == "integer" else {}
+    )

@@ -24,7 +24,7 @@ import numpy as np
 
 from .device import Device
 from .errors import ProgramFormatError
-from .hostops import HOST_OPS
+from .hostops import HOST_OPS, with_numerics
 from .program import Program
 from .runtime import open_device, run_with_stats
 
@@ -105,6 +105,17 @@ class HybridResult:
     def host_seconds(self) -> float:
         """Seconds the host ops took, summed."""
         return sum(o.seconds for o in self.ops if o.where == "host")
+
+
+def host_numerics(ops: Sequence[HostOp | DeviceOp], numerics: str) -> list[HostOp | DeviceOp]:
+    """``ops`` with softmax, LayerNorm and GELU set to run in ``numerics``: "float" (float32)
+    or "integer" (I-BERT's integer approximations, ``hostops.intops``)."""
+    return [
+        HostOp(op.name, op.kind, op.inputs, with_numerics(op.kind, op.params, numerics))
+        if isinstance(op, HostOp)
+        else op
+        for op in ops
+    ]
 
 
 def execute(
@@ -263,10 +274,14 @@ def run_hybrid(
     inputs: Sequence[np.ndarray],
     backend: str = "golden",
     device: Device | None = None,
+    numerics: str | None = None,
 ) -> HybridResult:
     """Run ``program`` on ``inputs``: host ops here, device ops on ``backend`` (one device,
-    opened with the largest window any of its Programs needs, or ``device``, left open)."""
+    opened with the largest window any of its Programs needs, or ``device``, left open).
+    ``numerics`` ("float" or "integer") overrides how the program's host ops were compiled to
+    run softmax, LayerNorm and GELU."""
     xs = program.check_inputs(inputs)
+    ops = program.ops if numerics is None else host_numerics(program.ops, numerics)
     programs = program.programs
     owned = device is None and bool(programs)
     dev = device
@@ -279,7 +294,7 @@ def run_hybrid(
             res = run_with_stats(op.program, to_map(x), device=dev)
             return from_map(res.output, x), dev.name, res.total_cycles
 
-        return execute(program.ops, xs, program.outputs, on_device)
+        return execute(ops, xs, program.outputs, on_device)
     finally:
         if owned:
             dev.close()
