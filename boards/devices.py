@@ -20,6 +20,10 @@ HP_DATA_BITS = 64
 """Width of the Zynq-7000 HP ports (AXI3 slaves); ``AccelConfig.axi_data_bits`` must match."""
 GP0_BASE, GP0_LIMIT = 0x4000_0000, 0x8000_0000
 """The M_AXI_GP0 window of the Zynq-7000 address map."""
+DDR_EFFICIENCY = 0.75
+"""Fraction of the PS DDR's peak (bus width x two transfers per clock) that the PL's HP traffic
+gets: refresh, bank and read/write turnarounds, the CPU's share. PYNQ-Z1's 2.1 GB/s DDR3-1050
+gives about 1.6 GB/s."""
 
 
 class BoardError(ValueError):
@@ -46,6 +50,11 @@ class PS7:
         if not (self.crystal_mhz > 0 and self.ddr_mhz > 0):
             raise BoardError("PS7 crystal_mhz and ddr_mhz must be positive")
 
+    @property
+    def ddr_peak_gbps(self) -> float:
+        """The PS DDR's peak bandwidth in GB/s: bus bytes x two transfers per DDR clock."""
+        return self.ddr_bus_bits // 8 * 2 * self.ddr_mhz / 1e3
+
 
 @dataclass(frozen=True)
 class Board:
@@ -54,7 +63,7 @@ class Board:
     ``board_part`` is Vivado's board-file name (its preset sets the PS7's MIO and DDR timing
     when the board files are installed). ``csr_base``/``csr_range`` place the accelerator's
     AXI4-Lite registers on GP0; the HP0 port reaches ``ddr_bytes`` of DDR from address 0.
-    ``ddr_gbps`` is the usable DDR bandwidth; ``preset`` names the default AccelConfig.
+    ``ddr_gbps`` is the DDR bandwidth the PL gets; ``preset`` names the default AccelConfig.
     """
 
     name: str
@@ -62,7 +71,6 @@ class Board:
     board_part: str
     ps7: PS7
     ddr_bytes: int
-    ddr_gbps: float
     luts: int
     ffs: int
     dsps: int
@@ -85,6 +93,16 @@ class Board:
                 f"board {self.name}: csr_range must be a power of two and csr_base aligned to it"
             )
         AccelConfig.preset(self.preset)  # fails fast on an unknown preset name
+
+    @property
+    def ddr_gbps(self) -> float:
+        """DDR bandwidth the PL's HP ports get, reads and writes together, in GB/s."""
+        return self.ps7.ddr_peak_gbps * DDR_EFFICIENCY
+
+    def ddr_beats_per_cycle(self, cfg: AccelConfig) -> float:
+        """``ddr_gbps`` in HP-port beats per cycle of ``cfg``'s clock: below 1 the DDR, not the
+        port, bounds even one direction; below 2 it bounds a port reading and writing at once."""
+        return self.ddr_gbps * 1e3 / cfg.clock_mhz / (HP_DATA_BITS // 8)
 
     @property
     def speed_grade(self) -> int:
@@ -122,7 +140,6 @@ BOARDS: dict[str, Board] = {
             "www.digilentinc.com:pynq-z1:part0:1.0",
             _PYNQ_PS7,
             ddr_bytes=512 << 20,
-            ddr_gbps=1.6,
             preset="pynq-z1",
             **_Z7020,
         ),
@@ -132,7 +149,6 @@ BOARDS: dict[str, Board] = {
             "tul.com.tw:pynq-z2:part0:1.0",
             _PYNQ_PS7,
             ddr_bytes=512 << 20,
-            ddr_gbps=1.6,
             preset="pynq-z1",
             **_Z7020,
         ),
@@ -147,7 +163,6 @@ BOARDS: dict[str, Board] = {
                 ddr_mhz=533.333333,
             ),
             ddr_bytes=1 << 30,
-            ddr_gbps=4.2,
             preset="zc706",
             luts=218_600,
             ffs=437_200,

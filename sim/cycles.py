@@ -13,12 +13,19 @@ the simulation steps cycle by cycle only where something changes and jumps over 
 Like FINN's ``get_exp_cycles`` beside ``execute_node``, it sits beside the golden model's
 reference semantics and is checked against the RTL's counters (tests/test_cycles.py). It assumes
 the fixed-latency DDR of the Verilator harness; a board's DDR is slower and jittery.
+
+Two knobs reach past the RTL, for projections only (benchmarks/ddr.py): ``read_ports`` lets a
+load's data arrive that many beats per cycle (what a second HP port beside the first would give
+a load path as wide: not built, the RTL has one port), and ``ddr_capped`` stretches a run where
+the beats it moves, reads and writes together, exceed a board's DDR bandwidth.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..arch import AccelConfig, isa, layout
 from ..arch.isa import Buf, Opcode, Unit
@@ -99,8 +106,16 @@ def store_cycles(cfg: AccelConfig, burst_beats: list[int], ddr_latency: int) -> 
     ``max_outstanding`` are open (address to response), beats one per cycle from the third
     cycle on, each burst's after its address, the response ``ddr_latency // 2`` cycles after its
     last beat; done the cycle after the last response."""
+    return store_schedule(cfg, burst_beats, ddr_latency)[0]
+
+
+def store_schedule(
+    cfg: AccelConfig, burst_beats: list[int], ddr_latency: int
+) -> tuple[int, list[int]]:
+    """``store_cycles``, and the cycle (from the STORE's start) of each burst's first beat."""
     open_until: deque[int] = deque()
     grant, beat, last_b = 0, 2, 0
+    firsts = []
     for n in burst_beats:
         grant += 1
         while True:
@@ -110,10 +125,11 @@ def store_cycles(cfg: AccelConfig, burst_beats: list[int], ddr_latency: int) -> 
                 break
             grant = open_until[0] + 1
         beat = max(beat + 1, grant + 2)
+        firsts.append(beat)
         beat += n - 1
         last_b = beat + 1 + ddr_latency // 2
         open_until.append(last_b)
-    return last_b + 1
+    return last_b + 1, firsts
 
 
 class _Unit:
@@ -139,11 +155,17 @@ class CycleModel:
         insns: list[isa.Insn],
         window_base: int = 0,
         ddr_latency: int = DDR_READ_LATENCY,
+        read_ports: int = 1,
     ) -> None:
         if ddr_latency < 0:
             raise ValueError(f"ddr_latency must be >= 0, got {ddr_latency}")
+        if read_ports not in (1, 2):
+            raise ValueError(f"read_ports must be 1 or 2, got {read_ports!r}")
         self.cfg, self.insns, self.base, self.lat = cfg, insns, window_base, ddr_latency
         self.insn_beats = cfg.insn_bits // cfg.axi_data_bits
+        self.read_ports = read_ports
+        self.transfers: list[tuple[int, int, int]] = []
+        """After ``run``: every burst's data as (first cycle, cycles, beats), reads and writes."""
 
     def run(self) -> Counts:
         """Simulate the run and return its counters."""
@@ -215,13 +237,15 @@ class CycleModel:
             if granted == "fetch":
                 start = max(t + 2 + lat, r_free)
                 r_free = start + self.insn_beats
+                self.transfers.append((start, self.insn_beats, self.insn_beats))
                 occupied.append(r_free - 1)
                 arrivals.append(r_free)
                 gen_valid_from, changed = -1, True
             elif granted == "load":
                 nb = load_bursts.popleft()
                 start = max(t + 2 + lat, r_free)
-                r_free = start + nb
+                r_free = start + -(-nb // self.read_ports)
+                self.transfers.append((start, r_free - start, nb))
                 occupied.append(r_free - 1)
                 load_valid_from, load_last, changed = t + 1, r_free - 1, True
                 if not load_bursts:
@@ -258,7 +282,9 @@ class CycleModel:
                     elif u.unit is Unit.STORE:
                         b = _block(cfg, i, self.base)
                         beats += sum(b)
-                        u.done_at = t + store_cycles(cfg, b, lat)
+                        done, firsts = store_schedule(cfg, b, lat)
+                        self.transfers += [(t + f, n, n) for f, n in zip(firsts, b, strict=True)]
+                        u.done_at = t + done
                     elif i.op is Opcode.GEMM:
                         mac += i.oh_count * i.ow_count * i.c_count * i.kh * i.kw
                         u.done_at = t + gemm_cycles(cfg, i)
@@ -315,3 +341,34 @@ def predict(
 ) -> Counts:
     """The counters a run of ``insns`` (checked, in program order) leaves in the registers."""
     return CycleModel(cfg, insns, window_base, ddr_latency).run()
+
+
+DDR_WINDOW = 1024
+"""Cycles over which ``ddr_capped`` lets a board's DDR average its traffic: about what the HP
+ports' FIFOs and the controller's queues (a few KiB) hold at a beat or two per cycle."""
+
+
+def ddr_capped(
+    transfers: list[tuple[int, int, int]],
+    cycles: int,
+    beats_per_cycle: float,
+    window: int = DDR_WINDOW,
+) -> int:
+    """``cycles`` stretched where the DDR cannot keep up: every ``window`` cycles of the run
+    take at least their beats (``transfers``, spread evenly over each burst's cycles) divided
+    by the DDR's ``beats_per_cycle``. A projection, not a simulation: it assumes a stalled
+    window delays only itself."""
+    if not beats_per_cycle > 0:
+        raise ValueError(f"beats_per_cycle must be positive, got {beats_per_cycle}")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    span = max([cycles] + [a + d for a, d, _ in transfers])
+    rate = np.zeros(span + 1)
+    for a, d, n in transfers:
+        rate[a] += n / d
+        rate[a + d] -= n / d
+    per_cycle = np.cumsum(rate)[:span]
+    per_window = np.add.reduceat(per_cycle, np.arange(0, span, window))
+    lengths = np.minimum(window, span - np.arange(0, span, window))
+    stretch = np.maximum(lengths, per_window / beats_per_cycle) - lengths
+    return cycles + int(np.ceil(stretch.sum()))
