@@ -25,17 +25,30 @@ __all__ = [
 ]
 
 
+def compile(model: object, example_input: object, config: AccelConfig | str) -> Program:
+    """Lower a quantized torch model or an IntGraph for ``config`` (an AccelConfig, or a board
+    or preset name) at the batch size ``example_input.shape[0]``, into one Program.
+
+    A torch model is exported to its IntGraph first (``rmsmp.quant.export``); an IntGraph
+    (``rmsmp.from_qonnx``'s, or a graph file's) compiles without PyTorch.
+    """
+    from .compiler.ir import IntGraph
+    from .compiler.lower import compile_graph
+
+    if not isinstance(model, IntGraph):
+        from .quant.export import export
+
+        model = export(model)
+    return compile_graph(model, example_input, config)
+
+
 def __getattr__(name: str) -> Any:
     if name == "quantize":
-        from .compiler.quant import quantize
+        from .quant.quantize import quantize
 
         return quantize
-    if name == "compile":
-        from .compiler.lower import compile_model
-
-        return compile_model
     if name in ("to_qonnx", "from_qonnx"):
-        from .compiler import qonnx_io
+        from .quant import qonnx_io
 
         return getattr(qonnx_io, name)
     if name in ("run", "run_with_stats"):

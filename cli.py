@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from .arch import AccelConfig
 from .boards import BOARDS, TARGETS, target_config
-from .compiler.methods import METHODS
 from .host import backends
+from .quant.methods import METHODS
 
 if TYPE_CHECKING:
     from .compiler.ir import IntGraph
@@ -296,15 +296,15 @@ def read_graph(src: Path, input_shape: tuple[int, ...] | None) -> IntGraph:
                 f"inputs, not {','.join(map(str, input_shape))}; drop --input-shape"
             )
         return graph
-    from .compiler.frontend import graph_from_file
+    from .quant.frontend import graph_from_file
 
     with working(f"exporting the integer graph of {src}"):
         return graph_from_file(src, input_shape)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .compiler.frontend import graph_from_file
     from .compiler.graphfile import save_graph
+    from .quant.frontend import graph_from_file
 
     src = readable_file(args.model, "model")
     out = writable_file(args.output, "-o", suffix=".npz")
@@ -344,7 +344,7 @@ def _compile_tokens(args: argparse.Namespace, src: Path, cfg: AccelConfig, out: 
     import torch
 
     from .compiler.hybrid import lower_hybrid
-    from .compiler.tokenfront import TOKEN_MODELS, hybrid_from_checkpoint
+    from .quant.tokenfront import TOKEN_MODELS, hybrid_from_checkpoint
 
     ck = torch.load(src, map_location="cpu", weights_only=False)
     if not (isinstance(ck, dict) and ck.get("model_name") in TOKEN_MODELS):
@@ -358,7 +358,7 @@ def _compile_tokens(args: argparse.Namespace, src: Path, cfg: AccelConfig, out: 
     print(f"lowered in {program.meta['lower_seconds']:.1f} s")
     print(
         f"hybrid Program -> {out} (run it with: rmsmp run {out} --input X.npz -o Y.npy, X.npz "
-        "holding ids, mask, types as rmsmp.compiler.tokenfront.encode gives them)"
+        "holding ids, mask, types as rmsmp.quant.tokenfront.encode gives them)"
     )
     return True
 
@@ -383,7 +383,7 @@ def _samples(args: argparse.Namespace, program) -> tuple:
             f"the Program takes {program.input_shape} inputs; give sample inputs with --samples "
             "(np.savez(path, x=inputs[, labels=classes]))"
         )
-    from .compiler.data import cifar10_test
+    from .quant.data import cifar10_test
 
     return cifar10_test(args.images)
 
@@ -445,7 +445,7 @@ def _quantize(args: argparse.Namespace) -> int:
     try:
         return _quantize_model(args, out)
     except KeyboardInterrupt:
-        from .compiler.train import finished_epochs
+        from .quant.train import finished_epochs
 
         done = finished_epochs(out)
         kept = (
@@ -458,7 +458,7 @@ def _quantize(args: argparse.Namespace) -> int:
 
 def _quantize_model(args: argparse.Namespace, out: Path) -> int:
     if args.model == "minilm":
-        from .compiler.nlp import MINILM_ACT_BITS, distill_minilm, save_minilm
+        from .quant.nlp import MINILM_ACT_BITS, distill_minilm, save_minilm
 
         bits = args.act_bits or MINILM_ACT_BITS
         if args.epochs == 0:
@@ -470,8 +470,8 @@ def _quantize_model(args: argparse.Namespace, out: Path) -> int:
             how = f"distilled for {args.epochs} epochs"
         print(f"{args.method}: MiniLM encoder Linears quantized, A{bits}, {how} -> {out}")
         return 0
-    from .compiler.ddp import env_rank
-    from .compiler.train import Distill, train
+    from .quant.ddp import env_rank
+    from .quant.train import Distill, train
 
     ck = train(
         args.model,
@@ -503,7 +503,7 @@ def _clamp_n(n: int | None, size: Callable[[], int], what: str) -> int | None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .compiler.train import evaluate, load_checkpoint, read_checkpoint
+    from .quant.train import evaluate, load_checkpoint, read_checkpoint
 
     path = readable_file(args.checkpoint, "checkpoint")
     ck = read_checkpoint(path)
@@ -512,8 +512,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         want = "--data sst2" if is_minilm else "--data cifar10 (the default)"
         raise UsageError(f"checkpoint {path} holds {ck['model_name']}; evaluate it with {want}")
     if is_minilm:
-        from .compiler.data import sst2
-        from .compiler.nlp import evaluate_checkpoint
+        from .quant.data import sst2
+        from .quant.nlp import evaluate_checkpoint
 
         n = _clamp_n(args.n, lambda: len(sst2("dev")[1]), "SST-2 dev sentences")
         r = evaluate_checkpoint(ck, n_dev=n)
@@ -523,7 +523,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"(fp32 {100 * r['fp32_acc']:.2f}%), embedding cosine to fp32 {r['cosine']:.4f}"
         )
         return 0
-    from .compiler.data import cifar10_raw
+    from .quant.data import cifar10_raw
 
     n = _clamp_n(args.n, lambda: len(cifar10_raw("test")[1]), "CIFAR-10 test images")
     model, ck = load_checkpoint(path)

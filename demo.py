@@ -1,7 +1,7 @@
 """The demo: whole ResNet-20 (our rmsmp QAT checkpoint) on real CIFAR-10 JPEG test images, from
 the input to the logits on the accelerator, on the golden model and on the Verilated RTL.
 
-The checkpoint's integer graph is exported as trained (``compiler.frontend``), lowered for the
+The checkpoint's integer graph is exported as trained (``quant.frontend``), lowered for the
 board's AccelConfig into one Program (every conv, residual add and pool is a pass on the
 accelerator; the host only quantizes the input and reads the logits), and run image by image.
 The demo checks that golden, RTL and ``IntGraph.evaluate`` agree bit for bit, and reports the
@@ -24,11 +24,11 @@ def main(board: str = "pynq-z1", images: int = 32, checkpoint: Path = CHECKPOINT
     from rich.progress import Progress
 
     from .boards import target_config
-    from .compiler.data import cifar10_test
-    from .compiler.frontend import graph_from_file
     from .compiler.lower import lower
-    from .compiler.train import read_checkpoint
     from .host.runtime import open_device, run_with_stats
+    from .quant.data import cifar10_test
+    from .quant.frontend import graph_from_file
+    from .quant.train import read_checkpoint
 
     if images < 1:
         raise ValueError(f"--images must be at least 1, got {images}")

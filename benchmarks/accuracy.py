@@ -65,7 +65,7 @@ def run_resnet20(
     A row-assignment option other than the default names its row ``method+option``;
     ``kd_teacher`` ("pretrained" or an fp32 checkpoint) distils from it, row ``method+kd``.
     """
-    from rmsmp.compiler.train import Distill, train
+    from rmsmp.quant.train import Distill, train
 
     name, flags = method, ""
     if sensitivity != "none":
@@ -119,7 +119,7 @@ def run_resnet20(
 def run_minilm(method: str, epochs: int) -> dict:
     """MiniLM's encoder Linears quantized by ``method`` (distillation QAT for ``epochs``, or
     post-training at 0), scored on SST-2 dev by the fp32-trained probe."""
-    from rmsmp.compiler.nlp import MINILM_ACT_BITS, distill_minilm, evaluate_checkpoint, save_minilm
+    from rmsmp.quant.nlp import MINILM_ACT_BITS, distill_minilm, evaluate_checkpoint, save_minilm
 
     if method == "fp32":
         epochs = 0
@@ -152,8 +152,8 @@ def run_minilm_sst2(
     """SST-2 as in GLUE: fine-tune MiniLM with a head (fp32), or QAT from the fine-tuned
     ``teacher`` checkpoint distilling from its logits (row ``method+kd``, inputs ``act_bits``
     wide: 8 unless given); dev accuracy."""
-    from rmsmp.compiler.glue import finetune
-    from rmsmp.compiler.nlp import MINILM_ACT_BITS
+    from rmsmp.quant.glue import finetune
+    from rmsmp.quant.nlp import MINILM_ACT_BITS
 
     size = "all" if n_train is None else str(n_train)
     bits = "" if act_bits in (None, MINILM_ACT_BITS) else f"-a{act_bits}"
@@ -251,7 +251,7 @@ def versus_fp32(gap: float) -> str:
 def goal() -> str:
     """The ResNet-20 goal on the longest schedule with an fp32 row, from current-recipe rows:
     every row's gap to fp32, and for each of our mixed methods (rmsmp*) the verdicts."""
-    from rmsmp.compiler.train import BREVITAS, BREVITAS_8ENDS
+    from rmsmp.quant.train import BREVITAS, BREVITAS_8ENDS
 
     rows = [
         r
@@ -323,12 +323,12 @@ def update_readme() -> None:
 
 
 def main() -> int:
-    from rmsmp.compiler.assign import SPLIT_RULES
-    from rmsmp.compiler.ddp import env_rank
-    from rmsmp.compiler.methods import METHODS
-    from rmsmp.compiler.nlp import MINILM_ACT_BITS
-    from rmsmp.compiler.qat import STEP_INITS
-    from rmsmp.compiler.train import BREVITAS_METHODS, SENSITIVITIES
+    from rmsmp.quant.assign import SPLIT_RULES
+    from rmsmp.quant.ddp import env_rank
+    from rmsmp.quant.methods import METHODS
+    from rmsmp.quant.nlp import MINILM_ACT_BITS
+    from rmsmp.quant.qat import STEP_INITS
+    from rmsmp.quant.train import BREVITAS_METHODS, SENSITIVITIES
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="resnet20", choices=sorted(MODEL_TITLES))

@@ -65,10 +65,10 @@ def graph_for(net: str, cfg: AccelConfig):
     import torch
 
     import rmsmp
-    from rmsmp.compiler.export import export
-    from rmsmp.compiler.frontend import calibration_batch
-    from rmsmp.compiler.models.resnet_cifar import resnet20
-    from rmsmp.compiler.models.resnet_imagenet import resnet18
+    from rmsmp.quant.export import export
+    from rmsmp.quant.frontend import calibration_batch
+    from rmsmp.quant.models.resnet_cifar import resnet20
+    from rmsmp.quant.models.resnet_imagenet import resnet18
 
     torch.manual_seed(0)
     model = (resnet20 if net == "resnet20" else resnet18)().eval()

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from readme import replace_block
 
-from rmsmp.compiler import exact
-from rmsmp.compiler.export import export_qat
 from rmsmp.compiler.ir import IntGraph
-from rmsmp.compiler.train import batches, load_checkpoint
+from rmsmp.quant import exact
+from rmsmp.quant.export import export_qat
+from rmsmp.quant.train import batches, load_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -27,11 +27,11 @@ import torch.nn.functional as F  # noqa: N812
 from scipy.stats import spearmanr
 from torch import nn
 
-from rmsmp.compiler.assign import compare_split_rules, row_counts
-from rmsmp.compiler.data import cifar10
-from rmsmp.compiler.models.resnet_cifar import load_resnet20
-from rmsmp.compiler.quant import PAPER_RATIO
-from rmsmp.compiler.sensitivity import (
+from rmsmp.quant.assign import compare_split_rules, row_counts
+from rmsmp.quant.data import cifar10
+from rmsmp.quant.models.resnet_cifar import load_resnet20
+from rmsmp.quant.quantize import PAPER_RATIO
+from rmsmp.quant.sensitivity import (
     hutchinson_row_traces,
     power_iteration_row_eigs,
     weight_layers,

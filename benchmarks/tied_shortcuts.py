@@ -19,12 +19,12 @@ import torch
 
 import rmsmp
 from rmsmp.arch import PRESETS
-from rmsmp.compiler.data import cifar10_test
-from rmsmp.compiler.export import export
-from rmsmp.compiler.frontend import calibration_batch
 from rmsmp.compiler.lower import lower
-from rmsmp.compiler.models.resnet_cifar import load_resnet20
 from rmsmp.host.runtime import run_with_stats
+from rmsmp.quant.data import cifar10_test
+from rmsmp.quant.export import export
+from rmsmp.quant.frontend import calibration_batch
+from rmsmp.quant.models.resnet_cifar import load_resnet20
 
 JSON = Path(__file__).resolve().parent / "results" / "tied_shortcuts.json"
 ACT_BITS = 4

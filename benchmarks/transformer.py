@@ -2,7 +2,7 @@
 
 Quantizes MiniLM with a method (post-training, or a checkpoint's state with ``--checkpoint``),
 captures the whole encoder (embeddings to last hidden state) at ``--tokens`` tokens into a
-hybrid graph (``compiler.transformer``), lowers every device op for ``--board`` at batch 1 and
+hybrid graph (``quant.transformer``), lowers every device op for ``--board`` at batch 1 and
 runs SST-2 dev sentences on the golden backend (the cycle model predicts the device cycles).
 Reports per sentence: device cycles and ms, every host op's count and seconds, the attention
 matmuls' host time against what the cycle model predicts for them on chip (per head, Q.K^T and
@@ -29,15 +29,15 @@ import torch
 from readme import replace_block
 
 from rmsmp.arch import AccelConfig, numerics
-from rmsmp.compiler.data import sst2
 from rmsmp.compiler.hybrid import lower_hybrid
 from rmsmp.compiler.ir import IntGraph, IntLayer
 from rmsmp.compiler.lower import lower
-from rmsmp.compiler.nlp import quantize_minilm
-from rmsmp.compiler.tokenfront import encode, token_model
-from rmsmp.compiler.transformer import capture_tokens
 from rmsmp.host.hybrid import run_hybrid
 from rmsmp.host.runtime import open_device, run_with_stats
+from rmsmp.quant.data import sst2
+from rmsmp.quant.nlp import quantize_minilm
+from rmsmp.quant.tokenfront import encode, token_model
+from rmsmp.quant.transformer import capture_tokens
 
 RESULTS = Path(__file__).resolve().parent / "results"
 JSON = RESULTS / "transformer.json"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rmsmp.compiler.assign import assign_rows, relative_costs
-from rmsmp.compiler.methods import METHODS, quant_layers
-from rmsmp.compiler.models.resnet_cifar import load_resnet20
+from rmsmp.quant.assign import assign_rows, relative_costs
+from rmsmp.quant.methods import METHODS, quant_layers
+from rmsmp.quant.models.resnet_cifar import load_resnet20
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def resnet20_graph():
     """The committed QAT checkpoint's integer graph, and its CIFAR-10 test images."""
-    from rmsmp.compiler.frontend import graph_from_file
     from rmsmp.demo import CHECKPOINT
+    from rmsmp.quant.frontend import graph_from_file
 
     return graph_from_file(CHECKPOINT, None)
 
@@ -45,9 +45,9 @@ def resnet18_graph(cfg: AccelConfig):
     import torch
 
     import rmsmp
-    from rmsmp.compiler.export import export
-    from rmsmp.compiler.frontend import calibration_batch
-    from rmsmp.compiler.models.resnet_imagenet import resnet18
+    from rmsmp.quant.export import export
+    from rmsmp.quant.frontend import calibration_batch
+    from rmsmp.quant.models.resnet_imagenet import resnet18
 
     torch.manual_seed(0)
     model = resnet18().eval()
@@ -104,7 +104,7 @@ def golden_accuracy(graph, cfg: AccelConfig, images: int) -> dict:
     """ResNet-20 top-1 over ``images`` CIFAR-10 test images: golden model vs the integer graph."""
     from rich.progress import track
 
-    from rmsmp.compiler.data import cifar10_test
+    from rmsmp.quant.data import cifar10_test
 
     x, labels = cifar10_test(n=images if images < 10_000 else None)
     prog = lower(graph, cfg, batch=1)
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     for net in args.only.split(","):
         if net == "resnet20":
-            from rmsmp.compiler.data import cifar10_test
+            from rmsmp.quant.data import cifar10_test
 
             graph, (x, _) = resnet20_graph(), cifar10_test(n=args.samples, seed=3)
         elif net == "resnet18":

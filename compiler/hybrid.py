@@ -1,6 +1,6 @@
 """A hybrid integer graph: Linears over tokens for the accelerator, the rest for the host.
 
-What ``compiler.transformer`` exports a token model (an MLP over (B, T, D), a BERT encoder) to:
+What ``quant.transformer`` exports a token model (an MLP over (B, T, D), a BERT encoder) to:
 the ops of ``host.hybrid`` with each device op holding an ``IntGraph`` (a chain of 1x1
 convolutions over the (D, 1, tokens) map). ``evaluate`` is the reference every backend must
 equal bit for bit (device parts through ``IntGraph.evaluate``, host parts through the same numpy

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from test_qat import small_model
 
-from rmsmp.compiler.ddp import World, init_world, wrap
-from rmsmp.compiler.methods import method, prepare
-from rmsmp.compiler.qat import ActQuantizer, init_act_steps
-from rmsmp.compiler.train import objective, run_epoch
+from rmsmp.quant.ddp import World, init_world, wrap
+from rmsmp.quant.methods import method, prepare
+from rmsmp.quant.qat import ActQuantizer, init_act_steps
+from rmsmp.quant.train import objective, run_epoch
 
 EPOCHS, BATCHES, BATCH = 2, 3, 8
 

@@ -9,7 +9,7 @@ from torch import nn
 
 import rmsmp
 from rmsmp.cli import main
-from rmsmp.compiler.export import export
+from rmsmp.quant.export import export
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,8 @@ def test_rtl_run_that_never_finishes_times_out(compiled) -> None:
 def test_cli_quantize_resumes_and_evaluates(tmp_path, capsys) -> None:
     """`rmsmp quantize` trains ResNet-20 QAT on a subset, records the assignment, resumes as a
     no-op, refuses another method on the same file; `rmsmp evaluate` reads the checkpoint."""
-    from rmsmp.compiler.assign import row_counts
-    from rmsmp.compiler.methods import METHODS
+    from rmsmp.quant.assign import row_counts
+    from rmsmp.quant.methods import METHODS
 
     ck_path = tmp_path / "r.pt"
     argv = ["quantize", "--method", "rmsmp", "--epochs", "1", "--train-subset", "256"]

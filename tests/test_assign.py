@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from rmsmp.arch import FORMATS
-from rmsmp.compiler.assign import (
+from rmsmp.quant.assign import (
     assign_rmsmp,
     compare_split_rules,
     relative_costs,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rmsmp.compiler.brevitas_baseline import brevitas_resnet20
-from rmsmp.compiler.train import BREVITAS, BREVITAS_INT_RESIDUAL, batches, build
+from rmsmp.quant.brevitas_baseline import brevitas_resnet20
+from rmsmp.quant.train import BREVITAS, BREVITAS_INT_RESIDUAL, batches, build
 
 
 def test_brevitas_baseline_is_int4_per_channel_and_trains() -> None:

@@ -12,11 +12,11 @@ from torch import nn
 
 import rmsmp
 from rmsmp.arch import numerics
-from rmsmp.compiler.export import export, export_qat
 from rmsmp.compiler.ir import IntAvgPool, IntGraph, IntLayer, IntMaxPool
-from rmsmp.compiler.methods import method, prepare
-from rmsmp.compiler.models.resnet_cifar import ResNetCifar
-from rmsmp.compiler.quant import UnsupportedLayerError
+from rmsmp.quant.export import export, export_qat
+from rmsmp.quant.methods import method, prepare
+from rmsmp.quant.models.resnet_cifar import ResNetCifar
+from rmsmp.quant.quantize import UnsupportedLayerError
 
 
 def _check(model: nn.Module, x: torch.Tensor, **kw) -> tuple[IntGraph, np.ndarray, np.ndarray]:
@@ -85,7 +85,7 @@ def test_chain_stays_a_chain_and_pools_are_integer() -> None:
 
 
 def test_resnet18_captures_and_exports() -> None:
-    from rmsmp.compiler.models.resnet_imagenet import resnet18
+    from rmsmp.quant.models.resnet_imagenet import resnet18
 
     torch.manual_seed(0)
     model = resnet18()
@@ -99,8 +99,8 @@ def test_resnet18_captures_and_exports() -> None:
 
 
 def test_resnet20_pretrained_captures_and_exports() -> None:
-    from rmsmp.compiler import data
-    from rmsmp.compiler.models.resnet_cifar import default_checkpoint, load_resnet20
+    from rmsmp.quant import data
+    from rmsmp.quant.models.resnet_cifar import default_checkpoint, load_resnet20
 
     if not default_checkpoint().is_file():
         pytest.skip(f"shared ResNet-20 checkpoint not at {default_checkpoint()}")

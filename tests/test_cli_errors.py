@@ -221,7 +221,7 @@ def test_n_beyond_the_data_set_is_clamped(capsys) -> None:
 
 
 def test_interrupted_quantize_says_what_it_kept(tmp_path, capsys, monkeypatch) -> None:
-    from rmsmp.compiler import train
+    from rmsmp.quant import train
 
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
@@ -262,7 +262,7 @@ def test_checkpoint_is_extended_and_resumes_after_ctrl_c(tmp_path, capsys, monke
     """A finished 1-epoch checkpoint extends to 3 epochs; Ctrl-C in epoch 3 keeps epoch 2, and
     the same command resumes from it; fewer epochs than the checkpoint's own are refused.
     (A tiny model on random batches stands in for ResNet-20 on CIFAR-10.)"""
-    from rmsmp.compiler import train
+    from rmsmp.quant import train
 
     def tiny(model_name, method_name, assignment=None, sensitivity="none", split_rule="error"):
         torch.manual_seed(0)

@@ -11,9 +11,9 @@ from torch import nn
 import rmsmp
 from rmsmp.boards import TARGETS, BoardError, target_config
 from rmsmp.cli import main
-from rmsmp.compiler.frontend import graph_from_file
 from rmsmp.demo import CHECKPOINT
 from rmsmp.host.program import Program
+from rmsmp.quant.frontend import graph_from_file
 
 
 def test_compile_a_saved_residual_module_and_run_it(tmp_path, capsys) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from rmsmp.compiler.ddp import World, shard
+from rmsmp.quant.ddp import World, shard
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -46,7 +46,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not dist.is_gloo_available(), reason="torch.distributed without gloo")
 def test_quantize_runs_under_torchrun_and_resumes(tmp_path: Path) -> None:
-    from rmsmp.compiler.train import read_checkpoint
+    from rmsmp.quant.train import read_checkpoint
 
     out = tmp_path / "fixed4.pt"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]

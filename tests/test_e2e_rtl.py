@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from rmsmp.arch import AccelConfig
-from rmsmp.compiler.export import export
 from rmsmp.compiler.lower import lower
-from rmsmp.compiler.quant import quantize
 from rmsmp.host.runtime import run_with_stats
+from rmsmp.quant.export import export
+from rmsmp.quant.quantize import quantize
 from rmsmp.sim.verilator import RtlDevice
 
 CFG = AccelConfig.for_board("tiny")

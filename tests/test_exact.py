@@ -10,13 +10,13 @@ from cnngen import Net
 from torch import nn
 
 from rmsmp.arch import numerics
-from rmsmp.compiler import exact
-from rmsmp.compiler.exact_qat import exact_eval
-from rmsmp.compiler.export import export, export_qat
-from rmsmp.compiler.methods import method, prepare
-from rmsmp.compiler.models.resnet_cifar import ResNetCifar
-from rmsmp.compiler.qat import init_act_steps
-from rmsmp.compiler.quant import quantize
+from rmsmp.quant import exact
+from rmsmp.quant.exact_qat import exact_eval
+from rmsmp.quant.export import export, export_qat
+from rmsmp.quant.methods import method, prepare
+from rmsmp.quant.models.resnet_cifar import ResNetCifar
+from rmsmp.quant.qat import init_act_steps
+from rmsmp.quant.quantize import quantize
 
 QAT_METHODS = ("rmsmp", "rmsmp-sp2", "fixed4", "msq", "ilmpq", "pot4")
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from rmsmp.compiler.export import export_qat
 from rmsmp.compiler.ir import IntPool
 from rmsmp.compiler.lower import lower
-from rmsmp.compiler.methods import METHODS, method, prepare
-from rmsmp.compiler.models.resnet_cifar import ResNetCifar
-from rmsmp.compiler.quant import UnsupportedLayerError
-from rmsmp.compiler.train import batches, build
+from rmsmp.quant.export import export_qat
+from rmsmp.quant.methods import METHODS, method, prepare
+from rmsmp.quant.models.resnet_cifar import ResNetCifar
+from rmsmp.quant.quantize import UnsupportedLayerError
+from rmsmp.quant.train import batches, build
 
 QUANT_METHODS = [name for name, m in METHODS.items() if m.ratio is not None]
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from rmsmp.compiler.glue import SentenceClassifier, classifier, finetune
-from rmsmp.compiler.qat import ActQuantizer
+from rmsmp.quant.glue import SentenceClassifier, classifier, finetune
+from rmsmp.quant.qat import ActQuantizer
 
 
 class _Tokens(nn.Module):

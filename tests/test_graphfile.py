@@ -14,11 +14,11 @@ from cnngen import Net
 
 import rmsmp
 from rmsmp.cli import main
-from rmsmp.compiler.export import export
 from rmsmp.compiler.graphfile import GraphFileError, is_graph_file, load_graph, save_graph
 from rmsmp.compiler.ir import IntLayer
 from rmsmp.compiler.lower import lower
 from rmsmp.host.program import Program
+from rmsmp.quant.export import export
 
 PYNQ = rmsmp.AccelConfig.preset("pynq-z1")
 
@@ -61,8 +61,9 @@ NO_TORCH = "import sys; sys.modules['torch'] = None; from rmsmp.cli import main;
 
 
 def test_rmsmp_compile_of_an_exported_graph_needs_no_torch(tmp_path) -> None:
-    """`rmsmp export` in this process, `rmsmp compile GRAPH` in one where torch cannot be
-    imported: the Program is byte for byte the one compiled from the model file itself."""
+    """`rmsmp export` in this process, `rmsmp compile GRAPH` (and ``rmsmp.compile`` of the
+    loaded graph) in one where torch cannot be imported: the Program is byte for byte the one
+    compiled from the model file itself."""
     model, _ = _graph(5)
     torch.save(model, tmp_path / "net.pt")
     shape = ["--input-shape", "3,10,10"]
@@ -76,12 +77,20 @@ def test_rmsmp_compile_of_an_exported_graph_needs_no_torch(tmp_path) -> None:
         text=True,
     )
     assert run.returncode == 0, run.stderr
+    api = (
+        "import numpy as np, rmsmp; from rmsmp.compiler.graphfile import load_graph; "
+        f"g = load_graph({str(tmp_path / 'g.npz')!r}); x = np.zeros((1, 3, 10, 10)); "
+        f"rmsmp.compile(g, x, 'pynq-z1').save({str(tmp_path / 'api.rmsmp')!r})"
+    )
+    run = subprocess.run([sys.executable, "-c", NO_TORCH + api], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
     blocked = subprocess.run(
         [sys.executable, "-c", NO_TORCH + "import torch"], capture_output=True, text=True
     )
     assert blocked.returncode == 1 and "import of torch halted" in blocked.stderr
     got, want = tmp_path / "p.rmsmp", tmp_path / "from_model.rmsmp"
     assert got.read_bytes() == want.read_bytes()
+    assert (tmp_path / "api.rmsmp").read_bytes() == want.read_bytes()
     assert Program.load(got).input_shape == (3, 10, 10)
 
 

@@ -95,25 +95,54 @@ def test_arch_is_a_straight_chain() -> None:
         assert nested == [], f"arch/{name}.py imports inside a function at lines {nested}"
 
 
-NUMPY_COMPILER = ("ir", "graphfile", "hybrid", "tokens", "lower")
-"""The numpy compiler (rmsmp.compiler.X, a package with every submodule): the side of the graph
-file that needs no PyTorch. The rest of rmsmp.compiler is the torch side."""
+COMPILER = Path(__file__).resolve().parents[1] / "compiler"
+"""The numpy compiler (rmsmp.compiler: IR, graph file, lowering, tokens, hybrid): the side of
+the graph file that needs no PyTorch. The torch side (QAT, capture, export) is rmsmp.quant."""
 
 
 def test_numpy_compiler_imports_no_torch() -> None:
-    """Each numpy compiler module imports in an interpreter where ``import torch`` fails, so
-    none imports it, directly or through another module."""
+    """Every rmsmp.compiler module imports in an interpreter where ``import torch`` fails, so
+    none imports it at import time, directly or through another module."""
     code = (
-        "import importlib, pkgutil, sys\n"
+        "import pkgutil, sys\n"
         "sys.modules['torch'] = None\n"
-        f"for name in {NUMPY_COMPILER!r}:\n"
-        "    m = importlib.import_module('rmsmp.compiler.' + name)\n"
-        "    for sub in pkgutil.iter_modules(getattr(m, '__path__', [])):\n"
-        "        importlib.import_module(f'{m.__name__}.{sub.name}')\n"
-        "        print(f'{m.__name__}.{sub.name}')\n"
-        "    print(m.__name__)\n"
+        "import rmsmp.compiler as c\n"
+        "for m in pkgutil.walk_packages(c.__path__, 'rmsmp.compiler.'):\n"
+        "    __import__(m.name)\n"
+        "    print(m.name)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr.strip().splitlines()[-1:]
-    loaded = out.stdout.split()
-    assert "rmsmp.compiler.lower.pipeline" in loaded and len(loaded) > len(NUMPY_COMPILER)
+    loaded = set(out.stdout.split())
+    want = {f"rmsmp.compiler.{p.relative_to(COMPILER).with_suffix('')}".replace("/", ".")
+            for p in COMPILER.rglob("*.py") if p.stem != "__init__"}  # fmt: skip
+    assert "rmsmp.compiler.lower.pipeline" in want and loaded >= want
+
+
+def _imported(tree: ast.Module, package: str) -> set[str]:
+    """Every module a module of ``package`` imports anywhere (inside functions too), absolute."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            stem = ".".join(base) if node.level else ""
+            mod = ".".join(filter(None, (stem, node.module or "")))
+            names.update([mod] if node.module else (f"{mod}.{a.name}" for a in node.names))
+    return names
+
+
+def test_numpy_compiler_never_imports_the_torch_side() -> None:
+    """No rmsmp.compiler module imports torch or rmsmp.quant even lazily inside a function: a
+    torch model reaches the lowering only through ``rmsmp.compile``, which exports it first."""
+    for path in sorted(COMPILER.rglob("*.py")):
+        rel = path.relative_to(COMPILER.parent).with_suffix("")
+        package = ".".join(["rmsmp", *rel.parts[:-1]])
+        bad = {
+            m
+            for m in _imported(ast.parse(path.read_text()), package)
+            if m.split(".")[0] in ("torch", "brevitas", "qonnx", "onnx")
+            or m.startswith("rmsmp.quant")
+        }
+        assert bad == set(), f"{rel}.py imports {sorted(bad)} (the torch side is rmsmp.quant)"

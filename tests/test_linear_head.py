@@ -13,11 +13,11 @@ from torch import nn
 
 import rmsmp
 from rmsmp.arch import AccelConfig, isa
-from rmsmp.compiler.export import export
 from rmsmp.compiler.lower import lower
 from rmsmp.compiler.lower.planning import plan_passes
 from rmsmp.compiler.lower.tiling import tile
 from rmsmp.host.runtime import run_with_stats
+from rmsmp.quant.export import export
 
 TINY = AccelConfig.preset("tiny")
 PYNQ = AccelConfig.preset("pynq-z1")

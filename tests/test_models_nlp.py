@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from rmsmp.compiler import probe as probe_mod
-from rmsmp.compiler.data import sst2
-from rmsmp.compiler.models.minilm import embed, linear_layers, load_minilm, model_dir
-from rmsmp.compiler.models.resnet_imagenet import count_macs, resnet18
-from rmsmp.compiler.probe import (
+from rmsmp.quant import probe as probe_mod
+from rmsmp.quant.data import sst2
+from rmsmp.quant.models.minilm import embed, linear_layers, load_minilm, model_dir
+from rmsmp.quant.models.resnet_imagenet import count_macs, resnet18
+from rmsmp.quant.probe import (
     cosine_to_reference,
     probe_accuracy,
     sst2_embeddings,
@@ -199,7 +199,7 @@ def test_sst2_eval_protocol_fp32_and_int8(minilm, tmp_path, monkeypatch):
 
 def test_distill_loss_zero_only_for_the_teacher():
     """Equal hidden states cost nothing; any change in a real token costs, padding does not."""
-    from rmsmp.compiler.nlp import distill_loss
+    from rmsmp.quant.nlp import distill_loss
 
     g = torch.Generator().manual_seed(0)
     ht = [torch.randn(2, 5, 8, generator=g) for _ in range(3)]
@@ -225,7 +225,7 @@ def test_distill_loss_zero_only_for_the_teacher():
 
 def test_distill_minilm_trains_resumes_and_evaluates(tmp_path, monkeypatch):
     """A tiny distillation run lowers the loss, records its settings, and resumes as a no-op."""
-    from rmsmp.compiler import nlp
+    from rmsmp.quant import nlp
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     out = tmp_path / "m.pt"

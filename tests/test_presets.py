@@ -7,7 +7,7 @@ import pytest
 from rmsmp.arch import PRESETS
 from rmsmp.boards import resources
 from rmsmp.boards.devices import board
-from rmsmp.compiler.quant import resolve_ratio
+from rmsmp.quant.quantize import resolve_ratio
 
 FILL = 0.85
 """The budget benchmarks/presets.py sizes them to (fraction of LUT and of DSP48E1)."""

@@ -11,9 +11,9 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 
 from rmsmp.arch import numerics
-from rmsmp.compiler.assign import assign_rmsmp
-from rmsmp.compiler.methods import METHODS, method, prepare, reassign
-from rmsmp.compiler.qat import (
+from rmsmp.quant.assign import assign_rmsmp
+from rmsmp.quant.methods import METHODS, method, prepare, reassign
+from rmsmp.quant.qat import (
     ActQuantizer,
     RowQuantizer,
     init_act_steps,
@@ -22,7 +22,7 @@ from rmsmp.compiler.qat import (
     scale_step_gradients,
     ste_levels,
 )
-from rmsmp.compiler.train import Distill, train
+from rmsmp.quant.train import Distill, train
 
 DOCUMENTED = {
     "fixed4": list(range(-7, 8)),

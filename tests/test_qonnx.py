@@ -13,11 +13,11 @@ from cnngen import Net
 from torch import nn
 
 import rmsmp
-from rmsmp.compiler.export import export, export_qat
-from rmsmp.compiler.methods import method, prepare
-from rmsmp.compiler.models.resnet_cifar import ResNetCifar
-from rmsmp.compiler.qat import init_act_steps
-from rmsmp.compiler.qonnx_io import QonnxError, execute, qonnx_model
+from rmsmp.quant.export import export, export_qat
+from rmsmp.quant.methods import method, prepare
+from rmsmp.quant.models.resnet_cifar import ResNetCifar
+from rmsmp.quant.qat import init_act_steps
+from rmsmp.quant.qonnx_io import QonnxError, execute, qonnx_model
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("qonnx")

@@ -11,15 +11,15 @@ from bnstats import randomize_bn
 from torch import nn
 
 from rmsmp.arch import FORMATS, AccelConfig
-from rmsmp.compiler.assign import (
+from rmsmp.quant.assign import (
     assign_rows,
     best_scale,
     nearest_level,
     relative_costs,
     row_counts,
 )
-from rmsmp.compiler.export import export
-from rmsmp.compiler.quant import UnsupportedLayerError, quantize
+from rmsmp.quant.export import export
+from rmsmp.quant.quantize import UnsupportedLayerError, quantize
 
 
 def _random_ratio(rng: np.random.Generator) -> dict[str, float]:
@@ -304,7 +304,7 @@ def test_bad_inputs_have_clear_errors():
 
 @pytest.fixture(scope="module")
 def resnet20():
-    from rmsmp.compiler.models.resnet_cifar import default_checkpoint, load_resnet20
+    from rmsmp.quant.models.resnet_cifar import default_checkpoint, load_resnet20
 
     if not default_checkpoint().is_file():
         pytest.skip(f"shared ResNet-20 checkpoint not at {default_checkpoint()}")
@@ -313,7 +313,7 @@ def resnet20():
 
 @pytest.fixture(scope="module")
 def cifar_test_500():
-    from rmsmp.compiler import data
+    from rmsmp.quant import data
 
     try:
         return data.cifar10_test(500, seed=0)
@@ -361,8 +361,8 @@ def test_resnet20_first_block_chain_exports_bit_exact(resnet20, cifar_test_500):
 
 
 def test_missing_shared_data_names_the_place(tmp_path, monkeypatch):
-    from rmsmp.compiler import data
-    from rmsmp.compiler.models.resnet_cifar import load_resnet20
+    from rmsmp.quant import data
+    from rmsmp.quant.models.resnet_cifar import load_resnet20
 
     monkeypatch.setenv("RMSMP_SHARED_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="resnet20-12fca82f.th"):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from rmsmp.compiler.sensitivity import (
+from rmsmp.quant.sensitivity import (
     fisher_row_traces,
     hutchinson_row_traces,
     power_iteration_row_eigs,

@@ -14,11 +14,11 @@ from torch import nn
 
 import rmsmp
 from rmsmp.arch import AccelConfig
-from rmsmp.compiler.assign import assign_tied, relative_costs
-from rmsmp.compiler.export import export
 from rmsmp.compiler.ir import IntLayer
 from rmsmp.compiler.lower import lower
 from rmsmp.host.runtime import run_with_stats
+from rmsmp.quant.assign import assign_tied, relative_costs
+from rmsmp.quant.export import export
 
 
 def test_tied_assignment_minimises_the_summed_error() -> None:

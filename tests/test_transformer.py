@@ -9,10 +9,10 @@ import torch
 from tokengen import encoder_layer, quantize, token_mlp
 
 from rmsmp.arch import AccelConfig
-from rmsmp.compiler.capture import UnsupportedLayerError, capture
 from rmsmp.compiler.hybrid import lower_hybrid
-from rmsmp.compiler.transformer import capture_tokens
 from rmsmp.host.hybrid import DeviceOp, HostOp, HybridError, run_hybrid
+from rmsmp.quant.capture import UnsupportedLayerError, capture
+from rmsmp.quant.transformer import capture_tokens
 
 METHODS = ("rmsmp", "fixed4", "msq")
 
@@ -190,8 +190,8 @@ def test_minilm_checkpoint_compiles_and_runs_through_the_cli(tmp_path, capsys) -
     """MiniLM (post-training rmsmp, W4A8) at 8 tokens on tiny: 36 Linears on chip, the output
     within a few 8-bit steps of the fake-quant encoder's hidden state."""
     from rmsmp.cli import main
-    from rmsmp.compiler.nlp import save_minilm
-    from rmsmp.compiler.tokenfront import encode, token_model
+    from rmsmp.quant.nlp import save_minilm
+    from rmsmp.quant.tokenfront import encode, token_model
 
     ck = save_minilm("rmsmp", tmp_path / "minilm.pt")
     argv = ["compile", str(tmp_path / "minilm.pt"), "--board", "tiny", "--tokens", "8"]

@@ -10,9 +10,9 @@ from cnngen import Net
 
 import rmsmp
 from rmsmp.arch import AccelConfig
-from rmsmp.compiler.export import export
 from rmsmp.compiler.lower import lower
 from rmsmp.host.runtime import run_with_stats
+from rmsmp.quant.export import export
 
 HOST_STEPS = ["quantize input", "input map layout", "gather output channels"]
 
@@ -154,8 +154,8 @@ def test_batch_reuses_weights_and_runs_any_number_of_images() -> None:
 @pytest.fixture(scope="module")
 def resnet20():
     """Our committed QAT checkpoint's integer graph and its pynq-z1 Program."""
-    from rmsmp.compiler.frontend import graph_from_file
     from rmsmp.demo import CHECKPOINT
+    from rmsmp.quant.frontend import graph_from_file
 
     graph = graph_from_file(CHECKPOINT, None)
     return graph, lower(graph, AccelConfig.for_board("pynq-z1"), 1)
@@ -166,7 +166,7 @@ def resnet20():
 def test_our_resnet20_checkpoint_whole_on_pynq_z1_rtl(resnet20, backend: str) -> None:
     """The committed QAT checkpoint, exported, runs input to logits on the pynq-z1 RTL, bare
     and behind the PYNQ driver: RTL == golden == IntGraph.evaluate on two CIFAR-10 images."""
-    from rmsmp.compiler.data import cifar10_test
+    from rmsmp.quant.data import cifar10_test
 
     graph, prog = resnet20
     x, _ = cifar10_test(n=2, seed=7)

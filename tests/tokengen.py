@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from rmsmp.compiler.methods import prepare
-from rmsmp.compiler.nlp import minilm_method
-from rmsmp.compiler.qat import ActQuantizer
+from rmsmp.quant.methods import prepare
+from rmsmp.quant.nlp import minilm_method
+from rmsmp.quant.qat import ActQuantizer
 
 
 class TokenMLP(nn.Module):

@@ -29,6 +29,6 @@ ordering, assembly.
 """
 
 from .checks import CompileError
-from .pipeline import STAGES, Lowering, compile_model, lower
+from .pipeline import STAGES, Lowering, compile_graph, lower
 
-__all__ = ["STAGES", "CompileError", "Lowering", "compile_model", "lower"]
+__all__ = ["STAGES", "CompileError", "Lowering", "compile_graph", "lower"]

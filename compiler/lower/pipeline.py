@@ -138,17 +138,14 @@ def lower(graph: IntGraph, cfg: AccelConfig, batch: int) -> Program:
     return s.program
 
 
-def compile_model(qmodel: object, example_input: object, config: AccelConfig | str) -> Program:
-    """Export a quantized model to an IntGraph (or take an IntGraph, e.g. ``rmsmp.from_qonnx``'s)
-    and lower it for ``config`` (or a board or preset name, as ``rmsmp.boards.target_config``
-    reads it).
+def compile_graph(graph: IntGraph, example_input: object, config: AccelConfig | str) -> Program:
+    """Lower ``graph`` for ``config`` (or a board or preset name, as
+    ``rmsmp.boards.target_config`` reads it) at the batch size ``example_input.shape[0]``.
 
-    The batch size is ``example_input.shape[0]``.
+    ``rmsmp.compile`` calls this after exporting a torch model (``rmsmp.quant``); an IntGraph
+    (``rmsmp.from_qonnx``'s, or ``compiler.graphfile``'s) comes here without PyTorch.
     """
-    from ..export import export
-
     cfg = config if isinstance(config, AccelConfig) else target_config(config)
-    graph = qmodel if isinstance(qmodel, IntGraph) else export(qmodel)
     shape = tuple(int(i) for i in example_input.shape)  # type: ignore[attr-defined]
     if shape[1:] != tuple(graph.input_shape):
         raise CompileError(

@@ -33,9 +33,9 @@ from torch import nn
 from ..arch import numerics
 from ..arch.config import AccelConfig
 from ..boards import target_config
+from ..compiler.ir import IntAvgPool, IntGraph, IntLayer, IntMaxPool, IntPool, Node
 from .export import export, export_qat
-from .ir import IntAvgPool, IntGraph, IntLayer, IntMaxPool, IntPool, Node
-from .quant import QuantizedModel
+from .quantize import QuantizedModel
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 OPSET = 17

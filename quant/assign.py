@@ -215,7 +215,7 @@ def assign_rmsmp(
         if sens.shape != (n,) or not np.isfinite(sens).all():
             raise ValueError(
                 f"sensitivity must be {n} finite values, one per row, got shape {sens.shape}; "
-                "pass the layer's per-row sensitivity (e.g. from rmsmp.compiler.sensitivity)"
+                "pass the layer's per-row sensitivity (e.g. from rmsmp.quant.sensitivity)"
             )
     order = np.argsort(-sens, kind="stable")
     n_wide = counts.get(WIDE, 0)

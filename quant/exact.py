@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from ..arch import numerics
-from .ir import IntAvgPool, IntGraph, IntLayer, IntMaxPool, IntPool
+from ..compiler.ir import IntAvgPool, IntGraph, IntLayer, IntMaxPool, IntPool
 
 _FLOAT32_EXACT, _FLOAT64_EXACT = 1 << 24, 1 << 53
 """Integers below these magnitudes, and sums of them that stay below, are exact in float32 and

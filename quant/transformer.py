@@ -32,11 +32,11 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from ..arch import numerics
+from ..compiler.hybrid import HybridGraph
+from ..compiler.ir import IntGraph
 from ..host.hybrid import DeviceOp, HostOp
 from .capture import Step, UnsupportedLayerError
 from .export import _qat_layer
-from .hybrid import HybridGraph
-from .ir import IntGraph
 
 MATMUL_BITS = 8
 """Width of the attention matmuls' operands."""

@@ -2,8 +2,8 @@
 
 A ``rmsmp quantize --model minilm`` checkpoint (the sentence encoder: token ids, attention mask
 and token types in, last hidden state out) or a GLUE SST-2 classifier checkpoint
-(``compiler.glue``: logits out) is rebuilt with its QAT Linears and captured whole
-(``compiler.transformer``) at a fixed sequence length: embeddings, softmax, LayerNorm, GELU
+(``quant.glue``: logits out) is rebuilt with its QAT Linears and captured whole
+(``quant.transformer``) at a fixed sequence length: embeddings, softmax, LayerNorm, GELU
 and the attention matmuls on the host, the 36 encoder Linears on the accelerator. The device
 outputs' 8-bit grids are calibrated on SST-2 train sentences padded to that length.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..compiler.hybrid import HybridGraph
 from .data import sst2
-from .hybrid import HybridGraph
 from .models.minilm import MAX_LENGTH, load_tokenizer
 from .transformer import capture_tokens
 

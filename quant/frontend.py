@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .ir import IntGraph
+from ..compiler.ir import IntGraph
 
 CALIBRATION_IMAGES = 256
 """Images in a calibration batch, at most."""

@@ -543,7 +543,7 @@ def _check_input(path: str, m: nn.Module, shape: tuple[int, ...]) -> None:
     elif len(shape) != 1:
         raise ValueError(
             f"layer {path!r}: Linear gets per-sample shape {shape}: a token model (the Linear "
-            "over the last dim); compile it with compiler.transformer.capture_tokens (a CNN "
+            "over the last dim); compile it with quant.transformer.capture_tokens (a CNN "
             "head: add nn.Flatten() before it)"
         )
     elif shape[0] != m.in_features:

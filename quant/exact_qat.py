@@ -14,9 +14,9 @@ import functools
 import torch
 from torch import fx, nn
 
+from ..compiler.ir import IntGraph
 from .exact import evaluate
 from .export import export_qat
-from .ir import IntGraph
 
 
 def _state_key(model: nn.Module, shape: tuple[int, ...]) -> tuple:

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from ..arch import numerics
+from ..compiler.ir import IntAvgPool, IntGraph, IntLayer, IntMaxPool, IntPool, Node
 from .capture import Captured, Step, UnsupportedLayerError, capture
-from .ir import IntAvgPool, IntGraph, IntLayer, IntMaxPool, IntPool, Node
 from .qat import ActQuantizer
-from .quant import INPUT_HI, INPUT_LO, QuantAvgPool, QuantizedModel, QuantMaxPool, QuantNode
+from .quantize import INPUT_HI, INPUT_LO, QuantAvgPool, QuantizedModel, QuantMaxPool, QuantNode
 
 
 def _int_node(q: QuantNode) -> Node:
@@ -210,7 +210,7 @@ def export_qat(
     if not layers or not all(hasattr(m, "wq") for m in layers):
         raise UnsupportedLayerError(
             "export_qat takes a QAT-prepared CNN, every Conv2d/Linear a QConv2d/QLinear (as in a "
-            "QAT-prepared CIFAR ResNet from rmsmp.compiler.methods.prepare); use "
+            "QAT-prepared CIFAR ResNet from rmsmp.quant.methods.prepare); use "
             "export(quantize(...)) for float models"
         )
     dtype = next(model.parameters()).dtype
