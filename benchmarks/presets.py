@@ -33,6 +33,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 JSON = RESULTS / "presets.json"
 PAPER = {"pynq-z1": (60, 35, 5), "zc706": (65, 30, 5)}
 """The paper's PoT-4 : Fixed-4 : Fixed-8 row percentages per board's part."""
+FILL = 0.85
+"""Share of the part's LUT and DSP48E1 a preset may use (the rest for routing and the shell)."""
 LANES_PER_OUTPUT = 4
 """Target cycles a requant lane group takes per output (rows / lanes)."""
 
@@ -138,7 +140,7 @@ def _group(g: RowGroup) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--fill", type=float, default=0.85, help="LUT and DSP budget (fraction)")
+    p.add_argument("--fill", type=float, default=FILL, help="LUT and DSP budget (fraction)")
     args = p.parse_args(argv)
     rows = []
     for name in PAPER:

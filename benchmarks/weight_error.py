@@ -22,22 +22,32 @@ from rmsmp.quant.models.resnet_cifar import load_resnet20
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def inner_rows() -> list[np.ndarray]:
+    """The weight rows ([out channels, fan-in], float64) of the pretrained ResNet-20's inner
+    conv layers (the ends stay Fixed-8 in every method)."""
+    layers = quant_layers(load_resnet20())[1:-1]
+    return [
+        layer.weight.detach().reshape(layer.weight.shape[0], -1).double().numpy()
+        for _, layer in layers
+    ]
+
+
+def mix_error(rows: list[np.ndarray], ratio: dict[str, float]) -> float:
+    """Total relative weight MSE of ``rows`` (one array per layer) with each layer's rows assigned
+    at ``ratio`` (``assign_rows``), each row at its MSE-optimal scale."""
+    fmts = list(ratio)
+    total = 0.0
+    for w in rows:
+        cost = relative_costs(w, fmts)
+        chosen = assign_rows(w, ratio)
+        total += float(cost[np.arange(len(w)), [fmts.index(f) for f in chosen]].sum())
+    return total
+
+
 def total_errors() -> dict[str, float]:
     """Total relative weight MSE over the inner conv rows, per quantized method."""
-    layers = quant_layers(load_resnet20())[1:-1]
-    totals = {}
-    for name, m in METHODS.items():
-        if m.ratio is None:
-            continue
-        fmts = list(m.ratio)
-        total = 0.0
-        for _, layer in layers:
-            w = layer.weight.detach().reshape(layer.weight.shape[0], -1).double().numpy()
-            cost = relative_costs(w, fmts)
-            chosen = assign_rows(w, m.ratio)
-            total += float(cost[np.arange(len(w)), [fmts.index(f) for f in chosen]].sum())
-        totals[name] = total
-    return totals
+    rows = inner_rows()
+    return {name: mix_error(rows, m.ratio) for name, m in METHODS.items() if m.ratio is not None}
 
 
 def main() -> int:
