@@ -62,12 +62,13 @@ class AddChain(Elaboratable):
 class LutRam(Elaboratable):
     """Address register -> asynchronous read of a 64 x 8 memory -> data register."""
 
-    def __init__(self) -> None:
+    def __init__(self, init: tuple[int, ...] = ()) -> None:
         self.addr, self.wdata, self.we, self.q = Signal(6), Signal(8), Signal(), Signal(8)
+        self.init = init
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        m.submodules.mem = mem = Memory(shape=8, depth=64, init=[])
+        m.submodules.mem = mem = Memory(shape=8, depth=64, init=self.init)
         rd, wr = mem.read_port(domain="comb"), mem.write_port()
         addr = Signal(6)
         m.d.sync += [addr.eq(self.addr), self.q.eq(rd.data)]
@@ -156,6 +157,32 @@ def test_lutram_read_is_timed_from_its_address_and_counted(tmp_path: Path) -> No
     worst = est.worst("reg->reg")
     assert worst is not None and worst.start.startswith("FDRE addr")
     assert worst.cells[0].startswith("RAM") and worst.summary()["lut_levels"] >= 1
+
+
+@pytest.mark.parametrize("init", [(), (0, 3)])
+def test_only_all_zero_memory_inits_are_dropped(init: tuple[int, ...]) -> None:
+    """A memory's all-zero ``initial`` block goes (it held a zc706 top in Yosys for hours), one
+    with any other word stays, and nothing else of the module changes."""
+    top = LutRam(init)
+    text = verilog.convert(top, name="tiny", ports=[top.addr, top.wdata, top.we, top.q])
+    kept = timing.drop_zero_init(text)
+    assert ("mem[1] = 8'h03;" in kept) == bool(init)
+    assert ("initial begin" in kept) == bool(init)
+    assert (kept == text) == bool(init)
+    assert kept.count("\n") == text.count("\n") - (0 if init else 66)
+
+
+@benchpath.needs_yosys
+def test_zero_init_dropped_maps_to_the_same_cells(tmp_path: Path) -> None:
+    """The module by module synthesis (its zero inits dropped) maps to the cells of one whole
+    synth_xilinx run of the design with them."""
+    top = LutRam()
+    text = verilog.convert(top, name="tiny", ports=[top.addr, top.wdata, top.we, top.q])
+    whole = timing.synthesize(text, "tiny", tmp_path / "whole")
+    parts = timing.synthesize_modules(text, "tiny", tmp_path / "parts")
+    stats = [resources.parse_stat(s.stat.read_text()) for s in (whole, parts)]
+    assert stats[0].pop("BUFG") == 1  # the whole run buffers the clock; units use -noclkbuf
+    assert stats[0] == stats[1] and stats[1]["RAM64M"] == 3
 
 
 def test_lut_sites_count_lutram_and_srl() -> None:
