@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import benchpath  # noqa: F401  (benchmarks/ on sys.path)
 import pytest
+from presets import FILL
 
 from rmsmp.arch import PRESETS
 from rmsmp.boards import resources
 from rmsmp.boards.devices import board
 from rmsmp.quant.quantize import resolve_ratio
 
-FILL = 0.85
-"""The budget benchmarks/presets.py sizes them to (fraction of LUT and of DSP48E1)."""
 FILLING = {
     "pynq-z1-fill": "pynq-z1",
     "zc706-fill": "zc706",
