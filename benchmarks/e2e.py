@@ -9,11 +9,13 @@ networks). ``--rtl`` also runs ResNet-20 on the Verilated RTL of each mixed pres
 both counts.
 
 Per run it records cycles, latency and frames/s at the preset's clock, useful MAC/cycle against
-the peak, DMA bytes, the board latency (the model's cycles, or the time the board's usable DDR
-bandwidth needs for those bytes if that is longer: the harness serves a beat per cycle on each
-port, a PYNQ-Z1's 16-bit DDR3 about 1.6 GB/s in all), and what bounds the time: the array's
+the peak, DMA bytes, the board latency (the model's cycles stretched wherever the beats moved in
+a 1024-cycle window, reads and writes together, need longer on the board's DDR,
+``sim.cycles.ddr_capped``: the harness serves a beat per cycle each way, a PYNQ-Z1's 16-bit
+DDR3 about 1.6 GB/s in all, 1.3 beats per cycle at 150 MHz), and what bounds the time: the array's
 issue cycles (MACs, plus the cycles a short GEMM waits for the requant lanes) and the DMA beats
-(one 64-bit beat per cycle on one HP port), each against the total. It writes
+(one 64-bit beat per cycle on one HP port), each against the total; and benchmarks/ddr.py's
+split of the DMA beats by what they move and its projection of a second HP port. It writes
 benchmarks/results/e2e.json, a roofline plot (benchmarks/results/roofline.png: GMAC/s against
 MAC per DDR byte, under each preset's compute and one-HP-port roofs) and, with ``--readme``, the
 README's e2e table.
@@ -24,8 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import ddr
 import numpy as np
 from readme import replace_block
 
@@ -76,12 +80,16 @@ def graph_for(net: str, cfg: AccelConfig):
     return export(rmsmp.quantize(model, x, ratio=cfg, act_bits=ACT_BITS))
 
 
+def instructions(prog) -> list[isa.Insn]:
+    """The Program's instructions, decoded (batch 1 runs each once)."""
+    cfg = prog.config
+    return [isa.decode(cfg, w) for w in isa.from_bytes(cfg, prog.segments["insn"].data)]
+
+
 def static_counts(prog) -> tuple[int, int]:
     """The Program's array issue cycles (MACs and requant waits) and its write-port beats,
-    summed over its instructions (batch 1 runs each once)."""
-    cfg = prog.config
-    words = isa.from_bytes(cfg, prog.segments["insn"].data)
-    insns = [isa.decode(cfg, w) for w in words]
+    summed over its instructions."""
+    cfg, insns = prog.config, instructions(prog)
     issue = sum(issue_cycles(cfg, i) for i in insns if i.op is Opcode.GEMM)
     out_beats = layout.entry_beats(cfg, layout.Entry.OUT)
     stores = sum(i.y_size * i.x_size * out_beats for i in insns if i.op is Opcode.STORE)
@@ -119,8 +127,10 @@ def measure(net: str, cfg: AccelConfig, rtl: bool) -> dict:
         "model_s": t_model,
     }
     row["array_cycles"], row["write_beats"] = static_counts(prog)
-    ddr_s = row["dma_bytes"] / (devices.board(board_of(cfg)).ddr_gbps * 1e9)
-    row["board_latency_ms"] = max(row["latency_ms"], ddr_s * 1e3)
+    row |= ddr.project(cfg, instructions(prog), devices.board(board_of(cfg)))
+    if row["cycles_1port"] != cycles:
+        raise SystemExit(f"{net} on {cfg.name}: the cycle model and the golden backend differ")
+    row["board_latency_ms"] = row["ddr_cycles_1port"] / cfg.clock_mhz / 1000
     row["bound"] = bound(row)
     if rtl:
         hw = run_with_stats(prog, x, backend="rtl")
@@ -170,7 +180,8 @@ def speedups(rows: list[dict]) -> list[dict]:
 
 def plot(rows: list[dict]) -> Path:
     """Roofline per board: achieved GMAC/s against MAC per DDR byte, with each preset's compute
-    roof (peak MAC/cycle x clock) and one HP port's bandwidth roof (8 bytes x clock)."""
+    roof (peak MAC/cycle x clock), one HP port's read roof (8 bytes x clock) and the board's DDR
+    (reads and writes together)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,6 +199,8 @@ def plot(rows: list[dict]) -> Path:
                 gmacs = r["macs"] / (r["latency_ms"] * 1e6)
                 ax.plot(r["macs"] / r["dma_bytes"], gmacs, "o", color=line.get_color())
                 ax.annotate(r["network"], (r["macs"] / r["dma_bytes"], gmacs), fontsize=7)
+        ddr = devices.board(board).ddr_gbps
+        ax.plot(xs, ddr * xs, "k--", label=f"DDR {ddr:.2f} GB/s")
         ax.set(xscale="log", yscale="log", title=board, xlabel="MAC per DDR byte")
         ax.set_ylabel("GMAC/s")
         ax.legend(fontsize=7)
@@ -234,6 +247,32 @@ def markdown(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def networks(only: str) -> list[str]:
+    """The comma-separated network names of ``--only``, checked."""
+    nets = only.split(",")
+    if unknown := set(nets) - set(NETWORKS):
+        raise SystemExit(f"unknown network(s) {sorted(unknown)}; use {sorted(NETWORKS)}")
+    return nets
+
+
+def sweep(
+    path: Path, boards: list[str], nets: list[str], run: Callable[[str, AccelConfig], dict]
+) -> list[dict]:
+    """``run(net, cfg)`` for every preset of ``boards`` and every network of ``nets``, merged
+    into the runs the JSON at ``path`` already holds; in board, preset and network order."""
+    old = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    rows = {(r["preset"], r["network"]): r for r in old["runs"]}
+    for b in boards:
+        for cfg in presets(b):
+            for net in nets:
+                rows[(cfg.name, net)] = run(net, cfg)
+    order = [c.name for b in BOARDS for c in presets(b)]
+    return sorted(
+        (r for r in rows.values() if r["preset"] in order),
+        key=lambda r: (order.index(r["preset"]), list(NETWORKS).index(r["network"])),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--board", action="append", choices=BOARDS, help="default: every board")
@@ -242,31 +281,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", action="store_true", help="only rewrite the README's table")
     args = p.parse_args(argv)
     if args.readme:
-        replace_block("e2e-table", markdown(json.loads(JSON.read_text())))
+        d = json.loads(JSON.read_text())
+        replace_block("e2e-table", markdown(d))
+        replace_block("ddr-table", ddr.markdown(d))
         return 0
-    nets = args.only.split(",")
-    if unknown := set(nets) - set(NETWORKS):
-        raise SystemExit(f"unknown network(s) {sorted(unknown)}; use {sorted(NETWORKS)}")
-    old = json.loads(JSON.read_text()) if JSON.is_file() else {"runs": []}
-    rows = {(r["preset"], r["network"]): r for r in old["runs"]}
-    for b in args.board or BOARDS:
-        for cfg in presets(b):
-            for net in nets:
-                r = measure(net, cfg, args.rtl and net == "resnet20" and cfg.name == b)
-                rows[(cfg.name, net)] = r
-                print(
-                    f"{cfg.name:>20} {net:>8}: {r['cycles']:>10,} cycles = "
-                    f"{r['latency_ms']:7.2f} ms at {cfg.clock_mhz:g} MHz, "
-                    f"{r['macs_per_cycle']:6.1f} MAC/cycle ({r['utilization']:.0%} of "
-                    f"{cfg.peak_macs_per_cycle}), DMA {r['dma_bytes'] / 2**20:.1f} MiB, "
-                    f"{r['bound']}",
-                    flush=True,
-                )
-    order = [c.name for b in BOARDS for c in presets(b)]
-    runs = sorted(
-        (r for r in rows.values() if r["preset"] in order),
-        key=lambda r: (order.index(r["preset"]), list(NETWORKS).index(r["network"])),
-    )
+    rtl = args.rtl
+
+    def one(net: str, cfg: AccelConfig) -> dict:
+        r = measure(net, cfg, rtl and net == "resnet20" and cfg.name == board_of(cfg))
+        print(
+            f"{cfg.name:>20} {net:>8}: {r['cycles']:>10,} cycles = "
+            f"{r['latency_ms']:7.2f} ms at {cfg.clock_mhz:g} MHz, "
+            f"{r['macs_per_cycle']:6.1f} MAC/cycle ({r['utilization']:.0%} of "
+            f"{cfg.peak_macs_per_cycle}), DMA {r['dma_bytes'] / 2**20:.1f} MiB, "
+            f"{r['bound']}",
+            flush=True,
+        )
+        return r
+
+    runs = sweep(JSON, args.board or BOARDS, networks(args.only), one)
     out = {
         "runs": runs,
         "speedups": speedups(runs),

@@ -3,8 +3,10 @@ two-port projection (``sim.cycles``: ``ddr_capped``, ``read_ports``; benchmarks/
 
 from __future__ import annotations
 
+import benchpath  # noqa: F401 - benchmarks/ on sys.path
 import numpy as np
 import pytest
+from ddr import KINDS, project
 from streamgen import random_stream
 
 from rmsmp.arch import AccelConfig, isa
@@ -71,3 +73,16 @@ def test_two_read_ports_projection() -> None:
     assert saved > 0
     with pytest.raises(ValueError, match="read_ports must be 1 or 2"):
         CycleModel(CFG, [], read_ports=3)
+
+
+def test_traffic_split_accounts_for_every_beat() -> None:
+    """benchmarks/ddr.py: the beats by kind add up to the model's DMA_BEATS, the one-port run
+    is the model's, and the DDR cap never shortens a run."""
+    b = board("pynq-z1")
+    for insns in _streams(4):
+        row = project(CFG, insns, b)
+        counts = predict(CFG, insns)
+        assert sum(row["beats"][k] for k in KINDS) == counts.dma_beats
+        assert row["cycles_1port"] == counts.cycles
+        for n in (1, 2):
+            assert row[f"ddr_cycles_{n}port"] >= row[f"cycles_{n}port"]
