@@ -46,7 +46,7 @@ from rmsmp.boards import resources
 from rmsmp.boards.devices import board as board_of
 from rmsmp.compiler.ir import IntGraph, IntLayer
 from rmsmp.compiler.lower import lower
-from rmsmp.quant.assign import assign_rows, row_counts
+from rmsmp.quant.assign import assign_costed, relative_costs, row_counts
 from rmsmp.quant.quantize import resolve_ratio
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -137,6 +137,7 @@ class Evaluator:
         self._graphs: dict[tuple, IntGraph] = {}
         self._errors: dict[tuple, float] = {}
         self._cycles: dict[tuple, int] = {}
+        self._costs: dict[tuple, np.ndarray] = {}
         self.configs: dict[str, AccelConfig] = {}
         """The configs counted, by hash."""
 
@@ -157,16 +158,26 @@ class Evaluator:
         layers = [n for n in self.graphs[net].layers if isinstance(n, IntLayer)]
         key = (net, self._key([n.out_channels for n in layers], ratio))
         if key not in self._graphs:
-            new = []
-            for node in self.graphs[net].layers:
+            new, fmts = [], list(ratio)
+            for i, node in enumerate(self.graphs[net].layers):
                 if isinstance(node, IntLayer):
-                    rows = node.weight.reshape(node.out_channels, -1).astype(np.float64)
+                    cost = np.stack([self._cost(net, i, f) for f in fmts], axis=1)
                     node = dataclasses.replace(
-                        node, formats=assign_rows(rows, ratio), weight=np.zeros_like(node.weight)
+                        node,
+                        formats=assign_costed(cost, fmts, ratio),
+                        weight=np.zeros_like(node.weight),
                     )
                 new.append(node)
             self._graphs[key] = dataclasses.replace(self.graphs[net], layers=new)
         return self._graphs[key]
+
+    def _cost(self, net: str, i: int, fmt: str) -> np.ndarray:
+        """``relative_costs`` of node ``i``'s rows under ``fmt``, scored once per sweep."""
+        if (net, i, fmt) not in self._costs:
+            w = self.graphs[net].layers[i].weight
+            rows = w.reshape(len(w), -1).astype(np.float64)
+            self._costs[net, i, fmt] = relative_costs(rows, [fmt])[:, 0]
+        return self._costs[net, i, fmt]
 
     def cycles(self, net: str, cfg: AccelConfig) -> int:
         """Cycles of one image of ``net`` on ``cfg``, from the cycle model."""
@@ -345,7 +356,7 @@ def markdown(data: dict) -> str:
             "|---|---|---|---|---|---|---|---|" + "---|---|" * len(nets) + "---|",
         ]
         for p in shown:
-            ratio = ":".join(f"{v:g}" for v in p["ratio_pct"].values())
+            ratio = ":".join(f"{v:.0f}" for v in p["ratio_pct"].values())
             u = p["use_pct"]
             cells = " | ".join(
                 f"{p['cycles'][n]:,} | {p['latency_ms'][n]:.3f}" if n in p["cycles"] else "- | -"
@@ -357,7 +368,22 @@ def markdown(data: dict) -> str:
                 f"{u['bram36']:.0f}% | {p['clock_mhz']:g} MHz | {cells} | "
                 f"{p['weight_error_vs_fixed4']:.2f} |"
             )
+        lines.append("")
+        for p in (p for p in shown if p["preset"]):
+            best = fastest_within(pts, p["weight_error"])
+            lines.append(
+                f"- {p['preset']}: {p['latency_ms'][PRIMARY]:.3f} ms at weight error "
+                f"{p['weight_error_vs_fixed4']:.2f}; the fastest point with no more error: "
+                f"{best['label']}, {best['latency_ms'][PRIMARY]:.3f} ms "
+                f"({p['latency_ms'][PRIMARY] / best['latency_ms'][PRIMARY]:.2f}x faster)"
+            )
     return "\n".join(lines) + "\n"
+
+
+def fastest_within(points: list[dict], error: float) -> dict:
+    """The feasible point of least latency whose weight error is at most ``error``."""
+    ok = [p for p in points if p["feasible"] and p["weight_error"] <= error]
+    return min(ok, key=lambda p: (p["latency_ms"][PRIMARY], p["weight_error"]))
 
 
 COLUMNS = ("array and rows", "preset", "front", "LUT", "DSP", "BRAM", "cycles", "ms", "error")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rmsmp.quant.assign import assign_rows, relative_costs
+from rmsmp.quant.assign import assign_costed, relative_costs
 from rmsmp.quant.methods import METHODS, quant_layers
 from rmsmp.quant.models.resnet_cifar import load_resnet20
 
@@ -34,12 +34,12 @@ def inner_rows() -> list[np.ndarray]:
 
 def mix_error(rows: list[np.ndarray], ratio: dict[str, float]) -> float:
     """Total relative weight MSE of ``rows`` (one array per layer) with each layer's rows assigned
-    at ``ratio`` (``assign_rows``), each row at its MSE-optimal scale."""
+    at ``ratio`` (as ``assign_rows`` does), each row at its MSE-optimal scale."""
     fmts = list(ratio)
     total = 0.0
     for w in rows:
         cost = relative_costs(w, fmts)
-        chosen = assign_rows(w, ratio)
+        chosen = assign_costed(cost, fmts, ratio)
         total += float(cost[np.arange(len(w)), [fmts.index(f) for f in chosen]].sum())
     return total
 

@@ -153,11 +153,20 @@ def assign_tied(layers: list[np.ndarray], ratio: dict[str, float]) -> list[str]:
     meeting ``row_counts`` exactly and minimising the relative MSE summed over the layers: the
     layers joined by identity shortcuts, whose channels then need no reordering between them."""
     ws = [_as_rows(w) for w in layers]
-    counts = row_counts(len(ws[0]), ratio)
-    names = [f for f, c in counts.items() if c > 0]
+    names = [f for f, c in row_counts(len(ws[0]), ratio).items() if c > 0]
     if len(names) < 2:  # nothing to choose
         return names * len(ws[0])
-    return _solve(sum(relative_costs(w, names) for w in ws), names, counts)
+    return assign_costed(sum(relative_costs(w, names) for w in ws), names, ratio)
+
+
+def assign_costed(cost: np.ndarray, formats: list[str], ratio: dict[str, float]) -> list[str]:
+    """``assign_rows`` from the rows' ``relative_costs`` under ``formats`` (every format of
+    ``ratio`` among them), so that a sweep over many ratios scores each row once."""
+    counts = row_counts(len(cost), ratio)
+    names = [f for f, c in counts.items() if c > 0]
+    if len(names) < 2:
+        return names * len(cost)
+    return _solve(cost[:, [formats.index(f) for f in names]], names, counts)
 
 
 WIDE = "fixed8"
