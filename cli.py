@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from .arch import AccelConfig
 from .boards import BOARDS, TARGETS, target_config
 from .host import backends
+from .host.hostops import NUMERICS
 from .quant.methods import METHODS
 
 if TYPE_CHECKING:
@@ -178,6 +179,8 @@ def _run(args: argparse.Namespace) -> int:
     if is_hybrid_file(src):
         return _run_hybrid(args, src, inp, out)
     program = Program.load(src)
+    if args.host_numerics:
+        raise UsageError(f"--host-numerics is for hybrid (token model) files; {src} is not one")
     try:
         x = np.load(inp, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -237,7 +240,7 @@ def _run_hybrid(args: argparse.Namespace, src: Path, inp: Path, out: Path) -> in
         dev = open_device(largest, args.backend, **options)
     try:
         with working(f"running {len(xs[0]) if xs else 0} sample(s) on host + {args.backend}"):
-            res = run_hybrid(program, xs, device=dev)
+            res = run_hybrid(program, xs, device=dev, numerics=args.host_numerics)
     except HybridError as e:
         raise UsageError(f"--input {inp}: {e}") from None
     finally:
@@ -326,6 +329,10 @@ def _compile(args: argparse.Namespace) -> int:
     out = writable_file(args.output, "-o", suffix=".rmsmp")
     if _compile_tokens(args, src, cfg, out):
         return 0
+    if args.host_numerics:
+        raise UsageError(
+            f"--host-numerics is for token models (a MiniLM checkpoint); {src} is not one, drop it"
+        )
     graph = read_graph(src, args.input_shape)
     with working(f"lowering {len(graph.layers)} nodes for {cfg.name}, batch {args.batch}"):
         program = lower(graph, cfg, args.batch)
@@ -352,7 +359,7 @@ def _compile_tokens(args: argparse.Namespace, src: Path, cfg: AccelConfig, out: 
     with working(f"capturing {ck['model_name']} ({ck['method']}) at {args.tokens} tokens"):
         graph = hybrid_from_checkpoint(src, ck, args.tokens)
     with working(f"lowering {len(graph.graphs)} device ops for {cfg.name}, batch {args.batch}"):
-        program = lower_hybrid(graph, cfg, args.batch)
+        program = lower_hybrid(graph, cfg, args.batch, args.host_numerics or "float")
     program.save(out)
     print(graph.summary())
     print(f"lowered in {program.meta['lower_seconds']:.1f} s")
@@ -601,8 +608,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--tokens", type=int_range(1, 128), default=128, help="token models: sequence length"
     )
+    c.add_argument(
+        "--host-numerics",
+        choices=NUMERICS,
+        help="token models: softmax, LayerNorm and GELU on the host in float32 (the default) or "
+        "as I-BERT's integer approximations",
+    )
     c.add_argument("-o", "--output", required=True, help="the .rmsmp file to write")
     r = command("run", _run, "run a Program on an input .npy")
+    r.add_argument(
+        "--host-numerics",
+        choices=NUMERICS,
+        help="token models: run softmax, LayerNorm and GELU in float32 or integers, whatever "
+        "the file was compiled with",
+    )
     r.add_argument("program")
     r.add_argument("--backend", default="golden", choices=backends.names())
     r.add_argument("--overlay", help="--backend pynq: the overlay's .bit (its .hwh beside it)")

@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..arch import AccelConfig
-from ..host.hybrid import DeviceOp, HostOp, HybridProgram, HybridResult, execute, from_map, to_map
+from ..host.hybrid import (
+    DeviceOp,
+    HostOp,
+    HybridProgram,
+    HybridResult,
+    execute,
+    from_map,
+    host_numerics,
+    to_map,
+)
 from .ir import IntGraph
 from .lower import lower
 
@@ -36,18 +45,19 @@ class HybridGraph:
         """The device ops' integer graphs, in order."""
         return [op.program for op in self.ops if isinstance(op, DeviceOp)]
 
-    def run(self, inputs: Sequence[np.ndarray]) -> HybridResult:
-        """The reference run: device ops by ``IntGraph.evaluate``, with every op's host time."""
+    def run(self, inputs: Sequence[np.ndarray], numerics: str = "float") -> HybridResult:
+        """The reference run: device ops by ``IntGraph.evaluate``, with every op's host time;
+        softmax, LayerNorm and GELU in ``numerics`` ("float" or "integer", ``host.intops``)."""
         xs = HybridProgram(self.ops, self.input_shapes, self.outputs).check_inputs(inputs)
 
         def reference(op: DeviceOp, x: np.ndarray) -> tuple[np.ndarray, str, int]:
             return from_map(op.program.evaluate(to_map(x)), x), "reference", 0
 
-        return execute(self.ops, xs, self.outputs, reference)
+        return execute(host_numerics(self.ops, numerics), xs, self.outputs, reference)
 
-    def evaluate(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def evaluate(self, inputs: Sequence[np.ndarray], numerics: str = "float") -> list[np.ndarray]:
         """Every output for a batch of inputs (the reference)."""
-        return self.run(inputs).outputs
+        return self.run(inputs, numerics).outputs
 
     def summary(self) -> str:
         """Op counts by kind and where they run."""
@@ -61,16 +71,20 @@ class HybridGraph:
         )
 
 
-def lower_hybrid(graph: HybridGraph, cfg: AccelConfig, batch: int) -> HybridProgram:
-    """Compile every device op of ``graph`` for ``cfg`` at ``batch``; host ops stay as they are.
+def lower_hybrid(
+    graph: HybridGraph, cfg: AccelConfig, batch: int, numerics: str = "float"
+) -> HybridProgram:
+    """Compile every device op of ``graph`` for ``cfg`` at ``batch``; the host ops run softmax,
+    LayerNorm and GELU in ``numerics``: "float" (float32) or "integer" (``host.intops``).
 
-    ``meta['lower_seconds']`` records the lowering time.
+    ``meta['lower_seconds']`` records the lowering time, ``meta['host_numerics']`` the choice.
     """
     t0 = time.perf_counter()
     ops: list[HostOp | DeviceOp] = []
-    for op in graph.ops:
+    for op in host_numerics(graph.ops, numerics):
         if isinstance(op, DeviceOp):
             op = DeviceOp(op.name, op.inputs, lower(op.program, cfg, batch), len(op.program.layers))
         ops.append(op)
     meta = dict(graph.meta, lower_seconds=time.perf_counter() - t0, config=cfg.name)
+    meta["host_numerics"] = numerics
     return HybridProgram(ops, graph.input_shapes, graph.outputs, meta)
