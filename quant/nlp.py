@@ -68,13 +68,16 @@ def quantize_minilm(
     seed: int = 0,
     act_bits: int = MINILM_ACT_BITS,
     assignment: dict[str, list[str]] | None = None,
+    keep_ends: bool = True,
 ) -> tuple[torch.nn.Module, dict]:
     """MiniLM with every encoder Linear quantized by ``method_name`` (post-training); rows are
-    assigned afresh unless ``assignment`` (from a checkpoint) is given."""
+    assigned afresh unless ``assignment`` (from a checkpoint) is given. ``keep_ends=False``
+    gives the first and last Linear the method's rows too (``Method.keep_ends``)."""
     model, tok = load_minilm()
     sentences, _ = sst2("train", CALIB_SENTENCES, seed + 1)
     calib = _batch(tok, sentences)
-    assignment = prepare(model, minilm_method(method_name, act_bits), calib, assignment)
+    m = dataclasses.replace(minilm_method(method_name, act_bits), keep_ends=keep_ends)
+    assignment = prepare(model, m, calib, assignment)
     model.eval()
     with torch.no_grad():
         model(*calib)
