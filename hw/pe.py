@@ -204,11 +204,13 @@ class DotRow(_Row):
     def _shift_leaves(self, m: Module, c: int) -> list[Node]:
         """Column ``c``'s product as tree leaves (one per shifted activation), each the ones'
         complement owing one carry when the weight is negative; column 0's first leaf is exact
-        instead, owing none."""
+        instead, owing none. Every leaf has the exact one's width (``-mag`` needs a bit more):
+        with column 0's one bit wider than its siblings, Yosys' maccmap built a full adder into
+        the first pipelined subtree (7.50 ns against 6.52 for the others on 40 columns)."""
         leaves = []
         for i, (mag, sign) in enumerate(self._signed_magnitudes(c)):
             exact = c == 0 and i == 0
-            p = Signal(signed(len(mag) + exact), name=f"leaf{c}_{i}")
+            p = Signal(signed(len(mag) + 1), name=f"leaf{c}_{i}")
             ones = mag ^ sign.replicate(len(mag)).as_signed()
             m.d.comb += p.eq(Mux(sign, -mag, mag) if exact else ones)
             leaves.append((p, [] if exact else [sign]))
