@@ -20,7 +20,8 @@ places, not on the weight values). The committed presets of each board are evalu
 
 Prints the Pareto front (lowest latency for its error) per board, writes
 benchmarks/results/dse.json and benchmarks/results/dse.png (latency against weight error, front
-and presets marked) and, with ``--readme``, rewrites the README's dse block from the JSON.
+and presets marked) and, with ``--readme``, rewrites the README's dse block and the plot from
+the JSON.
 ``--resnet18`` also counts ResNet-18 (224x224) on each board's front and presets.
 """
 
@@ -321,7 +322,6 @@ def plot(data: dict) -> Path:
             title=f"{name} ({board_of(name).part}), LUT/DSP <= {data['fill']:.0%}",
             xlabel="weight quantisation error (relative MSE, Fixed-4 = 1)",
             ylabel="ResNet-20 latency (ms, cycle model)",
-            yscale="log",
         )
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -432,12 +432,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--board", action="append", choices=list(SIZES), help="default: every board")
     p.add_argument("--fill", type=float, default=FILL, help="LUT and DSP budget (fraction)")
     p.add_argument("--resnet18", action="store_true", help="also ResNet-18 on fronts, presets")
-    p.add_argument("--readme", action="store_true", help="only rewrite the README's dse block")
+    p.add_argument(
+        "--readme", action="store_true", help="only redo the README block, plot from the JSON"
+    )
     p.add_argument("--sizes", help="array sizes R to sweep, comma separated (default: per board)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every point")
     args = p.parse_args(argv)
     if args.readme:
-        replace_block("dse", markdown(json.loads(JSON.read_text())))
+        data = json.loads(JSON.read_text())
+        replace_block("dse", markdown(data))
+        print(f"README dse block and {plot(data)} redrawn from {JSON}")
         return 0
     if not 0 < args.fill <= 1:
         raise SystemExit(f"--fill must be a fraction in (0, 1], got {args.fill}")
