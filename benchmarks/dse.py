@@ -35,14 +35,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-from e2e import graph_for, presets
+from e2e import NETWORKS, graph_for, presets
 from first_layer import predicted
-from presets import FILL, config
+from presets import FILL, config, usage
 from readme import replace_block
 from weight_error import inner_rows, mix_error
 
 from rmsmp.arch import PRESETS, AccelConfig, RowGroup
-from rmsmp.arch.errors import ConfigError
 from rmsmp.boards import resources
 from rmsmp.boards.devices import board as board_of
 from rmsmp.compiler.ir import IntGraph, IntLayer
@@ -63,7 +62,6 @@ LUT_SHARES = (0.25, 0.5, 0.75)
 """Shares of a Fixed-4-only array's rows multiplied in LUTs (``RowGroup.lut_rows``)."""
 WIDE_SHARE = 0.05
 """Fixed-8 rows of a mix that has them, as the paper's ratios: 5% of the rows, at least one."""
-NETWORKS = {"resnet20": (3, 32, 32), "resnet18": (3, 224, 224)}
 PRIMARY = "resnet20"
 """The network every point is counted on (and the front taken on)."""
 
@@ -108,10 +106,8 @@ def budget(name: str, fill: float) -> dict[str, int]:
 
 
 def usage_pct(cfg: AccelConfig, name: str) -> dict[str, float]:
-    """Estimated percent of the whole part's LUT, FF, DSP48E1 and BRAM36."""
-    b, est = board_of(name), resources.estimate(cfg)
-    cap = {"lut": b.luts, "ff": b.ffs, "dsp": b.dsps, "bram36": b.bram36}
-    return {r: round(100 * getattr(est, r) / cap[r], 1) for r in resources.RESOURCES}
+    """Estimated percent of the whole part's LUT, FF, DSP48E1 and BRAM36 (``presets.usage``)."""
+    return {r: round(100 * v, 1) for r, v in usage(cfg, name).items()}
 
 
 def candidates(name: str, sizes: range | list[int]) -> Iterator[AccelConfig]:
@@ -119,10 +115,7 @@ def candidates(name: str, sizes: range | list[int]) -> Iterator[AccelConfig]:
     seen = set()
     for rows in sizes:
         for groups in mixes(rows):
-            try:
-                cfg = config(PRESETS[name], "", groups)
-            except ConfigError:
-                continue  # a field the ISA cannot hold at this size; the resource check aside
+            cfg = config(PRESETS[name], "", groups)
             cfg = dataclasses.replace(cfg, name=label(cfg))
             if cfg.hash not in seen:
                 seen.add(cfg.hash)
