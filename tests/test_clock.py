@@ -66,9 +66,8 @@ UNTIMED = [n for n in timing.BOARD_PRESETS if n not in timing.TABLE_BOARDS]
 
 @pytest.mark.xfail(
     strict=True,
-    reason="no estimate of these presets' own netlists yet (their top module, the buffers, "
-    "took Yosys over an hour on the shared cores); their clock stays where it was until one "
-    "backs more",
+    reason="no estimate of these presets' own netlists yet (each a few Yosys runs of tens of "
+    "minutes on the shared cores); their clock stays below the goal until one backs more",
 )
 @pytest.mark.parametrize("name", UNTIMED)
 def test_untimed_preset_clock_reaches_the_goal(name: str) -> None:
