@@ -844,7 +844,14 @@ BOARD_PRESETS = (
     "zc706-fixed4-fill",
 )
 """The presets sized for a board (issue 17's clock goals apply to each)."""
-TABLE_BOARDS = ("pynq-z1", "pynq-z1-fill", "pynq-z1-fixed4-dsp", "zc706", "zc706-fixed4-dsp")
+TABLE_BOARDS = (
+    "pynq-z1",
+    "pynq-z1-fill",
+    "pynq-z1-fixed4-dsp",
+    "pynq-z1-fixed4-fill",
+    "zc706",
+    "zc706-fixed4-dsp",
+)
 """The presets with a recorded estimate (benchmarks/results/timing_PRESET.json), listed in the
 README's timing table; the others keep a clock no estimate backs yet (``arch.config``)."""
 
