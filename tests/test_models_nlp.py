@@ -243,3 +243,19 @@ def test_distill_minilm_trains_resumes_and_evaluates(tmp_path, monkeypatch):
         nlp.distill_minilm("fp32", 1, tmp_path / "f.pt")
     res = nlp.evaluate_checkpoint(torch.load(out, weights_only=False), n_train=200, n_dev=64)
     assert 0.7 < res["cosine"] <= 1.0  # the reloaded encoder still embeds like the fp32 one
+
+
+def test_quantize_minilm_keep_ends_sets_the_end_linears_format(monkeypatch):
+    """The first and last encoder Linears are Fixed-8 with ``keep_ends`` and take the method's
+    rows without it; every inner Linear gets the method's rows either way."""
+    from rmsmp.quant import nlp
+
+    monkeypatch.setattr(nlp, "CALIB_SENTENCES", 8)  # formats do not depend on calibration
+    kept, a_kept = nlp.quantize_minilm("fixed4")
+    mixed, a_mixed = nlp.quantize_minilm("fixed4", keep_ends=False)
+    names = [n for n in linear_layers(kept) if n in a_kept]
+    assert len(names) == 36 and set(names) == set(a_mixed)
+    ends = {names[0], names[-1]}
+    for name in names:
+        assert set(a_mixed[name]) == {"fixed4"}
+        assert set(a_kept[name]) == ({"fixed8"} if name in ends else {"fixed4"})
