@@ -239,8 +239,9 @@ def markdown() -> str:
 GOAL_GAP = 0.5
 """The goal: one of our mixed methods within this many points of fp32 on ResNet-20."""
 OUR_RIVALS = ("fixed4", "pot4")
-"""The goal's other half: that mixed method ahead of these and of Brevitas (float and 8-bit
-ends) on the same schedule."""
+"""The goal's other half: that mixed method ahead of these (trained with the same recipe
+suffix, e.g. ``+lsqgrad``, where that row exists) and of Brevitas (float, 8-bit ends, integer
+residual) on the same schedule."""
 
 
 def versus_fp32(gap: float) -> str:
@@ -251,7 +252,7 @@ def versus_fp32(gap: float) -> str:
 def goal() -> str:
     """The ResNet-20 goal on the longest schedule with an fp32 row, from current-recipe rows:
     every row's gap to fp32, and for each of our mixed methods (rmsmp*) the verdicts."""
-    from rmsmp.quant.train import BREVITAS, BREVITAS_8ENDS
+    from rmsmp.quant.train import BREVITAS_METHODS
 
     rows = [
         r
@@ -277,7 +278,9 @@ def goal() -> str:
         verdicts = [
             f"{versus_fp32(gap)} ({'meets' if gap <= GOAL_GAP else 'misses'} the {GOAL_GAP} goal)"
         ]
-        for rival in (*OUR_RIVALS, BREVITAS, BREVITAS_8ENDS):
+        recipe = m[m.index("+") :] if "+" in m else ""
+        ours = [r + recipe if r + recipe in at or r not in at else r for r in OUR_RIVALS]
+        for rival in (*ours, *BREVITAS_METHODS):
             if rival not in at:
                 verdicts.append(f"no {epochs}-epoch {rival} row yet")
             else:

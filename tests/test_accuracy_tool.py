@@ -59,6 +59,21 @@ def test_goal_misses_when_the_gap_is_larger(rows) -> None:
     assert "ahead of fixed4 by 0.50" in line
 
 
+def test_goal_compares_with_rivals_on_the_same_recipe(rows) -> None:
+    rows(
+        _row("fp32", 8, 88.0),
+        _row("rmsmp-sp2+lsqgrad", 8, 87.9),
+        _row("fixed4", 8, 86.8),
+        _row("fixed4+lsqgrad", 8, 87.8),
+        _row("brevitas-8ends-intres", 8, 87.6),
+    )
+    line = next(ln for ln in accuracy.goal().splitlines() if ln.startswith("- rmsmp-sp2+"))
+    assert "ahead of fixed4+lsqgrad by 0.10" in line
+    assert "fixed4 by" not in line  # not the row trained without the step-gradient scale
+    assert "no 8-epoch pot4+lsqgrad row yet" in line
+    assert "ahead of brevitas-8ends-intres by 0.30" in line
+
+
 def test_goal_without_fp32(rows) -> None:
     rows(_row("rmsmp", 8, 86.0))
     assert accuracy.goal() == "No fp32 ResNet-20 row yet.\n"
