@@ -266,39 +266,14 @@ XC7Z045_MHZ = 200.0
 17's goal) or more on the part (benchmarks/results/timing_PRESET.json; tests/test_clock.py)."""
 
 PRESETS: dict[str, AccelConfig] = {
-    # XC7Z020: 60:35:5 PoT4:Fixed4:Fixed8 (the paper's ratio), 160 multipliers of 220 DSP48E1.
+    # The boards' mixed arrays, sized to fill the part by benchmarks/presets.py (the calibrated
+    # resource model, boards/resources.py; packed Fixed-4 pairs and the lean shift rows of
+    # hw/pe.py): the largest R x R array within 85% of LUT and DSP, its PoT-4 : Fixed-4 : Fixed-8
+    # ratio derived from the LUT:DSP budget (quant.methods' rmsmp follows pynq-z1's).
+    # XC7Z020: 24x24, 16:7:1 (67:29:4; the paper 60:35:5), estimated 72% of the LUTs, 75% of
+    # the DSP48E1s, 69% of the BRAM.
     "pynq-z1": AccelConfig(
         name="pynq-z1",
-        groups=(RowGroup("pot4", 12), RowGroup("fixed4", 7), RowGroup("fixed8", 1)),
-        cols=20,
-        w_depth=512,
-        x_depth=8192,
-        acc_depth=256,
-        out_depth=256,
-        q_depth=64,
-        requant_lanes=4,
-        clock_mhz=XC7Z020_MHZ,
-    ),
-    # XC7Z045: 65:30:5, 560 multipliers of 900 DSP48E1.
-    "zc706": AccelConfig(
-        name="zc706",
-        groups=(RowGroup("pot4", 26), RowGroup("fixed4", 12), RowGroup("fixed8", 2)),
-        cols=40,
-        w_depth=1024,
-        x_depth=8192,
-        acc_depth=512,
-        out_depth=512,
-        q_depth=64,
-        requant_lanes=8,
-        clock_mhz=XC7Z045_MHZ,
-    ),
-    # Mixed arrays sized to fill the part by benchmarks/presets.py (the calibrated resource model,
-    # boards/resources.py; packed Fixed-4 pairs and the lean shift rows of hw/pe.py): the largest
-    # R x R array within 85% of LUT and DSP. Not yet the default presets (the demo's checkpoint
-    # is trained at 60:35:5). XC7Z020: 24x24, 16:7:1 (67:29:4; the paper 60:35:5), estimated
-    # 72% of the LUTs, 75% of the DSP48E1s, 69% of the BRAM.
-    "pynq-z1-fill": AccelConfig(
-        name="pynq-z1-fill",
         groups=(RowGroup("pot4", 16), RowGroup("fixed4", 7), RowGroup("fixed8", 1)),
         cols=24,
         w_depth=512,
@@ -311,8 +286,8 @@ PRESETS: dict[str, AccelConfig] = {
     ),
     # XC7Z045: 60x60, 44:13:3 (73:22:5; the paper 65:30:5), estimated 78% of the LUTs, 78% of
     # the DSP48E1s, 55% of the BRAM.
-    "zc706-fill": AccelConfig(
-        name="zc706-fill",
+    "zc706": AccelConfig(
+        name="zc706",
         groups=(RowGroup("pot4", 44), RowGroup("fixed4", 13), RowGroup("fixed8", 3)),
         cols=60,
         w_depth=1024,

@@ -68,6 +68,8 @@ def run_resnet20(
     from rmsmp.quant.train import Distill, train
 
     name, flags = method, ""
+    base, _, preset = method.partition("@")
+    at = f" --board {preset}" if preset else ""
     if sensitivity != "none":
         name, flags = f"{name}+{sensitivity}", f"{flags} --sensitivity {sensitivity}"
     if split_rule != "error":
@@ -111,8 +113,8 @@ def run_resnet20(
         "train_seconds": sum(h["seconds"] for h in hist),
         "wall_seconds_this_call": time.perf_counter() - t0,
         "processes": ck.get("world_size", 1),
-        "command": f"python benchmarks/accuracy.py --model resnet20 --method {method} "
-        f"--epochs {epochs} --lr {lr}{flags}",
+        "command": f"python benchmarks/accuracy.py --model resnet20 --method {base} "
+        f"--epochs {epochs} --lr {lr}{at}{flags}",
     }
 
 
@@ -341,6 +343,11 @@ def main() -> int:
         choices=[*sorted(METHODS), *BREVITAS_METHODS],
         help="method(s) to run; default: all, one after the other",
     )
+    p.add_argument(
+        "--board",
+        default=None,
+        help="ResNet-20: mixed methods at this accelerator preset's row ratio (row method@board)",
+    )
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument(
@@ -391,6 +398,17 @@ def main() -> int:
         p.error("--kd is for --model resnet20 or minilm-sst2 (minilm distils already)")
     if args.act_bits is not None and args.model != "minilm-sst2":
         p.error("--act-bits is for --model minilm-sst2 (the other models set their own)")
+    if args.board is not None and args.model != "resnet20":
+        p.error("--board is for --model resnet20")
+    if args.board is not None:
+        from rmsmp.quant.methods import method as lookup
+
+        try:
+            args.method = [lookup(f"{m}@{args.board}").name for m in args.method or []]
+        except ValueError as e:
+            p.error(str(e))
+        if not args.method:
+            p.error("--board needs --method (a mixed method)")
     main_rank = env_rank() == 0
     if not args.plot:
         for m in args.method or [*METHODS, *BREVITAS_METHODS]:

@@ -44,8 +44,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 JSON = RESULTS / "e2e.json"
 PLOT = RESULTS / "roofline.png"
 BOARDS = ("pynq-z1", "zc706")
-MIXED = ("", "-fill")
-"""Preset name suffixes of a board's mixed arrays: the default preset, the device-filling one."""
 BASELINES = ("fixed4-dsp", "fixed4-fill")
 """Preset name suffixes of the Fixed-4-only designs the mixed presets are compared with."""
 NETWORKS = {"resnet20": (3, 32, 32), "resnet18": (3, 224, 224)}
@@ -59,8 +57,8 @@ def board_of(cfg: AccelConfig) -> str:
 
 
 def presets(board: str) -> list[AccelConfig]:
-    """The board's mixed presets, then whichever baselines exist."""
-    names = [f"{board}{m}" for m in MIXED] + [f"{board}-{b}" for b in BASELINES]
+    """The board's mixed preset, then whichever baselines exist."""
+    names = [board] + [f"{board}-{b}" for b in BASELINES]
     return [PRESETS[n] for n in names if n in PRESETS]
 
 

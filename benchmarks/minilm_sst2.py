@@ -326,7 +326,7 @@ def main() -> None:
     ap.add_argument(
         "--cycles-tokens", type=int, default=128, help="0: skip (host numerics change no cycle)"
     )
-    ap.add_argument("--other-boards", nargs="*", default=["pynq-z1-fill"], help="cycles only")
+    ap.add_argument("--other-boards", nargs="*", default=["zc706"], help="cycles only")
     ap.add_argument("--readme", action="store_true", help="only rewrite the README block")
     args = ap.parse_args()
     rows = json.loads(JSON.read_text()) if JSON.exists() else []

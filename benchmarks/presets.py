@@ -13,8 +13,8 @@ design on the part; capped at the mixed preset's LUT share instead, XC7Z020's wo
 at about 62% of LUT and DSP, R stepping by 4). R steps by 4 and the requant
 lanes are the divisor of R nearest R/4, so a 1x1 layer waits about 4 cycles per output. Prints
 the table and writes
-benchmarks/results/presets.json; the ``-fill``, ``-fixed4-dsp`` and ``-fixed4-fill`` presets in
-``arch/config.py`` are copied from it, and tests/test_presets.py holds them to the budget.
+benchmarks/results/presets.json; the board presets (``pynq-z1``, ``zc706``) and their
+``-fixed4-dsp`` and ``-fixed4-fill`` baselines in ``arch/config.py`` are copied from it, and tests/test_presets.py holds them to the budget.
 """
 
 from __future__ import annotations

@@ -835,10 +835,8 @@ def time_design(
 
 BOARD_PRESETS = (
     "pynq-z1",
-    "pynq-z1-fill",
     "pynq-z1-fixed4-dsp",
     "zc706",
-    "zc706-fill",
     "zc706-fixed4-dsp",
     "pynq-z1-fixed4-fill",
     "zc706-fixed4-fill",
@@ -846,10 +844,8 @@ BOARD_PRESETS = (
 """The presets sized for a board (issue 17's clock goals apply to each)."""
 TABLE_BOARDS = (
     "pynq-z1",
-    "pynq-z1-fill",
     "pynq-z1-fixed4-dsp",
     "pynq-z1-fixed4-fill",
-    "zc706",
     "zc706-fixed4-dsp",
 )
 """The presets with a recorded estimate (benchmarks/results/timing_PRESET.json), listed in the

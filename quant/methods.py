@@ -8,6 +8,7 @@ torch, so the command line can list the methods cheaply.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,7 @@ METHODS: dict[str, Method] = {
         Method(
             "rmsmp",
             {"pot4": 0.60, "fixed4": 0.35, "fixed8": 0.05},
-            "RMSMP: PoT-4 + Fixed-4 + Fixed-8 at the XC7Z020 ratio 60:35:5",
+            "RMSMP: PoT-4 + Fixed-4 + Fixed-8 at the paper's XC7Z020 ratio 60:35:5",
         ),
         Method(
             "rmsmp-sp2",
@@ -51,12 +52,53 @@ METHODS: dict[str, Method] = {
 }
 
 
-def method(name: str) -> Method:
-    """Look up a method, with a clear error."""
+SHIFT_FORMATS = ("pot4", "sp2-4")
+"""The shift-only 4-bit formats; ``at_preset`` maps a preset's onto a method's."""
+
+
+def at_preset(m: Method, preset: str) -> Method:
+    """``m`` with its rows in the ratio of accelerator preset ``preset``'s row groups, so the
+    quantizer's ratio follows the hardware (issue 17: the device-filling presets derive their
+    ratio from the part's LUT:DSP budget). The preset's shift rows take the method's shift
+    format (rmsmp-sp2 at pynq-z1 is SP2-4 where pynq-z1 has PoT-4)."""
+    from ..arch import AccelConfig, ConfigError
+
     try:
-        return METHODS[name]
+        cfg = AccelConfig.preset(preset)
+    except ConfigError as e:
+        raise ValueError(f"method {m.name}@{preset}: {e}") from None
+    if m.ratio is None or len(m.ratio) < 2:
+        raise ValueError(
+            f"method {m.name}@{preset}: only mixed methods take a preset's ratio; use {m.name}"
+        )
+    shift = [f for f in m.ratio if f in SHIFT_FORMATS]
+    ratio: dict[str, float] = {}
+    for g in cfg.groups:
+        fmt = shift[0] if g.fmt in SHIFT_FORMATS and shift else g.fmt
+        ratio[fmt] = ratio.get(fmt, 0.0) + g.rows / cfg.rows
+    if set(ratio) != set(m.ratio):
+        raise ValueError(
+            f"method {m.name}@{preset}: preset {preset} has rows {sorted(ratio)}, the method "
+            f"{sorted(m.ratio)}; pick a preset with the method's formats"
+        )
+    counts = ":".join(f"{g.rows} {g.fmt}" for g in cfg.groups)
+    return dataclasses.replace(
+        m,
+        name=f"{m.name}@{preset}",
+        ratio=ratio,
+        doc=f"{m.name} at preset {preset}'s rows ({counts})",
+    )
+
+
+def method(name: str) -> Method:
+    """Look up a method, with a clear error. ``NAME@PRESET`` is method NAME at an accelerator
+    preset's row ratio (``at_preset``)."""
+    base, at, preset = name.partition("@")
+    try:
+        m = METHODS[base]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}") from None
+        raise ValueError(f"unknown method {base!r}; known: {sorted(METHODS)}") from None
+    return at_preset(m, preset) if at else m
 
 
 def quant_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -12,8 +12,8 @@ from rmsmp.boards.devices import board
 from rmsmp.quant.quantize import resolve_ratio
 
 FILLING = {
-    "pynq-z1-fill": "pynq-z1",
-    "zc706-fill": "zc706",
+    "pynq-z1": "pynq-z1-fixed4-dsp",
+    "zc706": "zc706-fixed4-dsp",
     "pynq-z1-fixed4-fill": "pynq-z1-fixed4-dsp",
     "zc706-fixed4-fill": "zc706-fixed4-dsp",
 }
