@@ -160,8 +160,8 @@ def speedups(rows: list[dict]) -> list[dict]:
     out = []
     by = {(r["preset"], r["network"]): r for r in rows}
     for board in BOARDS:
-        for m, b, net in ((m, b, n) for m in MIXED for b in BASELINES for n in NETWORKS):
-            mixed, base = by.get((f"{board}{m}", net)), by.get((f"{board}-{b}", net))
+        for b, net in ((b, n) for b in BASELINES for n in NETWORKS):
+            mixed, base = by.get((board, net)), by.get((f"{board}-{b}", net))
             if mixed and base:
                 speedup = base["board_latency_ms"] / mixed["board_latency_ms"]
                 out.append(

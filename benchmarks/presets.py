@@ -12,9 +12,9 @@ Fixed-4 rows multiplied in LUTs within the same LUT and DSP budget (the stronges
 design on the part; capped at the mixed preset's LUT share instead, XC7Z020's would be 20x20
 at about 62% of LUT and DSP, R stepping by 4). R steps by 4 and the requant
 lanes are the divisor of R nearest R/4, so a 1x1 layer waits about 4 cycles per output. Prints
-the table and writes
-benchmarks/results/presets.json; the board presets (``pynq-z1``, ``zc706``) and their
-``-fixed4-dsp`` and ``-fixed4-fill`` baselines in ``arch/config.py`` are copied from it, and tests/test_presets.py holds them to the budget.
+the table and writes benchmarks/results/presets.json; the board presets (``pynq-z1``, ``zc706``)
+and their ``-fixed4-dsp`` and ``-fixed4-fill`` baselines in ``arch/config.py`` are copied from
+it, and tests/test_presets.py holds them to the budget.
 """
 
 from __future__ import annotations
