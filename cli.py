@@ -449,6 +449,15 @@ def _quantize(args: argparse.Namespace) -> int:
         raise UsageError("--kd is for --model resnet20; MiniLM QAT distils from fp32 already")
     if args.model != "minilm" and args.epochs < 1:
         raise UsageError("--epochs must be at least 1 for ResNet-20 QAT")
+    if args.board is not None:
+        if args.model == "minilm":
+            raise UsageError("--board is for --model resnet20")
+        from .quant.methods import method
+
+        try:
+            args.method = method(f"{args.method}@{args.board}").name
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     try:
         return _quantize_model(args, out)
     except KeyboardInterrupt:
@@ -490,6 +499,7 @@ def _quantize_model(args: argparse.Namespace, out: Path) -> int:
         sensitivity=args.sensitivity,
         reassign_every=args.reassign_every,
         kd=None if args.kd is None else Distill(args.kd),
+        step_grad_scale=args.step_grad_scale,
     )
     if env_rank():
         return 0
@@ -693,6 +703,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TEACHER",
         default=None,
         help="distil from TEACHER's logits: 'pretrained' (the fp32 model) or an fp32 checkpoint",
+    )
+    q.add_argument(
+        "--board",
+        default=None,
+        help="ResNet-20, mixed methods: quantize at this accelerator preset's row ratio "
+        "(method@board; default the method's own ratio)",
+    )
+    q.add_argument(
+        "--step-grad-scale",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale the weight steps' gradients as LSQ does (default on)",
     )
     q.add_argument("-o", "--output", required=True, help="checkpoint (resumed if it exists)")
     e = command("evaluate", _evaluate, "top-1 of a checkpoint")

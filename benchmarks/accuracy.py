@@ -57,7 +57,7 @@ def run_resnet20(
     reassign_every: int = 0,
     kd_teacher: str | None = None,
     split_rule: str = "error",
-    step_grad_scale: bool = False,
+    step_grad_scale: bool = True,
     step_init: str = "mse",
 ) -> dict:
     """Train (resuming) and evaluate one method on ResNet-20 / CIFAR-10 (JPEG copy).
@@ -65,7 +65,8 @@ def run_resnet20(
     A row-assignment option other than the default names its row ``method+option``;
     ``kd_teacher`` ("pretrained" or an fp32 checkpoint) distils from it, row ``method+kd``.
     """
-    from rmsmp.quant.train import Distill, train
+    from rmsmp.quant.methods import method as method_spec
+    from rmsmp.quant.train import BREVITAS_METHODS, Distill, train
 
     name, flags = method, ""
     base, _, preset = method.partition("@")
@@ -77,8 +78,11 @@ def run_resnet20(
     if reassign_every:
         name += f"+reassign{reassign_every}"
         flags += f" --reassign-every {reassign_every}"
-    if step_grad_scale:
+    ours = method not in BREVITAS_METHODS and method_spec(method).ratio is not None
+    if ours and step_grad_scale:  # train() applies it to our quantized methods only
         name, flags = f"{name}+lsqgrad", f"{flags} --step-grad-scale"
+    elif ours:
+        flags += " --no-step-grad-scale"
     if step_init != "mse":
         name, flags = f"{name}+{step_init}", f"{flags} --step-init {step_init}"
     kd = None
@@ -365,8 +369,10 @@ def main() -> int:
     p.add_argument("--reassign-every", type=int, default=0, help="ResNet-20: re-assign rows")
     p.add_argument(
         "--step-grad-scale",
-        action="store_true",
-        help="ResNet-20: scale the weight steps' gradients as LSQ does (row method+lsqgrad)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ResNet-20: scale the weight steps' gradients as LSQ does (row method+lsqgrad; "
+        "the default for our quantized methods)",
     )
     p.add_argument(
         "--step-init",

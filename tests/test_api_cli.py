@@ -88,18 +88,21 @@ def test_rtl_run_that_never_finishes_times_out(compiled) -> None:
 
 
 def test_cli_quantize_resumes_and_evaluates(tmp_path, capsys) -> None:
-    """`rmsmp quantize` trains ResNet-20 QAT on a subset, records the assignment, resumes as a
-    no-op, refuses another method on the same file; `rmsmp evaluate` reads the checkpoint."""
+    """`rmsmp quantize` trains ResNet-20 QAT on a subset at the pynq-z1 preset's row ratio (the
+    step-gradient scale on by default), records the assignment, resumes as a no-op, refuses
+    another method on the same file; `rmsmp evaluate` reads the checkpoint."""
     from rmsmp.quant.assign import row_counts
-    from rmsmp.quant.methods import METHODS
+    from rmsmp.quant.methods import method
 
     ck_path = tmp_path / "r.pt"
-    argv = ["quantize", "--method", "rmsmp", "--epochs", "1", "--train-subset", "256"]
+    argv = ["quantize", "--method", "rmsmp", "--board", "pynq-z1", "--epochs", "1"]
+    argv += ["--train-subset", "256"]
     assert main([*argv, "-o", str(ck_path)]) == 0
     first = capsys.readouterr().out
-    assert "rmsmp: top-1" in first and "after 1 epochs" in first
+    assert "rmsmp@pynq-z1: top-1" in first and "after 1 epochs" in first
     ck = torch.load(ck_path, weights_only=False)
-    ratio = METHODS["rmsmp"].ratio
+    assert ck["method"] == "rmsmp@pynq-z1" and ck["step_grad_scale"] is True
+    ratio = method("rmsmp@pynq-z1").ratio
     inner = list(ck["assignment"].values())[1:-1]  # the ends stay Fixed-8
     assert inner
     for rows in inner:
@@ -113,3 +116,5 @@ def test_cli_quantize_resumes_and_evaluates(tmp_path, capsys) -> None:
     assert "on the CIFAR-10 (JPEG copy) 200 random test images" in capsys.readouterr().out
     assert main(["quantize", "--act-bits", "8", "--epochs", "1", "-o", str(tmp_path / "x")]) == 2
     assert "--act-bits is for --model minilm" in capsys.readouterr().err
+    assert main(["quantize", "--method", "fixed4", "--board", "pynq-z1", "-o", str(ck_path)]) == 2
+    assert "only mixed methods take a preset's ratio" in capsys.readouterr().err
