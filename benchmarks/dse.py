@@ -21,7 +21,8 @@ places, not on the weight values). The committed presets of each board are evalu
 Prints the Pareto front (lowest latency for its error) per board, writes
 benchmarks/results/dse.json and benchmarks/results/dse.png (latency against weight error, front
 and presets marked) and, with ``--readme``, rewrites the README's dse block and the plot from
-the JSON.
+the JSON. ``--board`` reruns the boards it names and keeps the others' points from the JSON
+(when written at the same ``--fill``), so a changed preset costs one board's sweep.
 ``--resnet18`` also counts ResNet-18 (224x224) on each board's front and presets.
 """
 
@@ -420,6 +421,30 @@ def table(data: dict) -> None:
         Console(width=150).print(t)
 
 
+def merged(runs: dict[str, dict], points: list[dict], fill: float, base: float) -> dict:
+    """dse.json's data: the ``points`` of the boards in ``runs`` (board: its command and
+    seconds), and those of the other boards from the JSON already written at the same
+    ``fill``, so ``--board`` reruns one board and keeps the rest."""
+    old = json.loads(JSON.read_text()) if JSON.is_file() else {"points": []}
+    if old["points"] and old["fill"] == fill and old["fixed4_weight_error"] == base:
+        kept = [b for b in old.get("runs", {}) if b not in runs]
+        runs = {b: old["runs"][b] for b in kept} | runs
+        points = [p for p in old["points"] if p["board"] in kept] + points
+    boards = [b for b in SIZES if b in runs]
+    commands = list(dict.fromkeys(runs[b]["command"] for b in boards))
+    return {
+        "command": "; ".join(commands),
+        "runs": {b: runs[b] for b in boards},
+        "fill": fill,
+        "boards": boards,
+        "fixed4_weight_error": base,
+        "swept": len(points),
+        "feasible": sum(p["feasible"] for p in points),
+        "seconds": sum(runs[b]["seconds"] for b in boards),
+        "points": sorted(points, key=lambda p: boards.index(p["board"])),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--board", action="append", choices=list(SIZES), help="default: every board")
@@ -455,16 +480,16 @@ def main(argv: list[str] | None = None) -> int:
     for pt in points:
         if pt["feasible"]:
             pt["weight_error_vs_fixed4"] = pt["weight_error"] / base
-    data = {
-        "command": "python benchmarks/dse.py" + (" --resnet18" if args.resnet18 else ""),
-        "fill": args.fill,
-        "boards": boards,
-        "fixed4_weight_error": base,
-        "swept": len(points),
-        "feasible": sum(pt["feasible"] for pt in points),
-        "seconds": time.perf_counter() - t0,
-        "points": points,
-    }
+    command = "python benchmarks/dse.py" + (" --resnet18" if args.resnet18 else "")
+    if args.sizes:
+        command += f" --sizes {args.sizes}"
+    run = {"command": command, "seconds": time.perf_counter() - t0}
+    data = merged(
+        {b: run | {"command": command + (f" --board {b}" if args.board else "")} for b in boards},
+        points,
+        args.fill,
+        base,
+    )
     RESULTS.mkdir(exist_ok=True)
     JSON.write_text(json.dumps(data, indent=1) + "\n")
     table(data)
