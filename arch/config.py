@@ -284,19 +284,22 @@ PRESETS: dict[str, AccelConfig] = {
         requant_lanes=6,
         clock_mhz=XC7Z020_MHZ,
     ),
-    # XC7Z045: 60x60, 44:13:3 (73:22:5; the paper 65:30:5), estimated 78% of the LUTs, 78% of
-    # the DSP48E1s, 55% of the BRAM.
+    # XC7Z045: 56x56, 40:13:3 (71:23:5; the paper 65:30:5). R is a multiple of 8 so an X or
+    # OUT entry fills whole 64-bit beats (60x60 left every entry's last beat half empty and
+    # took 4% more ResNet-18 cycles, cycle model), and W is 512 entries deep (1,024 took 420 of the
+    # part's 545 BRAM36 at 60x60 for 0.004% of ResNet-18's cycles). Yosys: 74% of the LUTs,
+    # 73% of the DSP48E1s, 59% of the BRAM (benchmarks/results/resources_presets.json).
     "zc706": AccelConfig(
         name="zc706",
-        groups=(RowGroup("pot4", 44), RowGroup("fixed4", 13), RowGroup("fixed8", 3)),
-        cols=60,
-        w_depth=1024,
+        groups=(RowGroup("pot4", 40), RowGroup("fixed4", 13), RowGroup("fixed8", 3)),
+        cols=56,
+        w_depth=512,
         x_depth=8192,
         acc_depth=512,
         out_depth=512,
         q_depth=64,
-        requant_lanes=15,
-        clock_mhz=125.0,  # not yet timed: XC7Z045_MHZ once an estimate backs it
+        requant_lanes=14,
+        clock_mhz=XC7Z045_MHZ,
     ),
     # The Fixed-4-only baselines the mixed presets are measured against (benchmarks/e2e.py):
     # every row Fixed-4, two products per DSP48E1, the LUTs left to control and buffers; the
@@ -343,8 +346,8 @@ PRESETS: dict[str, AccelConfig] = {
         requant_lanes=6,
         clock_mhz=XC7Z020_MHZ,
     ),
-    # XC7Z045: 56x56, 22 DSP rows and 34 LUT rows, estimated 83% of the LUTs, 79% of the
-    # DSP48E1s, 51% of the BRAM.
+    # XC7Z045: 56x56, 22 DSP rows and 34 LUT rows; Yosys 83% of the LUTs, 79% of the
+    # DSP48E1s, 89% of the BRAM (benchmarks/results/resources_presets.json).
     "zc706-fixed4-fill": AccelConfig(
         name="zc706-fixed4-fill",
         groups=(RowGroup("fixed4", 56, lut_rows=34),),
@@ -355,7 +358,7 @@ PRESETS: dict[str, AccelConfig] = {
         out_depth=512,
         q_depth=64,
         requant_lanes=14,
-        clock_mhz=125.0,  # not yet timed: XC7Z045_MHZ once an estimate backs it
+        clock_mhz=XC7Z045_MHZ,
     ),
     # Not a board: a small instance for fast simulation, every scheme, tiny buffers so tiling
     # is exercised.

@@ -71,7 +71,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, IsaError
-from .layout import BUF_ENTRY, Buf, Entry, entry_bytes
+from .layout import BUF_ENTRY, Buf, Entry, entry_bits, entry_bytes
 
 if TYPE_CHECKING:
     from .config import AccelConfig
@@ -289,6 +289,19 @@ def decode(cfg: AccelConfig, word: int) -> Insn | None:
 def buf_depth(cfg: AccelConfig, buf: Buf) -> int:
     """Entries of a LOAD target buffer (R, the residual buffer, is as deep as OUT)."""
     return {Buf.W: cfg.w_depth, Buf.X: cfg.x_depth, Buf.Q: cfg.q_depth, Buf.R: cfg.out_depth}[buf]
+
+
+BUFFERS = ("w", "x", "q", "r", "acc", "out")
+"""The on-chip buffers (``hw.buffers.Buffer``'s values): the LOAD targets, ACC and OUT."""
+
+
+def buffer_shapes(cfg: AccelConfig) -> dict[str, tuple[int, int]]:
+    """(entry bits, depth) of every on-chip buffer, by ``BUFFERS`` name: what the shell
+    instantiates (``hw.buffers``) and what the resource model maps to block RAM."""
+    out = {b.name.lower(): (entry_bits(cfg, BUF_ENTRY[b]), buf_depth(cfg, b)) for b in Buf}
+    out["acc"] = (cfg.rows * cfg.acc_bits, cfg.acc_depth)
+    out["out"] = (entry_bits(cfg, Entry.OUT), cfg.out_depth)
+    return {b: out[b] for b in BUFFERS}
 
 
 def block_entries(y_size: int, x_size: int, x_stride: int) -> int:

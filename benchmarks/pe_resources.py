@@ -7,7 +7,13 @@ each module of a preset's generated Verilog, synthesized with the modules it ins
 only blackboxes, so that every cell is counted once: requant lanes per lane, the rest (buffers,
 fetch, load, store, DMA ports, queues, registers, compute control with its accumulators, the
 array's input registers) as ``a + b * rows`` over ``--unit-presets`` (tiny and pynq-z1: zc706's
-buffers alone keep Yosys busy for over half an hour, so its rest is extrapolated).
+buffers alone keep Yosys busy for over half an hour, so its rest is extrapolated). Block RAM is
+modelled apart (``BLOCK_RAM``): the buffers' shapes mapped as Yosys maps them; the rest's fit
+takes only what that leaves (none in any preset counted so far).
+``--from-presets`` refits only the PE unit kinds, from the PE rows of the presets' module-by-module
+syntheses (``timing.synthesize_modules``' cache, as ``resources_presets.py`` and ``timing.py``
+leave it): each row is one module there, so a preset counted by those tools calibrates the rows
+of its widths with no synthesis of its own; a kind found at fewer than two widths keeps its fit.
 ``--before-rev REV`` also synthesizes the PE rows of that commit, for the before/after table
 and the model's cross-check against benchmarks/results/resources.json (a whole preset of that
 design).
@@ -32,10 +38,20 @@ from pathlib import Path
 import numpy as np
 from readme import replace_block
 from resources import parse_stat, utilisation
-from timing import CACHE, SYNTH, command_line, source_label, synthesize
+from timing import (
+    CACHE,
+    SYNTH,
+    UNIT,
+    command_line,
+    source_label,
+    split_modules,
+    synthesize,
+    unit_dir,
+    yosys_bin,
+)
 
 from rmsmp.arch import PRESETS, AccelConfig
-from rmsmp.arch.layout import LUT_MUL_FORMAT, PAIRED_FORMAT, PeUnit, row_formats
+from rmsmp.arch.layout import LUT_MUL_FORMAT, PAIRED_FORMAT, PeUnit, pe_units, row_formats
 from rmsmp.boards import resources as model
 from rmsmp.hw.generate import to_verilog, verilog_text
 from rmsmp.hw.mac_array import unit
@@ -51,6 +67,19 @@ KINDS = [PeUnit(f, 1) for f in model.FORMAT_ORDER] + [
 """Every PE unit kind: each format as a single row, the packed pair and the LUT multiplier."""
 KEYS = {"lut": "lut", "ff": "ff", "dsp": "dsp48e1", "bram36": "bram36_equiv"}
 """Model resource name -> ``resources.utilisation`` key."""
+BLOCK_RAM = {
+    "lutram_max_depth": 64,
+    "bram_shapes": [
+        *([1.0, 72 >> i, 512 << i] for i in range(7)),
+        *([0.5, 36 >> i, 512 << i] for i in range(6)),
+    ],
+}
+"""The model's ``memory`` data: a buffer at most this deep is distributed RAM (RAM32M/RAM64M in
+every preset counted; 128 entries and more map to block RAM), a deeper one the cheapest tiling
+by the 7-series block RAM shapes [BRAM36 cost, width, depth] that Yosys' memory_libmap offers
+(share/yosys/xilinx/brams_xc4v.txt: RAMB36E1 72x512 simple dual port down to 1x32K, RAMB18E1
+36x512 down to 1x16K at half the cost). Checked cell by cell against every preset's count:
+benchmarks/results/resources_presets.json, model_error_pct."""
 PE_MODULE = re.compile(r"\.array\.pe\d+$")
 LANE_MODULE = re.compile(r"\.compute\.rq\d+$")
 INSTANCE = re.compile(r"^\s+\\?(\S+)\s+\\?\S+\s*\($")
@@ -117,6 +146,49 @@ def preset_units(cfg: AccelConfig, cache: Path) -> dict[str, dict[str, float]]:
             out[name] = seen[body]
             print(f"  {name}: {out[name]}", flush=True)
     return out
+
+
+def preset_rows(cfg: AccelConfig, cache: Path) -> dict[str, dict[int, dict[str, float]]]:
+    """Own cells of each PE row kind of ``cfg`` at its width, read (``stat``) from the
+    module-by-module syntheses in ``cache``; kinds whose module is not there are left out."""
+    mods = split_modules(verilog_text(cfg))
+    rows = sorted((n for n in mods if PE_MODULE.search(n)), key=lambda n: int(n.rsplit("pe", 1)[1]))
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for name, u in zip(rows, pe_units(cfg), strict=True):
+        il = unit_dir(mods, name, cache) / "unit.il"
+        kind = model.unit_kind(*u)
+        if kind in out or not il.exists():
+            continue
+        script = f"read_rtlil {il}; select {UNIT}; tee -q -o /dev/stdout stat"
+        stat = subprocess.run(
+            [yosys_bin(), "-q", "-p", script],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        use = utilisation(parse_stat(stat))
+        out[kind] = {cfg.cols: {k: use[v] for k, v in KEYS.items()}}
+    return out
+
+
+def refit_from_presets(path: Path, cache: Path) -> dict:
+    """The model at ``path`` with each PE kind refitted on the presets' rows (``preset_rows``)
+    where they give it two widths or more; what it measured, by kind and width."""
+    data = json.loads(path.read_text())
+    found: dict[str, dict[int, dict[str, float]]] = {}
+    for cfg in PRESETS.values():
+        for kind, by in preset_rows(cfg, cache).items():
+            found.setdefault(kind, {}).update(by)
+    for kind, by in found.items():
+        if len(by) >= 2:
+            xs = sorted(by)
+            data["pe"][kind] = {r: fit(xs, [by[c][r] for c in xs])[0] for r in KEYS}
+            print(f"{kind}: {data['pe'][kind]} from {xs} columns", flush=True)
+    data["pe_from_presets"] = {
+        "source": f"rmsmp {source_label()}",
+        "rows": {k: {str(c): v for c, v in sorted(by.items())} for k, by in found.items()},
+    }
+    return data
 
 
 def old_pe_verilog(rev: str, fmt: str, cols: int) -> str:
@@ -212,7 +284,16 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "pe_resources.json")
     p.add_argument("--model", type=Path, default=model.MODEL_FILE)
     p.add_argument("--readme", action="store_true", help="only rewrite the README's PE table")
+    p.add_argument(
+        "--from-presets",
+        action="store_true",
+        help="only refit the PE kinds from the presets' cached module-by-module syntheses",
+    )
     args = p.parse_args()
+    if args.from_presets:
+        data = refit_from_presets(args.model, args.cache)
+        args.model.write_text(json.dumps(data, indent=1) + "\n")
+        return 0
     if args.kinds and not args.units_from:
         p.error("--kinds needs --units-from (where the other kinds' counts come from)")
     if args.readme:
@@ -257,8 +338,13 @@ def main() -> int:
     lanes = [m for mods in units.values() for n, m in mods.items() if unit_group(n) == "lane"]
     coef["lane"] = {r: round(float(np.mean([m[r] for m in lanes])), 1) for r in KEYS}
     rows = [presets[n].rows for n in units]
+    buffers = {p: model.buffers_bram36(presets[p], {"memory": BLOCK_RAM}) for p in units}
     for res in KEYS:
-        rest = [sum(m[res] for n, m in units[p].items() if unit_group(n) == "rest") for p in units]
+        rest = [
+            sum(m[res] for n, m in units[p].items() if unit_group(n) == "rest")
+            - (buffers[p] if res == "bram36" else 0)
+            for p in units
+        ]
         coef["rest"][res], residual["rest"][res] = fit(rows, rest)
     data = {
         "about": "rmsmp.boards.resources coefficients, from benchmarks/pe_resources.py",
@@ -267,6 +353,7 @@ def main() -> int:
         "units_source": f"{earlier['source']} ({args.units_from})" if earlier else None,
         "kinds_synthesized": args.kinds or "all",
         **coef,
+        "memory": BLOCK_RAM,
     }
     args.model.write_text(json.dumps(data, indent=1) + "\n")
     model.load.cache_clear()

@@ -3,14 +3,18 @@
 For every array size R (R PE rows x R columns) and every split of the rows into PoT-4 : Fixed-4 :
 Fixed-8 (Fixed-8 held at about 5% of the rows, at least one, as the paper's ratios have it), the
 calibrated resource model (``rmsmp.boards.resources``) estimates LUT (LUTRAM included), FF,
-DSP48E1 and BRAM36 at the board preset's buffer depths. The mixed preset is the largest R whose
-best split keeps LUT and DSP within ``--fill`` of the part (default 85%), the split chosen to fill
-both as evenly as possible; the ratio that falls out is compared with the paper's (60:35:5 on
-XC7Z020, 65:30:5 on XC7Z045). ``fixed4-dsp`` is the largest all-Fixed-4 array on packed DSPs
+DSP48E1 and BRAM36 at each preset's own buffer depths (zc706's W buffer is 512 entries deep:
+1,024 took 420 of the part's 545 BRAM36 at 60x60 and saved ResNet-18 0.004% of its cycles). The
+mixed preset is the largest R, a multiple of 8 (an X or OUT entry of R activations
+then fills whole AXI beats: at 60x60 every entry's last beat was half empty, and the 56x56 array
+runs ResNet-18 in 4% fewer cycles), whose best split keeps LUT and DSP within ``--fill`` of the
+part (default 85%) and BRAM within ``BRAM_FILL``, the split chosen to fill LUT and DSP as evenly
+as possible; the ratio that falls out is compared with the paper's (60:35:5 on XC7Z020, 65:30:5
+on XC7Z045). ``fixed4-dsp`` is the largest all-Fixed-4 array on packed DSPs
 within the same budget; ``fixed4-fill`` the largest all-Fixed-4 array of packed DSP rows plus
 Fixed-4 rows multiplied in LUTs within the same LUT and DSP budget (the strongest Fixed-4-only
 design on the part; capped at the mixed preset's LUT share instead, XC7Z020's would be 20x20
-at about 62% of LUT and DSP, R stepping by 4). R steps by 4 and the requant
+at about 62% of LUT and DSP, R stepping by 4). The baselines' R steps by 4; the requant
 lanes are the divisor of R nearest R/4, so a 1x1 layer waits about 4 cycles per output. Prints
 the table and writes benchmarks/results/presets.json; the board presets (``pynq-z1``, ``zc706``)
 and their ``-fixed4-dsp`` and ``-fixed4-fill`` baselines in ``arch/config.py`` are copied from
@@ -35,6 +39,8 @@ PAPER = {"pynq-z1": (60, 35, 5), "zc706": (65, 30, 5)}
 """The paper's PoT-4 : Fixed-4 : Fixed-8 row percentages per board's part."""
 FILL = 0.85
 """Share of the part's LUT and DSP48E1 a preset may use (the rest for routing and the shell)."""
+BRAM_FILL = 0.90
+"""Share of the part's BRAM36 a preset may use."""
 LANES_PER_OUTPUT = 4
 """Target cycles a requant lane group takes per output (rows / lanes)."""
 
@@ -62,8 +68,8 @@ def usage(cfg: AccelConfig, name: str) -> dict[str, float]:
 
 
 def fits(u: dict[str, float], fill: float) -> bool:
-    """Within ``fill`` of LUT and DSP, and within the part for FF and BRAM."""
-    return u["lut"] <= fill and u["dsp"] <= fill and u["ff"] <= 1 and u["bram36"] <= 1
+    """Within ``fill`` of LUT and DSP, ``BRAM_FILL`` of BRAM36 and the part's FFs."""
+    return u["lut"] <= fill and u["dsp"] <= fill and u["ff"] <= 1 and u["bram36"] <= BRAM_FILL
 
 
 def largest(
@@ -84,15 +90,17 @@ def largest(
 
 
 def mixed(name: str, fill: float) -> tuple[AccelConfig, dict[str, float]]:
-    """The largest mixed array within ``fill`` (R a multiple of 4), its split filling LUT and
-    DSP most evenly."""
+    """The largest mixed array within ``fill``, R a multiple of the activations per AXI beat
+    (8), its split filling LUT and DSP most evenly."""
+    base = PRESETS[name]
+    step = base.axi_data_bits // base.act_bits
 
     def candidates() -> Iterator[AccelConfig]:
-        for rows in range(8, 80, LANES_PER_OUTPUT):
+        for rows in range(step, 80, step):
             f8 = max(1, round(0.05 * rows))
             for f4 in range(1, rows - f8):
                 groups = (RowGroup("pot4", rows - f4 - f8), RowGroup("fixed4", f4))
-                yield config(PRESETS[name], name, (*groups, RowGroup("fixed8", f8)))
+                yield config(base, name, (*groups, RowGroup("fixed8", f8)))
 
     return largest(name, fill, candidates(), "mixed array")
 
@@ -100,7 +108,7 @@ def mixed(name: str, fill: float) -> tuple[AccelConfig, dict[str, float]]:
 def fixed4_dsp(name: str, fill: float) -> tuple[AccelConfig, dict[str, float]]:
     """The largest all-Fixed-4 array (packed, two products per DSP48E1) within ``fill``."""
     candidates = (
-        config(PRESETS[name], f"{name}-fixed4-dsp", (RowGroup("fixed4", rows),))
+        config(PRESETS[f"{name}-fixed4-dsp"], f"{name}-fixed4-dsp", (RowGroup("fixed4", rows),))
         for rows in range(4, 80, LANES_PER_OUTPUT)
     )
     return largest(name, fill, candidates, "Fixed-4 array")
@@ -111,7 +119,11 @@ def fixed4_fill(name: str, fill: float) -> tuple[AccelConfig, dict[str, float]]:
     (``RowGroup.lut_rows``) within ``fill`` of LUT and DSP, the mixed array's budget, its split
     filling LUT and DSP most evenly."""
     candidates = (
-        config(PRESETS[name], f"{name}-fixed4-fill", (RowGroup("fixed4", rows, lut_rows),))
+        config(
+            PRESETS[f"{name}-fixed4-fill"],
+            f"{name}-fixed4-fill",
+            (RowGroup("fixed4", rows, lut_rows),),
+        )
         for rows in range(4, 120, LANES_PER_OUTPUT)
         for lut_rows in range(rows + 1)
     )

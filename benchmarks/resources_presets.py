@@ -9,7 +9,8 @@ once per instance. The memories' all-zero ``initial`` blocks are left out of eac
 (``timing.drop_zero_init``: 3 MB of the zc706 top, hours of Yosys; the same cells).
 ``--crosscheck PRESET`` also synthesizes that preset whole and records the composition's error.
 LUT counts LUT sites, LUTRAM included (``resources.utilisation``); the resource model's
-estimate (``rmsmp.boards.resources``) stands beside each count.
+estimate (``rmsmp.boards.resources``) stands beside each count, and each row records its buffers'
+(bits, depth), on which tests/test_board_resources.py checks the model's block RAM mapping.
 
 Writes benchmarks/results/resources_presets.json after every preset (syntheses are cached, so an
 interrupted run resumes) and, with ``--readme``, the README's table from it.
@@ -29,15 +30,18 @@ from resources import parse_stat, utilisation
 from timing import CACHE, SYNTH, command_line, source_label, synthesize_modules, yosys_version
 
 from rmsmp.arch import PRESETS, AccelConfig
+from rmsmp.arch.isa import buffer_shapes
 from rmsmp.boards import resources as model
 from rmsmp.boards.devices import board
 from rmsmp.hw.generate import TOP_NAME, verilog_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 JSON = RESULTS / "resources_presets.json"
-SUFFIXES = ("", "-fill", "-fixed4-dsp", "-fixed4-fill")
-"""Each board's presets: the mixed arrays (default, device-filling) and the Fixed-4 baselines."""
+SUFFIXES = ("", "-fixed4-dsp", "-fixed4-fill")
+"""Each board's presets: the mixed array (device-filling) and the Fixed-4 baselines."""
 NAMES = [b + s for b in BOARDS for s in SUFFIXES]
+FILLING = [b + s for b in BOARDS for s in ("", "-fixed4-fill")]
+"""The device-filling presets."""
 FILL_RANGE = (0.70, 0.85)
 """The share of LUT and DSP48E1 the device-filling presets are sized to."""
 
@@ -62,6 +66,7 @@ def row(cfg: AccelConfig, total: dict[str, float]) -> dict:
         "config_hash": cfg.hash,
         "part": b.part,
         "array": f"{cfg.rows}x{cfg.cols}",
+        "buffers": buffer_shapes(cfg),
         "yosys": total,
         "capacity": cap,
         "use_pct": {k: round(100 * total[k] / cap[k], 1) for k in KEYS},
@@ -79,7 +84,7 @@ def markdown(d: dict) -> str:
         "module synthesized once with its children as blackboxes, the mapped modules composed "
         "and flattened):",
         "",
-        "| preset | array | LUT (LUTRAM incl.) | FF | DSP48E1 | BRAM36 | model LUT / DSP |",
+        "| preset | array | LUT (LUTRAM incl.) | FF | DSP48E1 | BRAM36 | model LUT / DSP / BRAM |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in d["presets"]:
@@ -89,7 +94,7 @@ def markdown(d: dict) -> str:
             f"{y['ff']:,.0f} / {c['ff']:,} ({u['ff']:.0f}%) | "
             f"{y['dsp']:,.0f} / {c['dsp']:,} ({u['dsp']:.0f}%) | "
             f"{y['bram36']:g} / {c['bram36']:,} ({u['bram36']:.0f}%) | "
-            f"{m['lut']:,.0f} / {m['dsp']:,.0f} |"
+            f"{m['lut']:,.0f} / {m['dsp']:,.0f} / {m['bram36']:g} |"
         )
     missing = [n for n in NAMES if n not in {r["preset"] for r in d["presets"]}]
     if missing:
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     out_of_range = [
         r["preset"]
         for r in rows.values()
-        if r["preset"].endswith("fill")
+        if r["preset"] in FILLING
         and not all(
             FILL_RANGE[0] * 100 <= r["use_pct"][k] <= FILL_RANGE[1] * 100 for k in ("lut", "dsp")
         )

@@ -484,6 +484,12 @@ def unit_text(mods: dict[str, str], name: str) -> str:
     )
 
 
+def unit_dir(mods: dict[str, str], name: str, cache_dir: Path = CACHE) -> Path:
+    """Where ``synthesize_modules`` caches module ``name`` of ``split_modules`` (its mapped
+    netlist is ``unit.il`` there once synthesized)."""
+    return cache_dir / _key(yosys_version(), UNIT_SYNTH, unit_text(mods, name))
+
+
 def synthesize_modules(
     verilog_text: str, top: str = "rmsmp_top", cache_dir: Path = CACHE, boxes: tuple[str, ...] = ()
 ) -> Synth:
@@ -510,11 +516,10 @@ def synthesize_modules(
     for name in order:
         if name in boxes:
             continue
-        text = unit_text(mods, name)
-        work = cache_dir / _key(version, UNIT_SYNTH, text)
+        work = unit_dir(mods, name, cache_dir)
         if not (work / "unit.il").exists():
             work.mkdir(parents=True, exist_ok=True)
-            (work / "rtl.v").write_text(text)
+            (work / "rtl.v").write_text(unit_text(mods, name))
             seconds += _yosys_run(work, UNIT_SYNTH, name)
         units[name] = work / "unit.il"
     compose = "".join(f"read_rtlil {il}; rename {UNIT} \\{name}; " for name, il in units.items())
@@ -846,10 +851,12 @@ TABLE_BOARDS = (
     "pynq-z1",
     "pynq-z1-fixed4-dsp",
     "pynq-z1-fixed4-fill",
+    "zc706",
     "zc706-fixed4-dsp",
+    "zc706-fixed4-fill",
 )
 """The presets with a recorded estimate (benchmarks/results/timing_PRESET.json), listed in the
-README's timing table; the others keep a clock no estimate backs yet (``arch.config``)."""
+README's timing table: every preset of ``BOARD_PRESETS`` (tests/test_clock.py)."""
 
 
 def timing_table() -> str:

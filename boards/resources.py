@@ -6,9 +6,12 @@ Calibrated on Yosys ``synth_xilinx`` runs of single modules (``benchmarks/pe_res
 Fixed-4 row multiplied in LUTs),
 each requant lane a fixed amount, and everything else (buffers, fetch, load, store, DMA ports,
 queues, registers, compute control and its accumulators, the array's input registers)
-``a + b * rows`` through the calibrated presets (tiny and pynq-z1; larger arrays extrapolate, and
-buffer depths other than theirs are not modelled). LUT counts LUT sites, LUTRAM included, as
-``benchmarks/resources.py`` does. numpy and the standard library only.
+``a + b * rows`` through the calibrated presets (tiny and pynq-z1; larger arrays extrapolate).
+Block RAM is the buffers' alone (``arch.isa.buffer_shapes``): each buffer deeper than the
+model's ``lutram_max_depth`` takes the cheapest of the block RAM shapes Yosys maps to (RAMB36E1
+and RAMB18E1 width x depth; ``memory_bram36``), so buffer depths and the array's width (the W
+entry grows with rows x cols) count as they do in synthesis. LUT counts LUT sites, LUTRAM
+included, as ``benchmarks/resources.py`` does. numpy and the standard library only.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..arch import FORMATS, AccelConfig
+from ..arch.isa import buffer_shapes
 from ..arch.layout import PeUnit, pe_units
 
 MODEL_FILE = Path(__file__).with_name("resource_model.json")
@@ -27,9 +31,13 @@ RESOURCES = ("lut", "ff", "dsp", "bram36")
 NAMES = {"lut": "LUT", "ff": "FF", "dsp": "DSP48E1", "bram36": "BRAM36"}
 FORMAT_ORDER = tuple(FORMATS)
 """The weight formats, in the order the model's tables list them."""
-LANES, REST = "requant lanes", "rest"
-"""The parts of an estimate that are not PE units."""
-HINTS = {LANES: "use fewer requant_lanes", REST: "use fewer columns (rows)"}
+LANES, REST, BUFFERS = "requant lanes", "rest", "buffers"
+"""The parts of an estimate that are not PE units (BUFFERS: the buffers' block RAM)."""
+HINTS = {
+    LANES: "use fewer requant_lanes",
+    REST: "use fewer columns (rows)",
+    BUFFERS: "use smaller buffer depths (x_depth, w_depth, acc_depth, out_depth, q_depth)",
+}
 """What to shrink when a part that is not a PE unit is the largest user of a resource."""
 
 
@@ -70,6 +78,23 @@ def _linear(coef: dict[str, list[float]], x: int, times: int = 1) -> dict[str, f
     return {r: times * (coef[r][0] + coef[r][1] * x) for r in RESOURCES}
 
 
+def memory_bram36(bits: int, depth: int, data: dict | None = None) -> float:
+    """BRAM36 (a RAMB18E1 counts half) of one ``bits`` x ``depth`` memory: none at or below the
+    model's ``lutram_max_depth`` (distributed RAM, counted in the rest's LUTs), else the
+    cheapest of its block RAM shapes, each tiled ceil(bits / width) x ceil(depth / depth')."""
+    mem = (load() if data is None else data)["memory"]
+    if depth <= mem["lutram_max_depth"]:
+        return 0.0
+    return min(
+        cost * -(-bits // width) * -(-depth // deep) for cost, width, deep in mem["bram_shapes"]
+    )
+
+
+def buffers_bram36(cfg: AccelConfig, data: dict | None = None) -> float:
+    """BRAM36 of ``cfg``'s buffers (``arch.isa.buffer_shapes``, ``memory_bram36``)."""
+    return sum(memory_bram36(bits, depth, data) for bits, depth in buffer_shapes(cfg).values())
+
+
 def estimate(
     cfg: AccelConfig,
     pe_costs: dict[str, dict[str, float]] | None = None,
@@ -91,6 +116,7 @@ def estimate(
             got[r] += one[r]
     parts[LANES] = {r: cfg.requant_lanes * data["lane"][r] for r in RESOURCES}
     parts[REST] = _linear(data["rest"], cfg.rows)
+    parts[BUFFERS] = {**dict.fromkeys(RESOURCES, 0.0), "bram36": buffers_bram36(cfg, data)}
     total = {r: sum(p[r] for p in parts.values()) for r in RESOURCES}
     return Estimate(**total, parts=parts)
 
@@ -112,8 +138,6 @@ def overshoot(cfg: AccelConfig, part: str, capacity: dict[str, int]) -> str | No
             unit_kind(*u): f"{u.fmt} {'lut_rows' if u.lut_mul else 'rows'}" for u in pe_units(cfg)
         }
         hint = HINTS.get(biggest, f"use fewer {what.get(biggest)} or fewer columns")
-        if biggest == REST and r == "bram36":
-            hint = "use smaller buffer depths (x_depth, w_depth, acc_depth, out_depth, q_depth)"
         return (
             f"config {cfg.name} needs {need:,.0f} {NAMES[r]}, {need - have:,.0f} more than "
             f"{device_name}'s {have:,}; {hint}"

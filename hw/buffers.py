@@ -12,8 +12,7 @@ from amaranth import Shape, unsigned
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 
 from ..arch import AccelConfig
-from ..arch.isa import Buf, buf_depth
-from ..arch.layout import BUF_ENTRY, Entry, entry_bits
+from ..arch.isa import BUFFERS, buffer_shapes
 
 
 class Buffer(enum.Enum):
@@ -27,14 +26,12 @@ class Buffer(enum.Enum):
     OUT = "out"
 
 
+assert tuple(b.value for b in Buffer) == BUFFERS, "hw.buffers.Buffer must list arch.isa.BUFFERS"
+
+
 def shape(cfg: AccelConfig, buf: Buffer) -> tuple[int, int]:
-    """(entry bits, depth) of a buffer."""
-    if buf is Buffer.ACC:
-        return cfg.rows * cfg.acc_bits, cfg.acc_depth
-    if buf is Buffer.OUT:
-        return entry_bits(cfg, Entry.OUT), cfg.out_depth
-    target = Buf[buf.name]
-    return entry_bits(cfg, BUF_ENTRY[target]), buf_depth(cfg, target)
+    """(entry bits, depth) of a buffer (``arch.isa.buffer_shapes``)."""
+    return buffer_shapes(cfg)[buf.value]
 
 
 def addr_width(cfg: AccelConfig, buf: Buffer) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ from rmsmp.boards import BOARDS, BoardError, board
 from rmsmp.boards import resources as model
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "pe_resources.json"
+COUNTS = RESULTS.with_name("resources_presets.json")
+BRAM_PCT = 2.0
+"""How far the model's block RAM may be from a preset's Yosys count."""
 CROSSCHECK_PCT = {"lut": 10.0, "ff": 15.0, "dsp": 2.0, "bram36": 10.0}
 """How far the model may be from a whole-preset Yosys count (benchmarks/results)."""
 
@@ -21,7 +25,8 @@ CROSSCHECK_PCT = {"lut": 10.0, "ff": 15.0, "dsp": 2.0, "bram36": 10.0}
 def _with_groups(base: str, *groups: RowGroup, name: str) -> AccelConfig:
     cols = sum(g.rows for g in groups)
     cfg = AccelConfig.preset(base)
-    return dataclasses.replace(cfg, name=name, groups=groups, cols=cols)
+    lanes = math.gcd(cfg.requant_lanes, cols)  # requant lanes must divide the rows
+    return dataclasses.replace(cfg, name=name, groups=groups, cols=cols, requant_lanes=lanes)
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))
@@ -80,3 +85,23 @@ def test_model_against_the_whole_preset_count() -> None:
     for r, pct in CROSSCHECK_PCT.items():
         est, whole = check["model_with_before_rows"][r], check["whole_preset"][r]
         assert abs(est - whole) <= pct / 100 * whole, (r, est, whole)
+
+
+def test_block_ram_model_against_every_preset_count() -> None:
+    """The buffers' block RAM mapping (``memory_bram36``) on each counted preset's buffer shapes
+    lands within BRAM_PCT of its Yosys BRAM36 count (benchmarks/resources_presets.py)."""
+    rows = [r for r in json.loads(COUNTS.read_text())["presets"] if "buffers" in r]
+    assert len(rows) >= 4
+    for r in rows:
+        est = sum(model.memory_bram36(bits, depth) for bits, depth in r["buffers"].values())
+        count = r["yosys"]["bram36"]
+        assert abs(est - count) <= BRAM_PCT / 100 * count, (r["preset"], est, count)
+
+
+def test_shallow_buffers_are_distributed_ram_and_deep_ones_the_cheapest_tiling() -> None:
+    depth = model.load()["memory"]["lutram_max_depth"]
+    assert model.memory_bram36(7200, depth) == 0.0
+    assert model.memory_bram36(36, 2 * depth) == 0.5  # one RAMB18E1, 36 x 512
+    assert model.memory_bram36(73, 512) == 1.5  # three 36-bit RAMB18E1, not two 72-bit RAMB36E1
+    assert model.memory_bram36(36, 1024) == 1.0
+    assert model.memory_bram36(480, 8192) == 108.0  # 54 x 9-bit columns, 2 x 4K deep
