@@ -3,10 +3,11 @@
 Calibrated on Yosys ``synth_xilinx`` runs of single modules (``benchmarks/pe_resources.py`` writes
 ``resource_model.json`` beside this file): each PE unit of ``arch.layout.pe_units`` costs
 ``a + b * cols`` of its kind (a PoT-4, SP2-4, Fixed-4 or Fixed-8 row, a packed Fixed-4 pair, or a
-Fixed-4 row multiplied in LUTs),
-each requant lane a fixed amount, and everything else (buffers, fetch, load, store, DMA ports,
-queues, registers, compute control and its accumulators, the array's input registers)
-``a + b * rows`` through the calibrated presets (tiny and pynq-z1; larger arrays extrapolate).
+Fixed-4 row multiplied in LUTs; refitted on the presets' own rows, ``--from-presets``, where they
+give a kind two widths), each requant lane a fixed amount, and everything else (buffers,
+fetch, load, store, DMA ports, queues, registers, compute control and its accumulators, the
+array's input registers) ``a + b * rows`` through the calibrated presets (tiny and pynq-z1;
+larger arrays extrapolate).
 Block RAM is the buffers' alone (``arch.isa.buffer_shapes``): each buffer deeper than the
 model's ``lutram_max_depth`` takes the cheapest of the block RAM shapes Yosys maps to (RAMB36E1
 and RAMB18E1 width x depth; ``memory_bram36``), so buffer depths and the array's width (the W
