@@ -14,9 +14,11 @@ takes only what that leaves (none in any preset counted so far).
 syntheses (``timing.synthesize_modules``' cache, as ``resources_presets.py`` and ``timing.py``
 leave it): each row is one module there, so a preset counted by those tools calibrates the rows
 of its widths with no synthesis of its own; a kind found at fewer than two widths keeps its fit.
-``--before-rev REV`` also synthesizes the PE rows of that commit, for the before/after table
-and the model's cross-check against benchmarks/results/resources.json (a whole preset of that
-design).
+``--before-rev REV`` also synthesizes the PE rows of that commit, for the before/after table.
+``--estimates`` only recomputes the results' estimates of every preset and the model's cross-check
+(``crosscheck``: the model against pynq-z1's Yosys count as it is now, ``resources.now_count``)
+from boards/resource_model.json as it is, keeping the measured rows: the step after
+``--from-presets``.
 
 Writes the model's coefficients to boards/resource_model.json (read by
 ``rmsmp.boards.resources``) and every measurement to benchmarks/results/pe_resources.json;
@@ -37,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from readme import replace_block
-from resources import parse_stat, utilisation
+from resources import now_count, parse_stat, utilisation
 from timing import (
     CACHE,
     SYNTH,
@@ -51,7 +53,7 @@ from timing import (
 )
 
 from rmsmp.arch import PRESETS, AccelConfig
-from rmsmp.arch.layout import LUT_MUL_FORMAT, PAIRED_FORMAT, PeUnit, pe_units, row_formats
+from rmsmp.arch.layout import LUT_MUL_FORMAT, PAIRED_FORMAT, PeUnit, pe_units
 from rmsmp.boards import resources as model
 from rmsmp.hw.generate import to_verilog, verilog_text
 from rmsmp.hw.mac_array import unit
@@ -191,6 +193,32 @@ def refit_from_presets(path: Path, cache: Path) -> dict:
     return data
 
 
+def crosscheck(name: str = "pynq-z1") -> dict:
+    """The model's estimate of preset ``name`` against its Yosys count now (``now_count``)."""
+    count, how, _ = now_count(name)
+    whole = {r: count[KEYS[r]] for r in KEYS}
+    est = model.estimate(PRESETS[name])
+    return {
+        "board": name,
+        "config_hash": PRESETS[name].hash,
+        "count": whole,
+        "count_how": how,
+        "model": est.as_dict(),
+        "error_pct": {r: round(100 * (getattr(est, r) / whole[r] - 1), 1) for r in KEYS},
+    }
+
+
+def refresh_estimates(path: Path) -> dict:
+    """The results at ``path`` with ``estimates`` and ``crosscheck`` made again from the model
+    as it is now (``--estimates``)."""
+    data = json.loads(path.read_text())
+    data["estimates"] = {n: model.estimate(c).as_dict() for n, c in PRESETS.items()}
+    data["crosscheck"] = crosscheck()
+    data["estimates_source"] = f"rmsmp {source_label()}: {command_line()}"
+    print(f"model vs {data['crosscheck']['board']}: {data['crosscheck']['error_pct']} %")
+    return data
+
+
 def old_pe_verilog(rev: str, fmt: str, cols: int) -> str:
     """Verilog of a pipelined PE row of commit ``rev`` (its arch and hw packages, run apart)."""
     archive = subprocess.run(
@@ -247,8 +275,9 @@ def readme_table() -> str:
     c = res["crosscheck"]
     err = ", ".join(f"{r} {c['error_pct'][r]:+.1f}%" for r in KEYS)
     lines.append(
-        f"\nModel (`rmsmp.boards.resources`) with the before rows against the whole `{c['board']}` "
-        f"count of `benchmarks/results/resources.json`: {err}. Estimates now: "
+        f"\nModel (`rmsmp.boards.resources`) against the Yosys count of `{c['board']}` "
+        f"(config {c['config_hash']}, {c['count_how']}): {err}. Estimates of the presets now "
+        "(`python benchmarks/pe_resources.py --estimates`): "
         + "; ".join(
             f"`{n}` {e['lut']:,.0f} LUT, {e['ff']:,.0f} FF, {e['dsp']:.0f} DSP48E1, "
             f"{e['bram36']:g} BRAM36"
@@ -285,6 +314,11 @@ def main() -> int:
     p.add_argument("--model", type=Path, default=model.MODEL_FILE)
     p.add_argument("--readme", action="store_true", help="only rewrite the README's PE table")
     p.add_argument(
+        "--estimates",
+        action="store_true",
+        help="only recompute the results' estimates and cross-check from the model as it is",
+    )
+    p.add_argument(
         "--from-presets",
         action="store_true",
         help="only refit the PE kinds from the presets' cached module-by-module syntheses",
@@ -293,6 +327,9 @@ def main() -> int:
     if args.from_presets:
         data = refit_from_presets(args.model, args.cache)
         args.model.write_text(json.dumps(data, indent=1) + "\n")
+        return 0
+    if args.estimates:
+        args.out.write_text(json.dumps(refresh_estimates(args.out), indent=1) + "\n")
         return 0
     if args.kinds and not args.units_from:
         p.error("--kinds needs --units-from (where the other kinds' counts come from)")
@@ -375,20 +412,8 @@ def main() -> int:
             f"{row['kind']:<10} before {old_s}   after {new['lut']:6.1f} {new['ff']:5.1f} "
             f"{new['dsp']:4.2f}"
         )
-    check = {}
-    whole = json.loads((RESULTS / "resources.json").read_text())
-    if before and whole["board"] in presets:
-        cfg = presets[whole["board"]]
-        old_pe = {k: {r: v[cfg.cols][r] for r in KEYS} for k, v in before.items()}
-        est = model.estimate(cfg, old_pe, [PeUnit(f, 1) for f in row_formats(cfg)])
-        check = {
-            "board": whole["board"],
-            "whole_preset": {r: whole[KEYS[r]] for r in KEYS},
-            "whole_preset_source": whole["source"],
-            "model_with_before_rows": est.as_dict(),
-            "error_pct": {r: round(100 * (getattr(est, r) / whole[KEYS[r]] - 1), 1) for r in KEYS},
-        }
-        print(f"\nmodel vs whole {whole['board']} ({whole['source']}): {check['error_pct']} %")
+    check = crosscheck()
+    print(f"\nmodel vs {check['board']}: {check['error_pct']} %")
     out = {
         "pe": {k: {str(c): v for c, v in by.items()} for k, by in pe.items()},
         "pe_before": {k: {str(c): v for c, v in by.items()} for k, by in before.items()},

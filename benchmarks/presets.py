@@ -13,12 +13,12 @@ as possible; the ratio that falls out is compared with the paper's (60:35:5 on X
 on XC7Z045). ``fixed4-dsp`` is the largest all-Fixed-4 array on packed DSPs
 within the same budget; ``fixed4-fill`` the largest all-Fixed-4 array of packed DSP rows plus
 Fixed-4 rows multiplied in LUTs within the same LUT and DSP budget (the strongest Fixed-4-only
-design on the part; capped at the mixed preset's LUT share instead, XC7Z020's would be 20x20
-at about 62% of LUT and DSP, R stepping by 4). The baselines' R steps by 4; the requant
-lanes are the divisor of R nearest R/4, so a 1x1 layer waits about 4 cycles per output. Prints
-the table and writes benchmarks/results/presets.json; the board presets (``pynq-z1``, ``zc706``)
-and their ``-fixed4-dsp`` and ``-fixed4-fill`` baselines in ``arch/config.py`` are copied from
-it, and tests/test_presets.py holds them to the budget.
+design on the part; capped at the mixed preset's LUT share instead, 76%, XC7Z020's would be
+20x20 with 11 rows in LUTs at 62% of LUT and 63% of DSP, R stepping by 4). The baselines' R steps
+by 4; the requant lanes are the divisor of R nearest R/4, so a 1x1 layer waits about 4 cycles
+per output. Prints the table and writes benchmarks/results/presets.json; the board presets
+(``pynq-z1``, ``zc706``) and their ``-fixed4-dsp`` and ``-fixed4-fill`` baselines in
+``arch/config.py`` are copied from it, and tests/test_presets.py holds them to the budget.
 """
 
 from __future__ import annotations

@@ -75,14 +75,47 @@ def utilisation(cells: dict[str, int]) -> dict[str, float]:
     }
 
 
-def hardware_table() -> str:
-    """README rows from resources*.json and timing*.json (after, and before the decoupled core)."""
+def now_count(name: str) -> tuple[dict, str, str]:
+    """Preset ``name``'s resources as it is now: the whole-design count of resources.json where
+    that is of its config, else the module-by-module count of resources_presets.json (composed,
+    within about 1% of a whole run); the counts, how they were made and the command."""
+    cfg_hash = AccelConfig.for_board(name).hash
+    whole = json.loads((RESULTS / "resources.json").read_text())
+    if whole["board"] == name and whole["config_hash"] == cfg_hash:
+        return whole, "the whole design", "`python benchmarks/resources.py`"
+    rows = json.loads((RESULTS / "resources_presets.json").read_text())["presets"]
+    row = next((r for r in rows if r["preset"] == name and r["config_hash"] == cfg_hash), None)
+    if row is None:
+        raise SystemExit(
+            f"no Yosys count of {name} as it is now (config {cfg_hash}); run "
+            f"python benchmarks/resources.py --board {name}"
+        )
+    y = row["yosys"]
+    counts = {
+        "board": name,
+        "lut": y["lut"],
+        "lut_as_memory": y["lut_as_memory"],
+        "ff": y["ff"],
+        "dsp48e1": y["dsp"],
+        "bram36_equiv": y["bram36"],
+    }
+    return counts, "module by module, composed", "`python benchmarks/resources_presets.py`"
 
-    def load(name: str) -> dict:
-        return json.loads((RESULTS / name).read_text())
 
-    res, res0 = load("resources.json"), load("resources_before.json")
-    tim, tim0 = load("timing_pynq-z1.json"), load("timing_before.json")
+def hardware_table(name: str = "pynq-z1") -> str:
+    """README rows from resources*.json and timing*.json (now, and before the decoupled core)."""
+
+    def load(file: str) -> dict:
+        return json.loads((RESULTS / file).read_text())
+
+    res, how, command = now_count(name)
+    res0 = load("resources_before.json")
+    tim, tim0 = load(f"timing_{name}.json"), load("timing_before.json")
+    if tim["config_hash"] != AccelConfig.for_board(name).hash:
+        raise SystemExit(
+            f"timing_{name}.json is of another {name} config; run "
+            f"python benchmarks/timing.py --board {name}"
+        )
 
     def counts(r: dict) -> str:
         return (
@@ -99,13 +132,14 @@ def hardware_table() -> str:
             f"{w['end']}; {ok} the {t['clock_mhz']:g} MHz preset clock"
         )
 
+    method = f", {tim['method']}" if "method" in tim else ""
     return (
         "| what | now | before the decoupled core | command |\n|---|---|---|---|\n"
-        f"| `{res['board']}` resources (Yosys `synth_xilinx`, LUTRAM counted in LUT) | "
-        f"{counts(res)} | {counts(res0)} | `python benchmarks/resources.py` |\n"
-        f"| `{tim['board']}` worst register-to-register path (cell delays + "
-        f"{tim['wire_ps']} ps/net) | {path(tim)} | {path(tim0)} | "
-        "`python benchmarks/timing.py --board pynq-z1` |\n"
+        f"| `{name}` resources (Yosys `synth_xilinx`, LUTRAM counted in LUT) | {counts(res)} "
+        f"({how}) | {counts(res0)} (the whole design) | {command} |\n"
+        f"| `{name}` worst register-to-register path (cell delays + "
+        f"{tim['wire_ps']} ps/net{method}) | {path(tim)} | {path(tim0)} | "
+        f"`python benchmarks/timing.py --board {name}` |\n"
     )
 
 
@@ -118,7 +152,7 @@ def main() -> int:
     p.add_argument("--readme", action="store_true", help="only rewrite the README's hardware table")
     args = p.parse_args()
     if args.readme:
-        replace_block("hardware-table", hardware_table())
+        replace_block("hardware-table", hardware_table(args.board))
         return 0
     cfg, dev = AccelConfig.for_board(args.board), board(args.board)
     if args.verilog:

@@ -13,10 +13,13 @@ import dse
 import e2e
 import first_layer
 import minilm_sst2
+import pe_resources
 import pytest
+import resources
 from readme import README
 
 from rmsmp.arch import PRESETS
+from rmsmp.boards import resources as model
 
 RESULTS = e2e.RESULTS
 
@@ -78,3 +81,20 @@ def test_minilm_cycles_are_of_the_presets() -> None:
         for dev in [row["device"], *row["device_other_boards"].values()]:
             cfg = PRESETS[dev["board"]]
             assert (dev.get("config_hash"), dev["clock_mhz"]) == (cfg.hash, cfg.clock_mhz)
+
+
+def test_hardware_and_pe_blocks_are_their_json() -> None:
+    """The hardware and PE tables are what resources.py and pe_resources.py make of their JSON
+    (both generators refuse counts or timing of another pynq-z1 config)."""
+    assert _block("hardware-table") == resources.hardware_table()
+    assert _block("pe-table") == pe_resources.readme_table()
+
+
+def test_pe_estimates_are_of_the_model_and_presets_now() -> None:
+    """pe_resources.json's estimates are the resource model's of every preset as they are now:
+    a refit of boards/resource_model.json or a resized preset shows here (rerun --estimates)."""
+    res = json.loads((RESULTS / "pe_resources.json").read_text())
+    assert sorted(res["estimates"]) == sorted(PRESETS)
+    for name, cfg in PRESETS.items():
+        assert res["estimates"][name] == model.estimate(cfg).as_dict(), name  # same arithmetic
+    assert res["crosscheck"]["config_hash"] == PRESETS[res["crosscheck"]["board"]].hash
