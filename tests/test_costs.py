@@ -69,12 +69,13 @@ def test_estimate_tracks_the_cycle_model_on_random_passes() -> None:
 
 
 def test_longer_bands_chosen_where_the_cycle_model_says_they_are_faster() -> None:
-    """ResNet-18's layer2 conv (128 channels, 3x3, 28x28) on zc706: with output bands of the
-    shortest GEMMs the tile allows, their instructions fetch through the read port the loads
-    share; the estimate picks bands four times as long, which the cycle model predicts at least
-    5% faster. On ResNet-20's 16-channel 32x32 conv on pynq-z1 it keeps the short bands, as the
-    model says it should."""
-    for preset, c, side, gain in (("zc706", 128, 28, 0.95), ("pynq-z1", 16, 32, 1.0)):
+    """ResNet-18's layer2 conv (128 channels, 3x3, 28x28) on zc706-fixed4-dsp (36x36, W 1,024
+    deep): with output bands of the shortest GEMMs the tile allows, their instructions fetch
+    through the read port the loads share; the estimate picks longer bands, which the cycle
+    model predicts at least 5% faster (on the 56x56 zc706, W 512 deep, the gain is about 1%).
+    On ResNet-20's 16-channel 32x32 conv on pynq-z1 it keeps the short bands, as the model says
+    it should."""
+    for preset, c, side, gain in (("zc706-fixed4-dsp", 128, 28, 0.95), ("pynq-z1", 16, 32, 1.0)):
         cfg = AccelConfig.for_board(preset)
         layer = _conv(np.random.default_rng(3), cfg, c, side)
         s = _tiled(IntGraph([layer], (c, side, side), 0.05), cfg, 1)

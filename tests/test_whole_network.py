@@ -108,13 +108,17 @@ def _fixed8_first_layer(cin: int, cout: int, wmax: int, seed: int):
 
 
 def test_an_8bit_first_layer_spreads_over_every_row_kind() -> None:
-    """pynq-z1 has one Fixed-8 row per tile: 16 Fixed-8 output channels would need 16 tiles;
-    spread over 6 lanes per input channel, a weight up to 127 is 6 PoT-4 levels (Fixed-4's
-    6 x 7 falls short), so the 12 PoT-4 rows and the Fixed-8 row of a tile take 13 channels."""
-    graph, x = _fixed8_first_layer(3, 16, 127, 0)
-    prog = lower(graph, AccelConfig.for_board("pynq-z1"), 2)
+    """pynq-z1 has one Fixed-8 row per tile: Fixed-8 output channels alone would need a tile
+    each; spread over cols // 3 lanes per input channel (8 of 24), a weight up to 127 is a sum
+    of that many PoT-4 levels (Fixed-4's 8 x 7 falls short), so the PoT-4 rows and the Fixed-8
+    row of a tile take one channel each: one channel more than that needs a second tile."""
+    cfg = AccelConfig.for_board("pynq-z1")
+    rows = {g.fmt: g.rows for g in cfg.groups}
+    lanes = cfg.cols // 3
+    graph, x = _fixed8_first_layer(3, rows["pot4"] + rows["fixed8"] + 1, 127, 0)
+    prog = lower(graph, cfg, 2)
     assert prog.layers[0].out_tiles == 2
-    assert prog.input_slots[:18] == [c for c in range(3) for _ in range(6)]
+    assert prog.input_slots[: 3 * lanes] == [c for c in range(3) for _ in range(lanes)]
     assert np.array_equal(run_with_stats(prog, x).output, graph.evaluate(x))
 
 
