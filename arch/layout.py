@@ -142,41 +142,77 @@ def q_values(
     return np.stack(parts, axis=-1).reshape(*parts[0].shape[:-1], -1)
 
 
-def _byte_mask(widths: np.ndarray) -> np.ndarray | None:
-    """[fields, 8] mask of the low bytes each field keeps, when every width is whole bytes."""
-    if (widths % 8).any() or (widths > 64).any():
-        return None
-    return np.arange(8) < (widths // 8)[:, None]
+def _runs(widths: np.ndarray) -> list[tuple[int, int, int]] | None:
+    """(first field, one past the last, width) of every run of equal-width fields, when each
+    run starts on a byte and fills whole bytes with 1-, 2- or 4-bit fields or whole-byte ones
+    (every entry kind of every preset): such runs pack with byte-wide numpy operations."""
+    bounds = [0, *(np.flatnonzero(np.diff(widths)) + 1).tolist(), len(widths)]
+    runs, bit = [], 0
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        w = int(widths[a]) if b > a else 0
+        if bit % 8 or not (w in (1, 2, 4) and (b - a) * w % 8 == 0 or w % 8 == 0 and w <= 64):
+            return None
+        runs.append((a, b, w))
+        bit += (b - a) * w
+    return runs
 
 
-def _bit_fields(widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For every bit of an entry (packing order): its field's index and its place in the field,
-    so ``pack`` and ``unpack`` move all fields at once instead of one field at a time."""
-    field = np.repeat(np.arange(len(widths)), widths)
-    starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
-    return field, np.arange(int(widths.sum()), dtype=np.int64) - starts[field]
+def _bit_places(widths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Byte of each field's first bit, that bit's place in the byte, and how many bytes a field
+    may span, for entries ``_runs`` does not cover."""
+    if (widths > _MAX_BIT_FIELD).any():
+        raise ValueError(f"fields wider than {_MAX_BIT_FIELD} bits must be whole bytes")
+    off = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+    return off // 8, off % 8, -(-(int(widths.max(initial=0)) + 7) // 8)
+
+
+_MAX_BIT_FIELD = 56
+"""Widest field outside byte-aligned runs (placed at any bit, it still fits an int64)."""
+
+
+def _extend(v: np.ndarray, widths: np.ndarray, signed: bool) -> np.ndarray:
+    """Fields read as unsigned, sign-extended from their widths if ``signed``."""
+    if not signed:
+        return v
+    up = (64 - widths).astype(np.int64)
+    return np.right_shift(np.left_shift(v, up), up)
 
 
 def pack(cfg: AccelConfig, kind: Entry, values: np.ndarray) -> bytes:
     """Pack an [entries, fields] integer array into the DDR image of those entries.
 
     Values are taken modulo 2^width (two's complement for signed fields); the caller checks ranges.
-    Entries of whole-byte fields (X, OUT, Q) are packed byte-wise, the others bit by bit.
+    Fields are packed run by run of equal widths (``_runs``), or else each shifted to its bit
+    place and added into the bytes it spans.
     """
     widths = field_widths(cfg, kind)
     values = np.asarray(values, dtype=np.int64)
     if values.ndim != 2 or values.shape[1] != len(widths):
         raise ValueError(f"{kind.name} entries need shape [n, {len(widths)}], got {values.shape}")
-    pad = entry_bytes(cfg, kind) * 8 - int(widths.sum())
-    mask = _byte_mask(widths)
-    if mask is not None:
-        le = np.ascontiguousarray(values, dtype="<i8").view(np.uint8)
-        raw = le.reshape(len(values), len(widths), 8)[:, mask]
-        return np.pad(raw, ((0, 0), (0, pad // 8))).tobytes()
-    field, place = _bit_fields(widths)
-    bits = ((values[:, field] >> place) & 1).astype(np.uint8)
-    bits = np.pad(bits, ((0, 0), (0, pad)))
-    return np.packbits(bits, axis=1, bitorder="little").tobytes()
+    n, nb = len(values), entry_bytes(cfg, kind)
+    out = np.zeros((n, nb), dtype=np.uint8)
+    runs = _runs(widths)
+    if runs is not None:
+        le = np.ascontiguousarray(values, dtype="<i8").view(np.uint8).reshape(n, len(widths), 8)
+        at = 0
+        for a, b, w in runs:
+            if w % 8 == 0:
+                part = le[:, a:b, : w // 8].reshape(n, -1)
+            else:
+                x = (values[:, a:b].astype(np.uint8) & ((1 << w) - 1)).reshape(n, -1, 8 // w)
+                part = x[:, :, 0].copy()
+                for k in range(1, 8 // w):
+                    part |= x[:, :, k] << np.uint8(k * w)
+            out[:, at : at + part.shape[1]] = part
+            at += part.shape[1]
+        return out.tobytes()
+    byte, place, span = _bit_places(widths)
+    groups = np.flatnonzero(np.diff(byte, prepend=-1))
+    acc = np.zeros((n, nb + span), dtype=np.int64)
+    v = (values & ((1 << widths) - 1)) << place
+    for j in range(span):  # fields sharing a byte hold disjoint bits: their sum is their OR
+        acc[:, byte[groups] + j] += np.add.reduceat((v >> (8 * j)) & 0xFF, groups, axis=1)
+    return acc[:, :nb].astype(np.uint8).tobytes()
 
 
 def unpack(cfg: AccelConfig, kind: Entry, blob: bytes, signed: bool = True) -> np.ndarray:
@@ -186,25 +222,30 @@ def unpack(cfg: AccelConfig, kind: Entry, blob: bytes, signed: bool = True) -> n
         raise ValueError(f"{kind.name} image of {len(blob)} bytes is not a multiple of {nb}")
     raw = np.frombuffer(blob, dtype=np.uint8).reshape(-1, nb)
     widths = field_widths(cfg, kind)
-    mask = _byte_mask(widths)
-    if mask is not None:
-        full = np.zeros((raw.shape[0], len(widths), 8), dtype=np.uint8)
-        full[:, mask] = raw[:, : int(widths.sum()) // 8]
-        v = full.view("<i8")[..., 0]
-        if not signed:
-            return v
-        up = (64 - widths).astype(np.int64)
-        return np.right_shift(np.left_shift(v, up), up)
-    total = int(widths.sum())
-    bits = np.unpackbits(raw, axis=1, bitorder="little")[:, :total].astype(np.int64)
-    if total == 0:
-        return np.zeros((raw.shape[0], len(widths)), dtype=np.int64)
-    _, place = _bit_fields(widths)
-    starts = np.concatenate([[0], np.cumsum(widths)[:-1]])
-    out = np.add.reduceat(bits << place, starts, axis=1)
-    if signed:
-        out = np.where(out >= (1 << (widths - 1)), out - (1 << widths), out)
-    return out
+    n = raw.shape[0]
+    runs = _runs(widths)
+    if runs is not None:
+        v = np.zeros((n, len(widths)), dtype=np.int64)
+        at = 0
+        for a, b, w in runs:
+            size = (b - a) * w // 8
+            part = raw[:, at : at + size]
+            at += size
+            if w % 8 == 0:
+                le = np.zeros((n, b - a, 8), dtype=np.uint8)
+                le[:, :, : w // 8] = part.reshape(n, b - a, w // 8)
+                v[:, a:b] = _extend(le.view("<i8")[..., 0], np.full(b - a, w), signed)
+                continue
+            x = np.stack([part << np.uint8(8 - w - k * w) for k in range(8 // w)], axis=2)
+            x = x.view(np.int8) if signed else x  # each field at the top of its byte
+            v[:, a:b] = (x >> np.uint8(8 - w)).reshape(n, b - a)
+        return v
+    byte, place, span = _bit_places(widths)
+    raw = np.pad(raw, ((0, 0), (0, span))).astype(np.int64)
+    v = np.zeros((n, len(widths)), dtype=np.int64)
+    for j in range(span):
+        v |= raw[:, byte + j] << (8 * j)
+    return _extend((v >> place) & ((1 << widths) - 1), widths, signed)
 
 
 def fmap_entry(chunks: int, h: int, w: int, b: int, c: int, y: int, x: int) -> int:

@@ -93,13 +93,11 @@ class WeightFormat:
         """Code of each integer level; raises if a value is not a level of this format."""
         values = np.asarray(values, dtype=np.int64)
         lv = self.levels()
-        table = _encode_table(self)
-        idx = np.searchsorted(lv, values)
-        idx = np.clip(idx, 0, len(lv) - 1)
-        if not np.array_equal(lv[idx], values):
-            bad = values[lv[idx] != values].ravel()[:5]
+        codes = _code_of_level(self)[np.clip(values - lv[0], 0, lv[-1] - lv[0])]
+        if (codes < 0).any() or (values < lv[0]).any() or (values > lv[-1]).any():
+            bad = values[(codes < 0) | (values < lv[0]) | (values > lv[-1])].ravel()[:5]
             raise ValueError(f"values {bad.tolist()} are not {self.name} levels {lv.tolist()}")
-        return table[idx]
+        return codes
 
     def levels(self) -> np.ndarray:
         """Sorted distinct integer levels that ``encode`` accepts."""
@@ -139,6 +137,16 @@ def _levels(fmt: WeightFormat) -> np.ndarray:
 def _encode_table(fmt: WeightFormat) -> np.ndarray:
     dec = _decode_table(fmt)
     return np.array([int(np.flatnonzero(dec == v)[0]) for v in _levels(fmt)], dtype=np.int64)
+
+
+@functools.cache
+def _code_of_level(fmt: WeightFormat) -> np.ndarray:
+    """Code of every integer from the lowest level to the highest, -1 where none is a level:
+    ``encode`` looks codes up instead of searching the levels."""
+    lv = _levels(fmt)
+    out = np.full(int(lv[-1] - lv[0]) + 1, -1, dtype=np.int64)
+    out[lv - lv[0]] = _encode_table(fmt)
+    return out
 
 
 FORMATS: dict[str, WeightFormat] = {

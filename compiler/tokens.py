@@ -19,6 +19,9 @@ from ..arch.isa import UNIT_OF, Opcode, Unit
 Range = tuple[str, int, int]
 """(space, first, one past last): a buffer ("W", "X", "Q", "ACC", "OUT") or a DDR region."""
 
+Access = tuple[str, int, int, bool]
+"""A range and whether it is written."""
+
 _ORDER = (Unit.LOAD, Unit.COMPUTE, Unit.STORE)
 
 
@@ -57,32 +60,44 @@ class _Tracker:
         a = bisect.bisect_left(starts, lo - self.longest.get(space, 0))
         return a, bisect.bisect_left(starts, hi)
 
-    def conflicts(self, op: Op) -> set[int]:
+    def conflicts(self, accesses: list[Access]) -> set[int]:
         out = set()
-        for acc, write in ((op.reads, False), (op.writes, True)):
-            for space, lo, hi in acc:
-                a, b = self._near(space, lo, hi)
-                for e0, e1, idx, w, _ in self.entries.get(space, [])[a:b]:
-                    if e0 < hi and lo < e1 and (w or write):
-                        out.add(idx)
+        for space, lo, hi, write in accesses:
+            a, b = self._near(space, lo, hi)
+            for e0, e1, idx, w, _ in self.entries.get(space, [])[a:b]:
+                if e0 < hi and lo < e1 and (w or write):
+                    out.add(idx)
         return out
 
-    def record(self, op: Op, idx: int) -> None:
-        for acc, write in ((op.reads, False), (op.writes, True)):
-            for space, lo, hi in acc:
-                starts = self.starts.setdefault(space, [])
-                entries = self.entries.setdefault(space, [])
-                a, b = bisect.bisect_left(starts, lo), bisect.bisect_left(starts, hi)
-                keep = [
-                    e
-                    for e in entries[a:b]
-                    if not (e[1] <= hi and (write or (not e[3] and e[4] == op.unit)))
-                ]
-                entries[a:b], starts[a:b] = keep, [e[0] for e in keep]
-                at = bisect.bisect_right(starts, lo)
-                entries.insert(at, (lo, hi, idx, write, op.unit))
-                starts.insert(at, lo)
-                self.longest[space] = max(self.longest.get(space, 0), hi - lo)
+    def record(self, accesses: list[Access], unit: Unit, idx: int) -> None:
+        for space, lo, hi, write in accesses:
+            starts = self.starts.setdefault(space, [])
+            entries = self.entries.setdefault(space, [])
+            a, b = bisect.bisect_left(starts, lo), bisect.bisect_left(starts, hi)
+            keep = [
+                e
+                for e in entries[a:b]
+                if not (e[1] <= hi and (write or (not e[3] and e[4] == unit)))
+            ]
+            entries[a:b], starts[a:b] = keep, [e[0] for e in keep]
+            at = bisect.bisect_right(starts, lo)
+            entries.insert(at, (lo, hi, idx, write, unit))
+            starts.insert(at, lo)
+            self.longest[space] = max(self.longest.get(space, 0), hi - lo)
+
+
+def _accesses(op: Op) -> list[Access]:
+    """``op``'s reads, then writes, as (space, first, one past last, write), touching ranges of
+    one space merged: the same bytes in fewer lookups (a GEMM reads its X rows piece by piece)."""
+    out: list[Access] = []
+    for acc, write in ((op.reads, False), (op.writes, True)):
+        for space, lo, hi in sorted(acc):
+            last = out[-1] if out else None
+            if last and last[3] == write and last[0] == space and lo <= last[2]:
+                out[-1] = (space, last[1], max(last[2], hi), write)
+            else:
+                out.append((space, lo, hi, write))
+    return out
 
 
 def hoist_loads(ops: list[Op], ahead: int | None = None) -> list[Op]:
@@ -100,13 +115,14 @@ def hoist_loads(ops: list[Op], ahead: int | None = None) -> list[Op]:
     loads: list[int] = []
     for i, op in enumerate(ops):
         key = float(i)
+        acc = _accesses(op)
         if op.op is Opcode.LOAD:
-            key = max(max(tracker.conflicts(op), default=-1) + 0.5, last_load)
+            key = max(max(tracker.conflicts(acc), default=-1) + 0.5, last_load)
             if ahead is not None and len(loads) >= ahead:
                 key = max(key, loads[-ahead] + 0.5)
             loads.append(i)
             last_load = key
-        tracker.record(op, i)
+        tracker.record(acc, op.unit, i)
         keys.append(key)
     order = sorted(range(len(ops)), key=lambda i: (keys[i], i))
     return [ops[i] for i in order]
@@ -119,7 +135,8 @@ def add_tokens(ops: list[Op]) -> list[Op]:
     tracker = _Tracker()
     for op in ops:
         near, far = set(), set()
-        for j in tracker.conflicts(op):
+        acc = _accesses(op)
+        for j in tracker.conflicts(acc):
             u = out[j].unit
             if u is not op.unit:
                 (far if abs(_ORDER.index(u) - _ORDER.index(op.unit)) == 2 else near).add(j)
@@ -127,7 +144,7 @@ def add_tokens(ops: list[Op]) -> list[Op]:
             out.append(Op(Opcode.SYNC, {}))
             deps.append(far)
             near.add(len(out) - 1)
-        tracker.record(op, len(out))
+        tracker.record(acc, op.unit, len(out))
         out.append(op)
         deps.append(near)
     pos, count = [], dict.fromkeys(_ORDER, 0)

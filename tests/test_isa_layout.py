@@ -380,10 +380,21 @@ def _bit_pack(cfg, kind, values) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize("board", ["tiny", "pynq-z1"])
-def test_pack_matches_the_bit_level_definition_for_every_entry_kind(board):
-    """The byte-wise fast path (X, OUT, Q) and the bit path (W) both give the defined bits."""
-    cfg = PRESETS[board]
+ODD = dataclasses.replace(
+    PRESETS["tiny"],
+    name="odd",
+    groups=(RowGroup("pot4", 3), RowGroup("fixed8", 2)),
+    cols=5,
+    requant_lanes=1,
+)
+"""15 four-bit fields per W entry: 60 bits, not whole bytes, so W takes the general path."""
+
+
+@pytest.mark.parametrize("cfg", [PRESETS["tiny"], PRESETS["pynq-z1"], ODD], ids=lambda c: c.name)
+def test_pack_matches_the_bit_level_definition_for_every_entry_kind(cfg):
+    """Byte-aligned runs of equal widths (every preset's entries) and the general path (a W
+    entry whose 4-bit run ends mid-byte) both give the defined bits, and unpack inverts them."""
+    assert layout._runs(layout.field_widths(ODD, Entry.W)) is None
     rng = np.random.default_rng(5)
     for kind in Entry:
         widths = layout.field_widths(cfg, kind)
