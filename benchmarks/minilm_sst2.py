@@ -263,8 +263,8 @@ def readme_table(rows: list[dict]) -> str:
     out = [
         "| weights | method | host numerics | tokens | exact fake-quant acc (872) | golden acc "
         "(sentences) | logits differ | float fake-quant acc | RTL == golden | device cycles "
-        "at 128 tokens (pynq-z1) | device ms | host ops |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "at 128 tokens (pynq-z1) | device ms | compile s (128 tokens) | host ops |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         golden = (
@@ -281,11 +281,12 @@ def readme_table(rows: list[dict]) -> str:
         key = (r["method"], r["weights_kind"])
         same = [o for o in rows if "device" in o and (o["method"], o["weights_kind"]) == key]
         dev = r.get("device") or (same[0]["device"] if same else {"cycles": 0, "ms": 0.0})
+        compile_s = f"{dev['lower_seconds']:.1f}" if "lower_seconds" in dev else "-"
         out.append(
             f"| {r['weights_kind']} | {r['method']} | {r['numerics']} | {r['tokens']} "
             f"| {100 * r['exact_acc']:.2f} | {golden} | {r['golden_logits_differ']} "
             f"| {100 * r['float_fake_quant_acc']:.2f} | {rtl} "
-            f"| {dev['cycles']:,} | {dev['ms']:.1f} "
+            f"| {dev['cycles']:,} | {dev['ms']:.1f} | {compile_s} "
             f"| {sum(r['host_ops_per_sentence'].values())} |"
         )
     return "\n".join(out) + "\n"
