@@ -164,6 +164,11 @@ class AccelConfig:
         """Byte alignment WINDOW_BASE must have: one full burst (BAD_WINDOW otherwise)."""
         return self.max_burst * self.axi_data_bits // 8
 
+    @property
+    def row_ratio(self) -> dict[str, float]:
+        """Share of the PE rows each format has: the ratio a quantizer assigns rows in."""
+        return {g.fmt: g.rows / self.rows for g in self.groups}
+
     def group_offsets(self) -> dict[str, tuple[int, int]]:
         """First PE row and row count of each format's group."""
         out, r = {}, 0

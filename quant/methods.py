@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..boards import BoardError, target_config
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -61,11 +63,9 @@ def at_preset(m: Method, preset: str) -> Method:
     quantizer's ratio follows the hardware (issue 17: the device-filling presets derive their
     ratio from the part's LUT:DSP budget). The preset's shift rows take the method's shift
     format (rmsmp-sp2 at pynq-z1 is SP2-4 where pynq-z1 has PoT-4)."""
-    from ..arch import AccelConfig, ConfigError
-
     try:
-        cfg = AccelConfig.preset(preset)
-    except ConfigError as e:
+        cfg = target_config(preset)
+    except BoardError as e:
         raise ValueError(f"method {m.name}@{preset}: {e}") from None
     if m.ratio is None or len(m.ratio) < 2:
         raise ValueError(
@@ -73,9 +73,9 @@ def at_preset(m: Method, preset: str) -> Method:
         )
     shift = [f for f in m.ratio if f in SHIFT_FORMATS]
     ratio: dict[str, float] = {}
-    for g in cfg.groups:
-        fmt = shift[0] if g.fmt in SHIFT_FORMATS and shift else g.fmt
-        ratio[fmt] = ratio.get(fmt, 0.0) + g.rows / cfg.rows
+    for fmt, share in cfg.row_ratio.items():
+        fmt = shift[0] if fmt in SHIFT_FORMATS and shift else fmt
+        ratio[fmt] = ratio.get(fmt, 0.0) + share
     if set(ratio) != set(m.ratio):
         raise ValueError(
             f"method {m.name}@{preset}: preset {preset} has rows {sorted(ratio)}, the method "

@@ -57,7 +57,7 @@ def resolve_ratio(ratio: dict[str, float] | str | AccelConfig | None) -> dict[st
     if isinstance(ratio, str):
         ratio = target_config(ratio)
     if isinstance(ratio, AccelConfig):
-        return {g.fmt: g.rows / ratio.rows for g in ratio.groups}
+        return ratio.row_ratio
     if isinstance(ratio, dict):
         return check_ratio(ratio)
     raise TypeError(

@@ -118,7 +118,8 @@ def test_presets_meet_their_ratio_and_keep_the_ends_8bit() -> None:
 
 def test_a_method_at_a_preset_takes_the_presets_row_ratio() -> None:
     """rmsmp@pynq-z1 quantizes at the pynq-z1 array's rows; rmsmp-sp2 maps its shift rows onto
-    the preset's PoT-4 rows; a non-mixed method or a missing format is refused by name."""
+    the preset's PoT-4 rows; a board name means its default config, as everywhere; a non-mixed
+    method or a missing format is refused by name."""
     from rmsmp.arch import PRESETS
 
     cfg = PRESETS["pynq-z1"]
@@ -127,6 +128,7 @@ def test_a_method_at_a_preset_takes_the_presets_row_ratio() -> None:
         assert m.name == f"{name}@pynq-z1" and m.act_bits == method(name).act_bits
         rows = {shift if g.fmt == "pot4" else g.fmt: g.rows for g in cfg.groups}
         assert m.ratio == {f: n / cfg.rows for f, n in rows.items()}
+    m_ratio = method("rmsmp@pynq-z1").ratio
     torch.manual_seed(0)
     assign = prepare(small_model(), method("rmsmp@pynq-z1"), torch.randn(4, 3, 8, 8))
     mid = assign["2"]
@@ -137,8 +139,9 @@ def test_a_method_at_a_preset_takes_the_presets_row_ratio() -> None:
         method("fixed4@pynq-z1")
     with pytest.raises(ValueError, match="pick a preset with the method's formats"):
         method("msq@pynq-z1")
-    with pytest.raises(ValueError, match="unknown preset 'nope'"):
+    with pytest.raises(ValueError, match="unknown board or preset 'nope'"):
         method("rmsmp@nope")
+    assert method("rmsmp@pynq-z2").ratio == m_ratio  # a board takes its default config's rows
 
 
 def test_sensitivity_sends_the_most_sensitive_rows_to_8_bits() -> None:
