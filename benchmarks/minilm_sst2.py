@@ -418,7 +418,9 @@ def main() -> None:
         row["device_other_boards"] = {b: cycles_at(big, b)[0] for b in args.other_boards}
     row["wall_seconds"] = time.perf_counter() - t0
     row["command"] = "python benchmarks/minilm_sst2.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(args).items()
+        if v not in (None, False)
     )
     rows = json.loads(JSON.read_text()) if JSON.exists() else []  # another run may have added
     rows = [r for r in rows if row_key(r) != row_key(row)] + [row]
