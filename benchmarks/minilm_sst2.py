@@ -418,7 +418,8 @@ def main() -> None:
         row["device_other_boards"] = {b: cycles_at(big, b)[0] for b in args.other_boards}
     row["wall_seconds"] = time.perf_counter() - t0
     row["command"] = "python benchmarks/minilm_sst2.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        f"--{k.replace('_', '-')}"
+        + ("" if v is True else f" {' '.join(map(str, v)) if isinstance(v, list) else v}")
         for k, v in vars(args).items()
         if v not in (None, False)
     )
