@@ -190,9 +190,9 @@ def pack(cfg: AccelConfig, kind: Entry, values: np.ndarray) -> bytes:
     if values.ndim != 2 or values.shape[1] != len(widths):
         raise ValueError(f"{kind.name} entries need shape [n, {len(widths)}], got {values.shape}")
     n, nb = len(values), entry_bytes(cfg, kind)
-    out = np.zeros((n, nb), dtype=np.uint8)
     runs = _runs(widths)
     if runs is not None:
+        out = np.zeros((n, nb), dtype=np.uint8)
         le = np.ascontiguousarray(values, dtype="<i8").view(np.uint8).reshape(n, len(widths), 8)
         at = 0
         for a, b, w in runs:
