@@ -93,6 +93,7 @@ def memory_bram36(bits: int, depth: int, data: dict | None = None) -> float:
 
 def buffers_bram36(cfg: AccelConfig, data: dict | None = None) -> float:
     """BRAM36 of ``cfg``'s buffers (``arch.isa.buffer_shapes``, ``memory_bram36``)."""
+    data = load() if data is None else data
     return sum(memory_bram36(bits, depth, data) for bits, depth in buffer_shapes(cfg).values())
 
 

@@ -14,19 +14,9 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from ..arch import AccelConfig
 from ..arch.isa import BUFFERS, buffer_shapes
 
-
-class Buffer(enum.Enum):
-    """The on-chip buffers; the LOAD targets are named as in ``arch.isa.Buf``."""
-
-    W = "w"
-    X = "x"
-    Q = "q"
-    R = "r"
-    ACC = "acc"
-    OUT = "out"
-
-
-assert tuple(b.value for b in Buffer) == BUFFERS, "hw.buffers.Buffer must list arch.isa.BUFFERS"
+Buffer = enum.Enum("Buffer", [(b.upper(), b) for b in BUFFERS])
+Buffer.__doc__ = """The on-chip buffers (``arch.isa.BUFFERS``); the LOAD targets are named as in
+``arch.isa.Buf``."""
 
 
 def shape(cfg: AccelConfig, buf: Buffer) -> tuple[int, int]:
