@@ -30,26 +30,44 @@ def rows(tmp_path, monkeypatch):
     return write
 
 
-def test_goal_uses_the_longest_fp32_schedule_and_skips_legacy_rows(rows) -> None:
+def test_goal_covers_each_schedule_and_skips_legacy_rows(rows) -> None:
     rows(
         _row("fp32", 2, 87.0),
         _row("fp32", 8, 88.0),
+        _row("fp32", 16, 89.0),
         _row("rmsmp", 8, 87.6),
         _row("fixed4", 8, 87.7),
         _row("pot4", 8, 86.0),
         _row("brevitas", 8, 90.0, end_input_bits=accuracy.LEGACY_END_INPUT_BITS),
-        _row("rmsmp", 2, 99.0),
+        _row("rmsmp", 2, 85.5),
     )
     text = accuracy.goal()
-    assert "at 8 epochs" in text
-    assert "| rmsmp | 87.60 | -0.40 |" in text
-    assert "99.00" not in text  # another schedule
+    two, eight = text.split("ResNet-20 at ")[1:]
+    assert two.startswith("2 epochs") and eight.startswith("8 epochs")
+    assert "at 16 epochs" not in text  # fp32 only: no mixed row to judge
+    assert "| rmsmp | 85.50 | -1.50 |" in two
+    assert "| rmsmp | 87.60 | -0.40 |" in eight
     assert "| brevitas |" not in text  # trained under the old recipe
-    line = next(ln for ln in text.splitlines() if ln.startswith("- rmsmp:"))
+    line = next(ln for ln in eight.splitlines() if ln.startswith("- rmsmp:"))
     assert "0.40 below fp32 (meets the 0.5 goal)" in line
     assert "behind fixed4 by 0.10" in line
     assert "ahead of pot4 by 1.60" in line
     assert "no 8-epoch brevitas row yet" in line
+    line = next(ln for ln in two.splitlines() if ln.startswith("- rmsmp:"))
+    assert "1.50 below fp32 (misses the 0.5 goal)" in line
+    assert "no 2-epoch fixed4 row yet" in line
+
+
+def test_goal_lists_ablations_without_a_verdict(rows) -> None:
+    rows(
+        _row("fp32", 8, 88.0),
+        _row("rmsmp+lsqgrad", 8, 87.7, command="accuracy.py --step-grad-scale"),
+        _row("rmsmp", 8, 86.5, command=f"accuracy.py {accuracy.NO_STEP_GRAD_SCALE}"),
+    )
+    text = accuracy.goal()
+    assert "| rmsmp | 86.50 | -1.50 |" in text
+    assert "- rmsmp+lsqgrad: 0.30 below fp32" in text
+    assert "- rmsmp:" not in text
 
 
 def test_goal_misses_when_the_gap_is_larger(rows) -> None:
