@@ -678,7 +678,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--lr", type=positive_float, default=0.01)
     q.add_argument(
-        "--train-subset", type=int_range(1), default=None, help="train on N random images"
+        "--train-subset",
+        type=int_range(1),
+        default=None,
+        help="train on N random images (sentences for MiniLM)",
     )
     q.add_argument(
         "--act-bits",

@@ -636,8 +636,12 @@ def source_label() -> str:
 
 
 def command_line() -> str:
-    """This run's command, with the PYTHONPATH that picked another checkout's rmsmp if any."""
-    cmd = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    """This run's command as typed at the repository root (wherever it was started from), with
+    the PYTHONPATH that picked another checkout's rmsmp if any."""
+    script = Path(sys.argv[0]).resolve()
+    if script.is_relative_to(REPO):
+        script = script.relative_to(REPO)
+    cmd = "python " + " ".join([script.as_posix(), *sys.argv[1:]])
     pkg = _package_dir()
     return cmd if pkg == REPO else f"PYTHONPATH=<dir with rmsmp -> {pkg}> {cmd}"
 
