@@ -77,10 +77,14 @@ def quantize_minilm(
     sentences, _ = sst2("train", CALIB_SENTENCES, seed + 1)
     calib = _batch(tok, sentences)
     m = dataclasses.replace(minilm_method(method_name, act_bits), keep_ends=keep_ends)
-    assignment = prepare(model, m, calib, assignment)
-    model.eval()
-    with torch.no_grad():
-        model(*calib)
+    # The activation steps start from a random sample of each input (``ActQuantizer``): seeded
+    # here, so the same call quantizes the same way, and the caller's random stream is untouched.
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        assignment = prepare(model, m, calib, assignment)
+        model.eval()
+        with torch.no_grad():
+            model(*calib)
     return model, assignment
 
 

@@ -259,3 +259,18 @@ def test_quantize_minilm_keep_ends_sets_the_end_linears_format(monkeypatch):
     for name in names:
         assert set(a_mixed[name]) == {"fixed4"}
         assert set(a_kept[name]) == ({"fixed8"} if name in ends else {"fixed4"})
+
+
+def test_quantize_minilm_is_reproducible(monkeypatch):
+    """Post-training quantization gives the same steps whatever the caller's torch seed: the
+    activation steps start from a random sample of each input, drawn from ``seed``."""
+    from rmsmp.quant import nlp
+
+    monkeypatch.setattr(nlp, "CALIB_SENTENCES", 8)
+    steps = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        model, _ = nlp.quantize_minilm("fixed4")
+        steps.append([float(m.aq.step) for m in model.modules() if hasattr(m, "aq")])
+    assert len(steps[0]) == 36
+    assert steps[0] == steps[1]
