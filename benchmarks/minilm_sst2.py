@@ -195,7 +195,9 @@ def score(
         "golden_device_cycles_per_sentence": float(np.mean(golden_cycles))
         if golden_cycles
         else None,
+        "golden_config_hash": AccelConfig.preset(args.board).hash,
         "rtl_board": args.rtl_board,
+        "rtl_config_hash": AccelConfig.preset(args.rtl_board).hash,
         "rtl_sentences_equal_golden": f"{sum(rtl_equal)}/{len(rtl_equal)}",
         "rtl_cycles_per_sentence": float(np.mean([c[0] for c in rtl_cycles]))
         if rtl_cycles
