@@ -258,13 +258,19 @@ def versus_fp32(gap: float) -> str:
     return f"{abs(gap):.2f} {'below' if gap >= 0 else 'above'} fp32"
 
 
+def judged(row: dict) -> bool:
+    """Whether the goal gives ``row`` a verdict: one of our mixed methods (rmsmp*) trained with
+    the default recipe."""
+    return row["method"].startswith("rmsmp") and NO_STEP_GRAD_SCALE not in row.get("command", "")
+
+
 def goal_at(epochs: int, rows: list[dict]) -> str:
     """The ResNet-20 goal on one schedule: every row's gap to fp32, and the verdicts for each of
     our mixed methods (rmsmp*) trained with the default recipe."""
     from rmsmp.quant.train import BREVITAS_METHODS
 
-    at = {r["method"]: r["top1"] for r in rows if r["epochs"] == epochs}
-    current = {r["method"] for r in rows if NO_STEP_GRAD_SCALE not in r.get("command", "")}
+    sel = [r for r in rows if r["epochs"] == epochs]
+    at = {r["method"]: r["top1"] for r in sel}
     fp32 = at["fp32"]
     lines = [
         f"ResNet-20 at {epochs} epochs, rows without †:",
@@ -275,7 +281,7 @@ def goal_at(epochs: int, rows: list[dict]) -> str:
     for m, t in sorted(at.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {m} | {t:.2f} | {t - fp32:+.2f} |")
     lines.append("")
-    for m in sorted(m for m in at if m.startswith("rmsmp") and m in current):
+    for m in sorted(r["method"] for r in sel if judged(r)):
         gap = fp32 - at[m]
         verdicts = [
             f"{versus_fp32(gap)} ({'meets' if gap <= GOAL_GAP else 'misses'} the {GOAL_GAP} goal)"
@@ -303,11 +309,7 @@ def goal() -> str:
     fp32 = {r["epochs"] for r in rows if r["method"] == "fp32"}
     if not fp32:
         return "No fp32 ResNet-20 row yet.\n"
-    mixed = {
-        r["epochs"]
-        for r in rows
-        if r["method"].startswith("rmsmp") and NO_STEP_GRAD_SCALE not in r.get("command", "")
-    }
+    mixed = {r["epochs"] for r in rows if judged(r)}
     schedules = sorted(fp32 & mixed) or [max(fp32)]
     return "\n".join(goal_at(e, rows) for e in schedules)
 
