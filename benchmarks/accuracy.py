@@ -290,7 +290,7 @@ def goal_at(epochs: int, rows: list[dict]) -> str:
         ours = [r + recipe if r + recipe in at or r not in at else r for r in OUR_RIVALS]
         for rival in (*ours, *BREVITAS_METHODS):
             if rival not in at:
-                verdicts.append(f"no {epochs}-epoch {rival} row yet")
+                verdicts.append(f"no {epochs}-epoch {rival} row")
             else:
                 d = at[m] - at[rival]
                 verdicts.append(f"{'ahead of' if d > 0 else 'behind'} {rival} by {abs(d):.2f}")

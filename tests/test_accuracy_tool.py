@@ -52,10 +52,10 @@ def test_goal_covers_each_schedule_and_skips_legacy_rows(rows) -> None:
     assert "0.40 below fp32 (meets the 0.5 goal)" in line
     assert "behind fixed4 by 0.10" in line
     assert "ahead of pot4 by 1.60" in line
-    assert "no 8-epoch brevitas row yet" in line
+    assert "no 8-epoch brevitas row" in line
     line = next(ln for ln in two.splitlines() if ln.startswith("- rmsmp:"))
     assert "1.50 below fp32 (misses the 0.5 goal)" in line
-    assert "no 2-epoch fixed4 row yet" in line
+    assert "no 2-epoch fixed4 row" in line
 
 
 def test_goal_lists_ablations_without_a_verdict(rows) -> None:
@@ -88,7 +88,7 @@ def test_goal_compares_with_rivals_on_the_same_recipe(rows) -> None:
     line = next(ln for ln in accuracy.goal().splitlines() if ln.startswith("- rmsmp-sp2+"))
     assert "ahead of fixed4+lsqgrad by 0.10" in line
     assert "fixed4 by" not in line  # not the row trained without the step-gradient scale
-    assert "no 8-epoch pot4+lsqgrad row yet" in line
+    assert "no 8-epoch pot4+lsqgrad row" in line
     assert "ahead of brevitas-8ends-intres by 0.30" in line
 
 
