@@ -62,11 +62,13 @@ def run_resnet20(
     split_rule: str = "error",
     step_grad_scale: bool = True,
     step_init: str = "mse",
+    seed: int = 0,
 ) -> dict:
     """Train (resuming) and evaluate one method on ResNet-20 / CIFAR-10 (JPEG copy).
 
     A row-assignment option other than the default names its row ``method+option``;
-    ``kd_teacher`` ("pretrained" or an fp32 checkpoint) distils from it, row ``method+kd``.
+    ``kd_teacher`` ("pretrained" or an fp32 checkpoint) distils from it, row ``method+kd``;
+    a ``seed`` other than 0 (initial steps, batch order, augmentation) names it ``method+seedN``.
     """
     from rmsmp.quant.methods import method as method_spec
     from rmsmp.quant.train import BREVITAS_METHODS, Distill, train
@@ -93,6 +95,8 @@ def run_resnet20(
         kd = Distill(kd_teacher)
         name += "+kd"
         flags += f" --kd {kd_teacher}"
+    if seed:
+        name, flags = f"{name}+seed{seed}", f"{flags} --seed {seed}"
     ckpt = RESULTS / "ckpt" / f"resnet20-{name}-e{epochs}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -108,6 +112,7 @@ def run_resnet20(
         split_rule=split_rule,
         step_grad_scale=step_grad_scale,
         step_init=step_init,
+        seed=seed,
     )
     hist = ck["history"]
     return {
@@ -248,9 +253,9 @@ def markdown() -> str:
 GOAL_GAP = 0.5
 """The goal: one of our mixed methods within this many points of fp32 on ResNet-20."""
 OUR_RIVALS = ("fixed4", "pot4")
-"""The goal's other half: that mixed method ahead of these (trained with the same recipe
-suffix, e.g. ``+lsqgrad``, where that row exists) and of Brevitas (float, 8-bit ends, integer
-residual) on the same schedule."""
+"""The goal's other half: that mixed method ahead of these, trained with the same recipe suffix
+(e.g. ``+lsqgrad``, ``+lsqgrad+seed1``), and of Brevitas (float, 8-bit ends, integer residual)
+on the same schedule."""
 
 
 def versus_fp32(gap: float) -> str:
@@ -287,8 +292,7 @@ def goal_at(epochs: int, rows: list[dict]) -> str:
             f"{versus_fp32(gap)} ({'meets' if gap <= GOAL_GAP else 'misses'} the {GOAL_GAP} goal)"
         ]
         recipe = m[m.index("+") :] if "+" in m else ""
-        ours = [r + recipe if r + recipe in at or r not in at else r for r in OUR_RIVALS]
-        for rival in (*ours, *BREVITAS_METHODS):
+        for rival in (*(r + recipe for r in OUR_RIVALS), *BREVITAS_METHODS):
             if rival not in at:
                 verdicts.append(f"no {epochs}-epoch {rival} row")
             else:
@@ -399,6 +403,12 @@ def main() -> int:
         help="ResNet-20: start the weight steps MSE-optimal or at abs-max (row method+absmax)",
     )
     p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="ResNet-20: another run of the same recipe (row method+seedN; 0 is the default run)",
+    )
+    p.add_argument(
         "--kd",
         metavar="TEACHER",
         default=None,
@@ -422,6 +432,10 @@ def main() -> int:
         p.error("--kd is for --model resnet20 or minilm-sst2 (minilm distils already)")
     if args.act_bits is not None and args.model != "minilm-sst2":
         p.error("--act-bits is for --model minilm-sst2 (the other models set their own)")
+    if args.seed < 0:
+        p.error(f"--seed must be 0 or more, got {args.seed}")
+    if args.seed and args.model != "resnet20":
+        p.error("--seed is for --model resnet20")
     if args.board is not None and args.model != "resnet20":
         p.error("--board is for --model resnet20")
     if args.board is not None:
@@ -451,6 +465,7 @@ def main() -> int:
                     args.split_rule,
                     args.step_grad_scale,
                     args.step_init,
+                    args.seed,
                 )
             if main_rank:
                 save_row(row)

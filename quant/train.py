@@ -408,11 +408,16 @@ def train(
                 f"{out} holds {ck['model_name']} method {ck['method']}; "
                 "use another -o to start a different run"
             )
-        theirs = (ck.get("kd"), ck.get("step_grad_scale", False), ck.get("step_init", "mse"))
-        if theirs != (kd_options, step_grad_scale, step_init):
+        theirs = (
+            ck.get("kd"),
+            ck.get("step_grad_scale", False),
+            ck.get("step_init", "mse"),
+            ck.get("seed", 0),
+        )
+        if theirs != (kd_options, step_grad_scale, step_init, seed):
             raise ValueError(
-                f"{out} was trained with distillation, step-gradient scale and step init "
-                f"{theirs}, not {(kd_options, step_grad_scale, step_init)}; "
+                f"{out} was trained with distillation, step-gradient scale, step init and seed "
+                f"{theirs}, not {(kd_options, step_grad_scale, step_init, seed)}; "
                 "pass the same options to resume it, or use another -o"
             )
         same_run = restore_schedule(ck, epochs, out)
@@ -497,6 +502,7 @@ def train(
             kd=kd_options,
             step_grad_scale=step_grad_scale,
             step_init=step_init,
+            seed=seed,
             world_size=world.size,
         )
         if world.main:

@@ -84,12 +84,20 @@ def test_goal_compares_with_rivals_on_the_same_recipe(rows) -> None:
         _row("fixed4", 8, 86.8),
         _row("fixed4+lsqgrad", 8, 87.8),
         _row("brevitas-8ends-intres", 8, 87.6),
+        _row("pot4", 8, 86.0),  # an ablation: no rival for the default recipe
+        _row("rmsmp-sp2+lsqgrad+seed1", 8, 87.6),
+        _row("fixed4+lsqgrad+seed1", 8, 87.7),
     )
-    line = next(ln for ln in accuracy.goal().splitlines() if ln.startswith("- rmsmp-sp2+"))
+    lines = accuracy.goal().splitlines()
+    line = next(ln for ln in lines if ln.startswith("- rmsmp-sp2+lsqgrad:"))
     assert "ahead of fixed4+lsqgrad by 0.10" in line
     assert "fixed4 by" not in line  # not the row trained without the step-gradient scale
-    assert "no 8-epoch pot4+lsqgrad row" in line
+    assert "no 8-epoch pot4+lsqgrad row" in line and "pot4 by" not in line
     assert "ahead of brevitas-8ends-intres by 0.30" in line
+    line = next(ln for ln in lines if ln.startswith("- rmsmp-sp2+lsqgrad+seed1:"))
+    assert "behind fixed4+lsqgrad+seed1 by 0.10" in line  # the rival of the same seed
+    assert "fixed4 by" not in line and "fixed4+lsqgrad by" not in line
+    assert "no 8-epoch pot4+lsqgrad+seed1 row" in line
 
 
 def test_goal_without_fp32(rows) -> None:
@@ -128,3 +136,22 @@ def test_sst2_goal_compares_with_fp32_on_the_same_data(rows) -> None:
     assert "10.00" not in text  # no fp32 row on its data
     rows(_row("fp32", 8, 88.0))
     assert accuracy.goal_sst2() == "No fine-tuned fp32 SST-2 row yet.\n"
+
+
+def test_a_seed_names_its_row_checkpoint_and_command(monkeypatch) -> None:
+    import rmsmp.quant.train
+
+    calls = []
+
+    def fake_train(model, method, epochs, out, **kw):  # the row's naming, not training
+        calls.append((out.name, kw["seed"]))
+        return {"history": [{"top1": 87.0, "seconds": 1.0}]}
+
+    monkeypatch.setattr(rmsmp.quant.train, "train", fake_train)
+    row = accuracy.run_resnet20("rmsmp-sp2", 8, 0.01, seed=2)
+    assert row["method"] == "rmsmp-sp2+lsqgrad+seed2"
+    assert row["command"].endswith("--epochs 8 --lr 0.01 --step-grad-scale --seed 2")
+    assert calls == [("resnet20-rmsmp-sp2+lsqgrad+seed2-e8.pt", 2)]
+    row = accuracy.run_resnet20("fixed4", 8, 0.01)
+    assert row["method"] == "fixed4+lsqgrad" and "--seed" not in row["command"]
+    assert calls[-1] == ("resnet20-fixed4+lsqgrad-e8.pt", 0)

@@ -101,7 +101,7 @@ def test_cli_quantize_resumes_and_evaluates(tmp_path, capsys) -> None:
     first = capsys.readouterr().out
     assert "rmsmp@pynq-z1: top-1" in first and "after 1 epochs" in first
     ck = torch.load(ck_path, weights_only=False)
-    assert ck["method"] == "rmsmp@pynq-z1" and ck["step_grad_scale"] is True
+    assert ck["method"] == "rmsmp@pynq-z1" and ck["step_grad_scale"] is True and ck["seed"] == 0
     ratio = method("rmsmp@pynq-z1").ratio
     inner = list(ck["assignment"].values())[1:-1]  # the ends stay Fixed-8
     assert inner

@@ -22,7 +22,7 @@ from rmsmp.quant.qat import (
     scale_step_gradients,
     ste_levels,
 )
-from rmsmp.quant.train import Distill, train
+from rmsmp.quant.train import Distill, build, checkpoint, save_checkpoint, train
 
 DOCUMENTED = {
     "fixed4": list(range(-7, 8)),
@@ -265,3 +265,16 @@ def test_absmax_step_init_puts_each_rows_largest_weight_on_the_top_level() -> No
         init_steps_absmax(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="step init must be one of mse, absmax, got 'max'"):
         train("resnet20", "rmsmp", 1, "unused.pt", step_init="max")
+
+
+def test_a_run_resumes_only_with_its_seed(tmp_path) -> None:
+    model, assignment = build("resnet20", "fixed4")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.01, total_steps=1)
+    out = tmp_path / "r.pt"
+    extra = {"kd": None, "step_grad_scale": True, "step_init": "mse", "seed": 1}
+    save_checkpoint(
+        checkpoint("resnet20", "fixed4", 1, 1, assignment, model, opt, sched, [], **extra), out
+    )
+    with pytest.raises(ValueError, match=r"step init and seed .*, 1\), not .*, 0\)"):
+        train("resnet20", "fixed4", 1, out, seed=0)
