@@ -53,6 +53,11 @@ def progress(transient: bool = False, disable: bool = False) -> Progress:
     )
 
 
+RUN_OPTION_DEFAULTS = {"kd": None, "step_grad_scale": False, "step_init": "mse", "seed": 0}
+"""The options a run records in its checkpoint and must be resumed with, with the value a
+checkpoint written before the option existed is read as."""
+
+
 def checkpoint(
     model_name: str,
     method_name: str,
@@ -401,6 +406,8 @@ def train(
     ck = None
     same_run = False
     kd_options = None if kd is None else asdict(kd)
+    values = (kd_options, step_grad_scale, step_init, seed)
+    options = dict(zip(RUN_OPTION_DEFAULTS, values, strict=True))
     if out.exists():
         model, ck = load_checkpoint(out)
         if ck["method"] != method_name or ck["model_name"] != model_name:
@@ -408,16 +415,11 @@ def train(
                 f"{out} holds {ck['model_name']} method {ck['method']}; "
                 "use another -o to start a different run"
             )
-        theirs = (
-            ck.get("kd"),
-            ck.get("step_grad_scale", False),
-            ck.get("step_init", "mse"),
-            ck.get("seed", 0),
-        )
-        if theirs != (kd_options, step_grad_scale, step_init, seed):
+        theirs = {k: ck.get(k, v) for k, v in RUN_OPTION_DEFAULTS.items()}
+        if theirs != options:
             raise ValueError(
                 f"{out} was trained with distillation, step-gradient scale, step init and seed "
-                f"{theirs}, not {(kd_options, step_grad_scale, step_init, seed)}; "
+                f"{tuple(theirs.values())}, not {tuple(options.values())}; "
                 "pass the same options to resume it, or use another -o"
             )
         same_run = restore_schedule(ck, epochs, out)
@@ -499,10 +501,7 @@ def train(
             opt,
             sched,
             history,
-            kd=kd_options,
-            step_grad_scale=step_grad_scale,
-            step_init=step_init,
-            seed=seed,
+            **options,
             world_size=world.size,
         )
         if world.main:
