@@ -299,7 +299,39 @@ def goal_at(epochs: int, rows: list[dict]) -> str:
                 d = at[m] - at[rival]
                 verdicts.append(f"{'ahead of' if d > 0 else 'behind'} {rival} by {abs(d):.2f}")
         lines.append(f"- {m}: " + "; ".join(verdicts) + ".")
+        if "+seed" not in m:
+            lines.extend(seed_mean(m, recipe, at))
     return "\n".join(lines) + "\n"
+
+
+def seeds_of(method: str, at: dict[str, float]) -> dict[int, float]:
+    """Top-1 of ``method`` for each seed trained on one schedule (seed 0 is the plain row)."""
+    prefix = f"{method}+seed"
+    out = {0: at[method]} if method in at else {}
+    out.update({int(m[len(prefix) :]): t for m, t in at.items() if m.startswith(prefix)})
+    return out
+
+
+def seed_mean(method: str, recipe: str, at: dict[str, float]) -> list[str]:
+    """The goal over seeds: ``method``'s mean top-1 against each of our rivals (same recipe)
+    trained with the same seeds; nothing where ``method`` has one seed."""
+    mine = seeds_of(method, at)
+    if len(mine) < 2:
+        return []
+    seeds = ", ".join(map(str, sorted(mine)))
+    mean = sum(mine.values()) / len(mine)
+    verdicts = [f"{mean:.2f}, {versus_fp32(at['fp32'] - mean)}"]
+    for rival in (r + recipe for r in OUR_RIVALS):
+        theirs = seeds_of(rival, at)
+        if theirs.keys() != mine.keys():
+            verdicts.append(f"no {rival} rows for seeds {seeds}")
+            continue
+        d = mean - sum(theirs.values()) / len(theirs)
+        per_seed = ", ".join(f"{mine[s] - theirs[s]:+.2f}" for s in sorted(mine))
+        verdicts.append(
+            f"{'ahead of' if d > 0 else 'behind'} {rival} by {abs(d):.2f} (per seed {per_seed})"
+        )
+    return [f"- {method}, mean of seeds {seeds}: " + "; ".join(verdicts) + "."]
 
 
 def goal() -> str:

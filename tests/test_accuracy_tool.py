@@ -100,6 +100,24 @@ def test_goal_compares_with_rivals_on_the_same_recipe(rows) -> None:
     assert "no 8-epoch pot4+lsqgrad+seed1 row" in line
 
 
+def test_goal_averages_seeds_against_rivals_with_the_same_seeds(rows) -> None:
+    rows(
+        _row("fp32", 8, 88.0),
+        _row("rmsmp-sp2+lsqgrad", 8, 87.9),
+        _row("rmsmp-sp2+lsqgrad+seed1", 8, 87.5),
+        _row("fixed4+lsqgrad", 8, 87.8),
+        _row("fixed4+lsqgrad+seed1", 8, 87.2),
+        _row("pot4+lsqgrad", 8, 87.0),  # seed 0 only: no mean to compare
+        _row("rmsmp+lsqgrad", 8, 87.4),  # one seed: no mean line
+    )
+    lines = accuracy.goal().splitlines()
+    means = [ln for ln in lines if "mean of seeds" in ln]
+    assert len(means) == 1
+    assert means[0].startswith("- rmsmp-sp2+lsqgrad, mean of seeds 0, 1: 87.70, 0.30 below fp32;")
+    assert "ahead of fixed4+lsqgrad by 0.20 (per seed +0.10, +0.30)" in means[0]
+    assert "no pot4+lsqgrad rows for seeds 0, 1" in means[0]
+
+
 def test_goal_without_fp32(rows) -> None:
     rows(_row("rmsmp", 8, 86.0))
     assert accuracy.goal() == "No fp32 ResNet-20 row yet.\n"
