@@ -263,6 +263,11 @@ def versus_fp32(gap: float) -> str:
     return f"{abs(gap):.2f} {'below' if gap >= 0 else 'above'} fp32"
 
 
+def goal_gap(gap: float) -> str:
+    """``gap`` (fp32 minus one of our mixed rows) in words, with its verdict on GOAL_GAP."""
+    return f"{versus_fp32(gap)} ({'meets' if gap <= GOAL_GAP else 'misses'} the {GOAL_GAP} goal)"
+
+
 def judged(row: dict) -> bool:
     """Whether the goal gives ``row`` a verdict: one of our mixed methods (rmsmp*) trained with
     the default recipe."""
@@ -287,10 +292,7 @@ def goal_at(epochs: int, rows: list[dict]) -> str:
         lines.append(f"| {m} | {t:.2f} | {t - fp32:+.2f} |")
     lines.append("")
     for m in sorted(r["method"] for r in sel if judged(r)):
-        gap = fp32 - at[m]
-        verdicts = [
-            f"{versus_fp32(gap)} ({'meets' if gap <= GOAL_GAP else 'misses'} the {GOAL_GAP} goal)"
-        ]
+        verdicts = [goal_gap(fp32 - at[m])]
         recipe = m[m.index("+") :] if "+" in m else ""
         for rival in (*(r + recipe for r in OUR_RIVALS), *BREVITAS_METHODS):
             if rival not in at:
@@ -320,7 +322,7 @@ def seed_mean(method: str, recipe: str, at: dict[str, float]) -> list[str]:
         return []
     seeds = ", ".join(map(str, sorted(mine)))
     mean = sum(mine.values()) / len(mine)
-    verdicts = [f"{mean:.2f}, {versus_fp32(at['fp32'] - mean)}"]
+    verdicts = [f"{mean:.2f}, {goal_gap(at['fp32'] - mean)}"]
     for rival in (r + recipe for r in OUR_RIVALS):
         theirs = seeds_of(rival, at)
         if theirs.keys() != mine.keys():
