@@ -268,6 +268,11 @@ def goal_gap(gap: float) -> str:
     return f"{versus_fp32(gap)} ({'meets' if gap <= GOAL_GAP else 'misses'} the {GOAL_GAP} goal)"
 
 
+def lead(d: float, rival: str) -> str:
+    """``d`` (our row minus ``rival``, points) in words."""
+    return f"{'ahead of' if d > 0 else 'behind'} {rival} by {abs(d):.2f}"
+
+
 def judged(row: dict) -> bool:
     """Whether the goal gives ``row`` a verdict: one of our mixed methods (rmsmp*) trained with
     the default recipe."""
@@ -298,8 +303,7 @@ def goal_at(epochs: int, rows: list[dict]) -> str:
             if rival not in at:
                 verdicts.append(f"no {epochs}-epoch {rival} row")
             else:
-                d = at[m] - at[rival]
-                verdicts.append(f"{'ahead of' if d > 0 else 'behind'} {rival} by {abs(d):.2f}")
+                verdicts.append(lead(at[m] - at[rival], rival))
         lines.append(f"- {m}: " + "; ".join(verdicts) + ".")
         if "+seed" not in m:
             lines.extend(seed_mean(m, recipe, at))
@@ -330,9 +334,7 @@ def seed_mean(method: str, recipe: str, at: dict[str, float]) -> list[str]:
             continue
         d = mean - sum(theirs.values()) / len(theirs)
         per_seed = ", ".join(f"{mine[s] - theirs[s]:+.2f}" for s in sorted(mine))
-        verdicts.append(
-            f"{'ahead of' if d > 0 else 'behind'} {rival} by {abs(d):.2f} (per seed {per_seed})"
-        )
+        verdicts.append(f"{lead(d, rival)} (per seed {per_seed})")
     return [f"- {method}, mean of seeds {seeds}: " + "; ".join(verdicts) + "."]
 
 
